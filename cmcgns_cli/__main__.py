@@ -1,0 +1,4 @@
+from cmcgns_cli.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""Typed configuration: dataclasses, presets, config-file and command-line overrides.
+
+Resolution order (later wins): preset -> config file (TOML or YAML) -> ``--set`` / CLI options.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from cmcgns_cli.errors import BadInputError
+
+# The five places where the authors' code and the usual form of the method differ
+# (paper.md). "authors" reproduces the published numbers; "clean" is the textbook form.
+VARIANTS: dict[str, dict[str, str]] = {
+    "authors": {
+        "centroid_update": "sum",
+        "hard_negative_mode": "multiply",
+        "false_negative_denominator": "keep",
+        "mask_mode": "channels",
+        "recon_region": "all",
+    },
+    "clean": {
+        "centroid_update": "mean",
+        "hard_negative_mode": "additive",
+        "false_negative_denominator": "remove",
+        "mask_mode": "patches",
+        "recon_region": "masked",
+    },
+}
+
+
+@dataclass
+class DataConfig:
+    image_size: int = 256  # prepared images are resized to this before cropping
+    crop_size: int = 224  # training crop fed to the image encoder
+    max_length: int = 256  # report tokens
+    max_sentences: int = 32  # sentences kept per report (the rest are dropped)
+    augment: bool = True
+    workers: int = 4
+
+
+@dataclass
+class ModelConfig:
+    # resnet50 | vit_b16 | resnet18 | resnet_tiny (torchvision-keyed ResNet, BasicBlock [1,1,1,1])
+    image_encoder: str = "resnet50"
+    image_weights: str | None = None  # local state-dict file (e.g. ImageNet weights)
+    # a local directory or hub id of a BERT model, or "scratch" to build one from the fields below
+    text_encoder: str = "emilyalsentzer/Bio_ClinicalBERT"
+    text_hidden: int = 768
+    text_layers: int = 12
+    text_heads: int = 12
+    text_intermediate: int = 3072
+    vocab_size: int = 30522  # for a scratch tokenizer trained on the corpus
+    embed_dim: int = 768
+    pool_heads: int = 1  # heads of the attention pooling that makes the global text vector
+    predictor_hidden: int = 512  # SimSiam predictor of the local image loss
+    decoder_channels: int = 256  # CM-MIR decoder width
+
+
+@dataclass
+class LossConfig:
+    w_global: float = 1.0
+    w_local_image: float = 1.0
+    w_local_text: float = 1.0
+    w_recon: float = 1.0
+    clustering: bool = True  # cross-modal k-means negatives; False = plain local InfoNCE
+    temperature_init: float = 0.1  # global logit scale s starts at log(1/0.1)
+    local_text_tau: float = 1.0
+    num_clusters: int = 128
+    cluster_init_threshold: float = 0.4
+    cluster_momentum: float = 0.001
+    hard_negative_weight: float = 3.0
+    bml_alpha: float = 0.2
+    bml_beta: float = 0.5
+    bml_weight: float = 1e-4
+    mask_ratio: float = 0.5
+    recon_scale: float = 10.0
+    variant: Literal["authors", "clean", "custom"] = "authors"
+    centroid_update: Literal["sum", "mean"] = "sum"
+    hard_negative_mode: Literal["multiply", "additive"] = "multiply"
+    false_negative_denominator: Literal["keep", "remove"] = "keep"
+    mask_mode: Literal["channels", "patches"] = "channels"
+    recon_region: Literal["all", "masked"] = "all"
+
+
+@dataclass
+class TrainConfig:
+    stage1_epochs: int = 10
+    stage2_epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-5
+    warmup_epochs: float = 1.0
+    warmup_start_lr: float = 1e-7
+    weight_decay: float = 1e-6
+    grad_clip: float = 1.0
+    accumulate: int = 1
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    seed: int = 42
+    device: str = "auto"
+    log_every: int = 10
+    max_steps: int | None = None  # cap per stage, for smoke runs
+
+
+@dataclass
+class Config:
+    preset: str = "paper-resnet50"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+_PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny": {
+        "data": {"image_size": 144, "crop_size": 128, "max_length": 96, "workers": 0},
+        "model": {
+            "image_encoder": "resnet_tiny",
+            "text_encoder": "scratch",
+            "text_hidden": 64,
+            "text_layers": 2,
+            "text_heads": 2,
+            "text_intermediate": 128,
+            "vocab_size": 1000,
+            "embed_dim": 64,
+            "predictor_hidden": 64,
+            "decoder_channels": 32,
+        },
+        "loss": {"num_clusters": 16},
+        "train": {
+            "stage1_epochs": 2,
+            "stage2_epochs": 1,
+            "batch_size": 32,
+            "lr": 1e-3,
+            "warmup_epochs": 0.2,
+            "warmup_start_lr": 1e-5,
+            "log_every": 5,
+            "amp": False,
+        },
+    },
+    "small": {
+        "data": {"image_size": 256, "crop_size": 224, "max_length": 128},
+        "model": {
+            "image_encoder": "resnet18",
+            "text_encoder": "scratch",
+            "text_hidden": 256,
+            "text_layers": 4,
+            "text_heads": 4,
+            "text_intermediate": 1024,
+            "vocab_size": 8000,
+            "embed_dim": 128,
+            "predictor_hidden": 256,
+            "decoder_channels": 64,
+        },
+        "loss": {"num_clusters": 64},
+        "train": {"stage1_epochs": 5, "stage2_epochs": 5, "batch_size": 48, "lr": 2e-4},
+    },
+    "paper-resnet50": {},
+    "paper-vit": {"model": {"image_encoder": "vit_b16"}},
+}
+
+PRESETS: tuple[str, ...] = tuple(_PRESET_OVERRIDES)
+
+
+def preset(name: str) -> Config:
+    """The config of a named preset."""
+    if name not in _PRESET_OVERRIDES:
+        raise BadInputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    cfg = Config(preset=name)
+    apply_overrides(cfg, _PRESET_OVERRIDES[name], source=f"preset {name}")
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any], source: str) -> Config:
+    """Apply a nested {section: {key: value}} mapping in place, checking names and types."""
+    for section, values in overrides.items():
+        if section == "preset":
+            continue
+        target = getattr(cfg, section, None)
+        if target is None or not dataclasses.is_dataclass(target):
+            raise BadInputError(f"{source}: unknown config section {section!r}")
+        if not isinstance(values, dict):
+            raise BadInputError(f"{source}: section {section!r} must be a table of keys")
+        known = {f.name: f for f in fields(target)}
+        for key, value in values.items():
+            if key not in known:
+                raise BadInputError(f"{source}: unknown key {section}.{key}")
+            setattr(target, key, _coerce(getattr(target, key), value, f"{source}: {section}.{key}"))
+        if section == "loss" and "variant" in values:
+            _apply_variant(cfg.loss, explicit=values)
+    return cfg
+
+
+def _apply_variant(loss: LossConfig, explicit: dict[str, Any]) -> None:
+    if loss.variant == "custom":
+        return
+    if loss.variant not in VARIANTS:
+        raise BadInputError(f"loss.variant must be authors, clean or custom, not {loss.variant!r}")
+    for key, value in VARIANTS[loss.variant].items():
+        if key not in explicit:  # an explicit per-place switch beats the shorthand
+            setattr(loss, key, value)
+
+
+def _coerce(current: Any, value: Any, where: str) -> Any:
+    if current is None or value is None:
+        return value
+    if isinstance(current, bool):
+        if isinstance(value, str):
+            if value.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if value.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise BadInputError(f"{where}: expected true/false, got {value!r}")
+        return bool(value)
+    try:
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+    except (TypeError, ValueError):
+        raise BadInputError(
+            f"{where}: expected {type(current).__name__}, got {value!r}"
+        ) from None
+    return value if not isinstance(current, str) else str(value)
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML or YAML override file into a nested mapping."""
+    if not path.is_file():
+        raise BadInputError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix.lower() in {".yaml", ".yml"}:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise BadInputError(f"{path}: config file must end in .toml, .yaml or .yml")
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise BadInputError(f"{path}: cannot parse config: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInputError(f"{path}: config must be a mapping of sections")
+    return data
+
+
+def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
+    """Turn ``section.key=value`` strings into a nested override mapping."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise BadInputError(f"--set {item!r}: expected section.key=value")
+        out.setdefault(section, {})[name] = _parse_scalar(value.strip())
+    return out
+
+
+def _parse_scalar(text: str) -> Any:
+    if text.lower() in {"none", "null"}:
+        return None
+    return text
+
+
+def resolve(
+    preset_name: str,
+    config_file: Path | None = None,
+    sets: list[str] | None = None,
+    cli: dict[str, dict[str, Any]] | None = None,
+) -> Config:
+    """Preset, then the config file, then ``--set`` items, then explicit CLI options."""
+    cfg = preset(preset_name)
+    if config_file is not None:
+        apply_overrides(cfg, load_config_file(config_file), source=str(config_file))
+    if sets:
+        apply_overrides(cfg, parse_set(sets), source="--set")
+    if cli:
+        pruned = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in cli.items()}
+        apply_overrides(cfg, {s: kv for s, kv in pruned.items() if kv}, source="options")
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config saved with ``to_dict`` (checkpoints' config.json)."""
+    cfg = Config(preset=data.get("preset", "custom"))
+    sections = {k: v for k, v in data.items() if k != "preset"}
+    apply_overrides(cfg, copy.deepcopy(sections), source="config.json")
+    return cfg

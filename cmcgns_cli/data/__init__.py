@@ -1,0 +1,1 @@
+"""Raw-layout readers, report parsing, the prepared format, torch Datasets and transforms."""
