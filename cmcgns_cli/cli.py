@@ -8,7 +8,7 @@ Each function hands its arguments to the module that does the work. Errors deriv
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -26,7 +26,7 @@ app = typer.Typer(
 )
 
 
-class Dataset(str, Enum):
+class Dataset(StrEnum):
     mimic = "mimic"
     chexpert = "chexpert"
     rsna = "rsna"
@@ -36,13 +36,13 @@ class Dataset(str, Enum):
     folder = "folder"
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
 
 
-class Protocol(str, Enum):
+class Protocol(StrEnum):
     mgca = "mgca"
     grouped = "grouped"
 
@@ -305,10 +305,9 @@ def main() -> None:
     except typer.Abort:
         err.print("aborted")
         sys.exit(1)
-    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:
+        # Usage errors from click (typer may vendor its own copy) carry show() and exit_code.
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         raise

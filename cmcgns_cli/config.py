@@ -229,9 +229,7 @@ def _coerce(current: Any, value: Any, where: str) -> Any:
         if isinstance(current, float):
             return float(value)
     except (TypeError, ValueError):
-        raise BadInputError(
-            f"{where}: expected {type(current).__name__}, got {value!r}"
-        ) from None
+        raise BadInputError(f"{where}: expected {type(current).__name__}, got {value!r}") from None
     return value if not isinstance(current, str) else str(value)
 
 

@@ -65,13 +65,17 @@ def open_prepared(root: str | os.PathLike[str]) -> Prepared:
     root = Path(root)
     meta_path = root / META
     if not meta_path.is_file():
-        raise BadInputError(f"{meta_path}: not a prepared dataset (no meta.json); run cmcgns prepare")
+        raise BadInputError(
+            f"{meta_path}: not a prepared dataset (no meta.json); run cmcgns prepare"
+        )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise BadInputError(f"{meta_path}: not valid JSON ({exc})") from None
     if meta.get("format") != FORMAT_VERSION:
-        raise BadInputError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+        raise BadInputError(
+            f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT_VERSION}"
+        )
     try:
         manifest = pd.read_parquet(root / MANIFEST)
     except (OSError, ValueError) as exc:
@@ -122,8 +126,8 @@ def write_prepared(
     tmp = root / f".{MANIFEST}.tmp"
     manifest.reset_index(drop=True).to_parquet(tmp, index=False)
     os.replace(tmp, root / MANIFEST)
-    skipped = skipped if skipped is not None else pd.DataFrame(
-        columns=["id", "source_path", "reason"]
+    skipped = (
+        skipped if skipped is not None else pd.DataFrame(columns=["id", "source_path", "reason"])
     )
     tmp = root / f".{SKIPPED}.tmp"
     skipped.to_csv(tmp, index=False)

@@ -8,8 +8,12 @@ from cmcgns_cli.errors import NotBuiltError
 
 
 def run_finetune(**kwargs: Any) -> None:
-    raise NotBuiltError("finetune is not built yet (issues: classification, detection/segmentation)")
+    raise NotBuiltError(
+        "finetune is not built yet (issues: classification, detection/segmentation)"
+    )
 
 
 def run_evaluate(**kwargs: Any) -> None:
-    raise NotBuiltError("evaluate is not built yet (issues: classification, detection/segmentation)")
+    raise NotBuiltError(
+        "evaluate is not built yet (issues: classification, detection/segmentation)"
+    )

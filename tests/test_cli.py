@@ -1,0 +1,49 @@
+"""The CLI shell: help, exit codes, one-line errors, --dry-run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cmcgns_cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_help_lists_every_subcommand() -> None:
+    res = run("--help")
+    assert res.returncode == 0
+    for name in ("prepare", "pretrain", "finetune", "evaluate", "embed", "synth"):
+        assert name in res.stdout
+
+
+def test_dry_run_prints_resolved_config_as_json(tmp_path: Path) -> None:
+    res = run(
+        "pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--preset", "tiny",
+        "--set", "train.lr=0.002", "--batch-size", "5", "--variant", "clean", "--dry-run",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    cfg = json.loads(res.stdout)
+    assert cfg["train"]["lr"] == 0.002 and cfg["train"]["batch_size"] == 5
+    assert cfg["loss"]["recon_region"] == "masked"
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("pretrain", "--data", "x", "--out", "y", "--preset", "huge", "--dry-run"),
+        ("prepare", "nosuchdataset", "--src", "x", "--out", "y"),
+        ("pretrain", "--data", "x"),
+    ],
+)
+def test_bad_usage_exits_2_with_one_line(args: tuple[str, ...]) -> None:
+    res = run(*args)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr

@@ -1,0 +1,90 @@
+"""Presets, config-file and --set overrides, and the variant shorthand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cmcgns_cli.config import (
+    PRESETS,
+    VARIANTS,
+    Config,
+    config_from_dict,
+    preset,
+    resolve,
+)
+from cmcgns_cli.errors import BadInputError
+
+
+def test_presets_differ_where_they_should() -> None:
+    tiny, paper = preset("tiny"), preset("paper-resnet50")
+    assert tiny.model.image_encoder == "resnet_tiny"
+    assert paper.model.image_encoder == "resnet50"
+    assert preset("paper-vit").model.image_encoder == "vit_b16"
+    assert paper.loss.num_clusters == 128 and tiny.loss.num_clusters == 16
+    assert set(PRESETS) == {"tiny", "small", "paper-resnet50", "paper-vit"}
+
+
+def test_paper_defaults_match_paper_md() -> None:
+    loss, train = Config().loss, Config().train
+    assert (loss.hard_negative_weight, loss.bml_alpha, loss.bml_beta) == (3.0, 0.2, 0.5)
+    assert (loss.bml_weight, loss.cluster_momentum, loss.mask_ratio) == (1e-4, 0.001, 0.5)
+    assert (loss.cluster_init_threshold, loss.local_text_tau) == (0.4, 1.0)
+    assert (train.stage1_epochs, train.stage2_epochs, train.batch_size) == (10, 20, 64)
+    for key, value in VARIANTS["authors"].items():
+        assert getattr(loss, key) == value
+
+
+def test_toml_then_set_then_cli(tmp_path: Path) -> None:
+    f = tmp_path / "o.toml"
+    f.write_text("[train]\nlr = 0.5\nbatch_size = 7\n[model]\nembed_dim = 32\n")
+    cfg = resolve("tiny", f, ["train.lr=0.25"], cli={"train": {"batch_size": 3, "seed": None}})
+    assert cfg.train.lr == 0.25  # --set beats the file
+    assert cfg.train.batch_size == 3  # an explicit option beats both
+    assert cfg.model.embed_dim == 32  # the file beats the preset
+    assert cfg.train.seed == preset("tiny").train.seed  # None means "not given"
+
+
+def test_yaml_file(tmp_path: Path) -> None:
+    f = tmp_path / "o.yaml"
+    f.write_text("loss:\n  num_clusters: 9\n  clustering: false\n")
+    cfg = resolve("small", f)
+    assert cfg.loss.num_clusters == 9 and cfg.loss.clustering is False
+
+
+def test_variant_shorthand_and_explicit_switch() -> None:
+    cfg = resolve("tiny", sets=["loss.variant=clean", "loss.mask_mode=channels"])
+    assert cfg.loss.centroid_update == "mean"
+    assert cfg.loss.hard_negative_mode == "additive"
+    assert cfg.loss.mask_mode == "channels"  # explicit switch wins over the shorthand
+
+
+@pytest.mark.parametrize(
+    ("sets", "needle"),
+    [
+        (["train.nope=1"], "unknown key train.nope"),
+        (["bogus.lr=1"], "unknown config section"),
+        (["train.lr=fast"], "expected float"),
+        (["trainlr=1"], "expected section.key=value"),
+        (["loss.clustering=maybe"], "expected true/false"),
+    ],
+)
+def test_bad_overrides_name_the_problem(sets: list[str], needle: str) -> None:
+    with pytest.raises(BadInputError, match=needle):
+        resolve("tiny", sets=sets)
+
+
+def test_bad_config_file(tmp_path: Path) -> None:
+    f = tmp_path / "o.toml"
+    f.write_text("[train\nlr=")
+    with pytest.raises(BadInputError, match=str(f)):
+        resolve("tiny", f)
+    with pytest.raises(BadInputError, match="not found"):
+        resolve("tiny", tmp_path / "missing.toml")
+
+
+def test_round_trip_through_dict() -> None:
+    cfg = resolve("tiny", sets=["loss.variant=clean", "train.lr=0.01"])
+    again = config_from_dict(cfg.to_dict())
+    assert again == cfg
