@@ -178,6 +178,9 @@ def finetune(
     out: Path = typer.Option(..., "--out", help="Output directory."),
     fraction: float = typer.Option(1.0, "--fraction", help="Share of training labels: 0.01-1."),
     full: bool = typer.Option(False, "--full", help="Fine-tune the encoder too."),
+    arch: str | None = typer.Option(
+        None, "--arch", help="Encoder for --checkpoint none: resnet50 (default), resnet18, ..."
+    ),
     image_weights: Path | None = typer.Option(
         None, "--image-weights", help="Start from a torchvision-compatible state dict."
     ),
@@ -199,6 +202,7 @@ def finetune(
         out=out,
         fraction=fraction,
         full=full,
+        arch=arch,
         image_weights=image_weights,
         epochs=epochs,
         lr=lr,

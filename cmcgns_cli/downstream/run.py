@@ -1,19 +1,157 @@
-"""`cmcgns finetune` and `cmcgns evaluate`."""
+"""`cmcgns finetune` and `cmcgns evaluate`: dispatch by task, repeat over seeds, print."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from cmcgns_cli.errors import NotBuiltError
+import numpy as np
+from rich.table import Table
+
+from cmcgns_cli.console import emit_json, err, kv_table
+from cmcgns_cli.console import out as stdout
+from cmcgns_cli.downstream.classification import (
+    evaluate_cls,
+    finetune_cls,
+    load_finetune_record,
+)
+from cmcgns_cli.downstream.tasks import CLS_TASKS
+from cmcgns_cli.errors import BadInputError, NotBuiltError
+from cmcgns_cli.runtime import resolve_device
+
+LATER = {
+    "rsna-det": "detection",
+    "object-cxr-det": "detection",
+    "siim-seg": "segmentation",
+    "rsna-seg": "segmentation",
+    "retrieval": "retrieval",
+}
 
 
-def run_finetune(**kwargs: Any) -> None:
-    raise NotBuiltError(
-        "finetune is not built yet (issues: classification, detection/segmentation)"
-    )
+def _check_task(task: str) -> None:
+    if task in CLS_TASKS:
+        return
+    if task in LATER or task.startswith("zeroshot-"):
+        kind = LATER.get(task, "zero-shot")
+        raise NotBuiltError(f"--task {task}: {kind} is not built yet (a later issue)")
+    known = ", ".join([*CLS_TASKS, *LATER])
+    raise BadInputError(f"--task {task!r}: unknown task; choose one of {known}")
 
 
-def run_evaluate(**kwargs: Any) -> None:
-    raise NotBuiltError(
-        "evaluate is not built yet (issues: classification, detection/segmentation)"
-    )
+def run_finetune(
+    *,
+    task: str,
+    data: Path,
+    checkpoint: str,
+    out: Path,
+    fraction: float,
+    full: bool,
+    arch: str | None = None,
+    image_weights: Path | None,
+    epochs: int | None,
+    lr: float | None,
+    batch_size: int | None,
+    device: str,
+    seed: int,
+    workers: int,
+    as_json: bool,
+) -> None:
+    _check_task(task)
+    if not 0.0 < fraction <= 1.0:
+        raise BadInputError(f"--fraction {fraction}: must be in (0, 1], e.g. 0.01, 0.1 or 1")
+    record = finetune_cls(
+        task_name=task, data=data, checkpoint=checkpoint, out=out, fraction=fraction,
+        full=full, arch=arch, image_weights=image_weights, epochs=epochs, lr=lr,
+        batch_size=batch_size, seed=seed, device=resolve_device(device),
+    )  # fmt: skip
+    if as_json:
+        emit_json(record)
+        return
+    keys = ("fraction", "n_train", "n_validate", "epochs", "best_epoch", "best_validate")
+    stdout.print(kv_table(f"finetune {task} -> {out}", {k: record[k] for k in keys}))
+
+
+def run_evaluate(
+    *,
+    task: str,
+    data: Path,
+    checkpoint: Path,
+    seeds: int,
+    save_examples: int,
+    prompts: Path | None,
+    device: str,
+    workers: int,
+    as_json: bool,
+) -> None:
+    _check_task(task)
+    if save_examples:
+        err.print("note: --save-examples applies to detection and segmentation; ignored")
+    dev = resolve_device(device)
+    results = [evaluate_cls(task, data, checkpoint, dev)]
+    if seeds > 1:
+        results += _other_seeds(task, data, checkpoint, seeds, dev)
+    summary = _summarise(results)
+    if as_json:
+        emit_json(summary)
+        return
+    stdout.print(_table(task, summary))
+
+
+def _other_seeds(task: str, data: Path, finetuned: Path, seeds: int, dev) -> list[dict]:
+    """Re-run the recorded finetune protocol with seeds seed+1 .. seed+N-1 under seeds/."""
+    record = load_finetune_record(finetuned, task)
+    results = []
+    for k in range(1, seeds):
+        seed = record["seed"] + k
+        sub = Path(finetuned) / "seeds" / f"seed{seed}"
+        enc = record["encoder"]
+        finetune_cls(
+            task_name=task, data=data, checkpoint=enc["checkpoint"], out=sub,
+            fraction=record["fraction"], full=record["full"], arch=enc["arch"],
+            image_weights=Path(enc["weights_file"]) if enc["checkpoint"] == "none"
+            and enc["weights_file"] else None,
+            epochs=record["epochs"], lr=record["lr"], batch_size=record["batch_size"],
+            seed=seed, device=dev,
+        )  # fmt: skip
+        results.append(evaluate_cls(task, data, sub, dev))
+    return results
+
+
+def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [k for k in results[0]["metrics"]]
+    values = {k: np.array([r["metrics"][k] for r in results], dtype=float) for k in keys}
+    return {
+        "task": results[0]["task"],
+        "metric": results[0]["metric"],
+        "seeds": [r["protocol"]["seed"] for r in results],
+        "mean": {
+            k: float(np.nanmean(v)) if np.isfinite(v).any() else None for k, v in values.items()
+        },  # fmt: skip
+        "std": {
+            k: float(np.nanstd(v)) if np.isfinite(v).any() else None for k, v in values.items()
+        },  # fmt: skip
+        "runs": results,
+    }
+
+
+def _table(task: str, summary: dict[str, Any]) -> Table:
+    n = len(summary["seeds"])
+    table = Table(title=f"{task}: test split ({n} seed{'s' if n > 1 else ''})")
+    table.add_column("metric")
+    table.add_column("mean", justify="right")
+    if n > 1:
+        table.add_column("std", justify="right")
+    for key, mean in summary["mean"].items():
+        row = [key, _fmt(mean)]
+        if n > 1:
+            row.append(_fmt(summary["std"][key]))
+        table.add_row(*row)
+    return table
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)

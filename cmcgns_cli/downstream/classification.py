@@ -1,0 +1,150 @@
+"""Linear classification (the paper's protocol): finetune a head, evaluate on the test split."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
+from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
+from cmcgns_cli.downstream.features import cached_features, extract
+from cmcgns_cli.downstream.fractions import sample_fraction
+from cmcgns_cli.downstream.full import fit_full
+from cmcgns_cli.downstream.linear import fit_linear_head, score
+from cmcgns_cli.downstream.tasks import get_cls_task
+from cmcgns_cli.errors import BadInputError
+
+FINETUNE_FILE = "finetune.json"
+DEFAULTS = {"epochs": 50, "lr": 5e-4, "batch_size": 48}
+
+
+def finetune_cls(
+    *,
+    task_name: str,
+    data: Path,
+    checkpoint: str,
+    out: Path,
+    fraction: float,
+    full: bool,
+    arch: str | None,
+    image_weights: Path | None,
+    epochs: int | None,
+    lr: float | None,
+    batch_size: int | None,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Train the head (and with ``full`` the encoder) and save it to ``out``."""
+    prepared = open_prepared(data)
+    task = get_cls_task(task_name, prepared)
+    targets, names = task.targets(prepared)
+    train_rows, val_rows = _split_rows(prepared, "train"), _split_rows(prepared, "validate")
+    chosen = train_rows[sample_fraction(targets[train_rows], fraction, seed)]
+    source = resolve_source(checkpoint, arch, image_weights)
+    encoder = build_encoder(source)
+    hp = {
+        "epochs": epochs if epochs is not None else DEFAULTS["epochs"],
+        "lr": lr if lr is not None else DEFAULTS["lr"],
+        "batch_size": batch_size if batch_size is not None else DEFAULTS["batch_size"],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    if full:
+        fit = fit_full(task, names, encoder, prepared, source, targets, chosen, val_rows,
+                       device=device, seed=seed, **hp)  # fmt: skip
+        _save_tensors(out / "encoder.safetensors", encoder.state_dict())
+    else:
+        feats = cached_features(encoder, prepared, source, device)
+        fit = fit_linear_head(
+            task, names, (feats[chosen], targets[chosen]), (feats[val_rows], targets[val_rows]),
+            seed=seed, **hp,
+        )  # fmt: skip
+    _save_tensors(out / "head.safetensors", fit.head.state_dict())
+    atomic_write_text(out / "train_ids.txt", "\n".join(prepared.manifest["id"].iloc[chosen]) + "\n")
+    atomic_write_text(out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in fit.history))
+    record = {
+        "task": task.name,
+        "data": str(data),
+        "encoder": source.to_dict(),
+        "fraction": fraction,
+        "seed": seed,
+        "full": full,
+        **hp,
+        "label_names": names,
+        "n_train": int(len(chosen)),
+        "n_train_available": int(len(train_rows)),
+        "n_validate": int(len(val_rows)),
+        "best_epoch": fit.best_epoch,
+        "best_validate": fit.best_val,
+        "validate_metric": task.metric,
+    }
+    atomic_write_text(out / FINETUNE_FILE, json.dumps(record, indent=2))
+    return record
+
+
+def evaluate_cls(task_name: str, data: Path, finetuned: Path, device: torch.device) -> dict:
+    """Score a finetuned directory on the test split; write ``metrics.json`` beside it."""
+    record = load_finetune_record(finetuned, task_name)
+    prepared = open_prepared(data)
+    task = get_cls_task(task_name, prepared)
+    targets, names = task.targets(prepared)
+    test_rows = _split_rows(prepared, "test")
+    source = EncoderSource(**record["encoder"])
+    encoder = build_encoder(source)
+    if record["full"]:
+        encoder.load_state_dict(load_file(str(finetuned / "encoder.safetensors")))
+    state = load_file(str(finetuned / "head.safetensors"))
+    head = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+    head.load_state_dict(state)
+    if record["full"]:
+        feats = extract(encoder, prepared, test_rows, source, device)
+    else:
+        feats = cached_features(encoder, prepared, source, device)[test_rows]
+    with torch.no_grad():
+        logits = head(torch.from_numpy(feats).float()).numpy()
+    metrics = score(task, targets[test_rows], logits, names)
+    result = {
+        "task": task.name,
+        "metric": task.metric,
+        "value": metrics[task.metric],
+        "metrics": metrics,
+        "protocol": {
+            "split_sizes": {
+                s: int(len(prepared.split_indices(s))) for s in ("train", "validate", "test")
+            },
+            "n_test": int(len(test_rows)),
+            **{k: record[k] for k in ("fraction", "seed", "epochs", "lr", "batch_size", "full")},
+            "n_train": record["n_train"],
+            "encoder": record["encoder"],
+        },
+    }
+    atomic_write_text(finetuned / "metrics.json", json.dumps(result, indent=2))
+    return result
+
+
+def load_finetune_record(finetuned: Path, task_name: str) -> dict[str, Any]:
+    path = Path(finetuned) / FINETUNE_FILE
+    if not path.is_file():
+        raise BadInputError(f"{path}: not a finetuned directory (run cmcgns finetune first)")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if record.get("task") != task_name:
+        raise BadInputError(f"{path}: finetuned for task {record.get('task')!r}, not {task_name!r}")
+    return record
+
+
+def _split_rows(prepared: Prepared, split: str) -> np.ndarray:
+    rows = prepared.split_indices(split)
+    if len(rows) == 0:
+        raise BadInputError(f"{prepared.root / 'manifest.parquet'}: no rows in split {split!r}")
+    return rows
+
+
+def _save_tensors(path: Path, state: dict[str, torch.Tensor]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
+    os.replace(tmp, path)

@@ -1,0 +1,86 @@
+"""Build the image encoder a downstream task starts from: a pretrain run, none, or a file."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cmcgns_cli.config import PRESETS, ModelConfig, config_from_dict, preset
+from cmcgns_cli.errors import BadInputError
+
+ENCODER_FILE = "image_encoder.safetensors"
+
+
+@dataclass
+class EncoderSource:
+    """Where an encoder came from, recorded in finetune.json and metrics.json."""
+
+    checkpoint: str  # run directory, or "none"
+    arch: str
+    image_size: int
+    crop_size: int
+    weights_file: str | None
+    weights_sha256: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_source(checkpoint: str, arch: str | None, image_weights: Path | None) -> EncoderSource:
+    """Work out architecture, input sizes and weights without building anything."""
+    if checkpoint.lower() == "none":
+        arch = arch or "resnet50"
+        data = _preset_data_for(arch)
+        weights = Path(image_weights) if image_weights else None
+        if weights is not None and not weights.is_file():
+            raise BadInputError(f"{weights}: --image-weights file not found")
+        return EncoderSource(
+            "none", arch, data.image_size, data.crop_size,
+            str(weights) if weights else None, sha256_of(weights) if weights else None,
+        )  # fmt: skip
+    run = Path(checkpoint)
+    cfg_path, weights = run / "config.json", run / ENCODER_FILE
+    if not cfg_path.is_file():
+        raise BadInputError(f"{cfg_path}: not a pretrain run directory (no config.json)")
+    if not weights.is_file():
+        raise BadInputError(f"{weights}: pretrain run has no exported image encoder")
+    try:
+        cfg = config_from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"{cfg_path}: not valid JSON ({exc})") from None
+    if arch and arch != cfg.model.image_encoder:
+        raise BadInputError(f"{cfg_path}: run uses {cfg.model.image_encoder}, --arch says {arch}")
+    return EncoderSource(
+        str(run), cfg.model.image_encoder, cfg.data.image_size, cfg.data.crop_size,
+        str(weights), sha256_of(weights),
+    )  # fmt: skip
+
+
+def build_encoder(source: EncoderSource):  # -> ImageEncoder
+    """The encoder described by ``source``, with its weights loaded."""
+    from cmcgns_cli.model.encoders import build_image_encoder, load_image_weights
+
+    encoder = build_image_encoder(ModelConfig(image_encoder=source.arch, image_weights=None))
+    if source.weights_file:
+        load_image_weights(encoder, source.weights_file)
+    return encoder
+
+
+def _preset_data_for(arch: str):
+    for name in PRESETS:
+        cfg = preset(name)
+        if cfg.model.image_encoder == arch:
+            return cfg.data
+    return preset("paper-resnet50").data

@@ -1,0 +1,71 @@
+"""Label fractions are deterministic and stratified; metrics equal scikit-learn's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, roc_auc_score
+
+from cmcgns_cli.downstream.fractions import sample_fraction
+from cmcgns_cli.metrics import accuracy, auroc
+
+
+def _multilabel(n: int = 1000, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    prevalence = np.array([0.3, 0.1, 0.02, 0.005, 0.2])
+    return (rng.random((n, 5)) < prevalence).astype(np.float32)
+
+
+def test_fraction_is_deterministic_and_seed_dependent() -> None:
+    y = _multilabel()
+    a, b = sample_fraction(y, 0.01, seed=3), sample_fraction(y, 0.01, seed=3)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, sample_fraction(y, 0.01, seed=4))
+    assert len(a) == 10 and len(np.unique(a)) == 10
+
+
+def test_multilabel_fraction_keeps_a_positive_of_every_class() -> None:
+    y = _multilabel()
+    for seed in range(20):
+        rows = sample_fraction(y, 0.01, seed)
+        has_any = y.sum(0) > 0
+        assert (y[rows].sum(0)[has_any] > 0).all()
+
+
+def test_single_label_fraction_is_stratified() -> None:
+    classes = np.repeat([0, 1, 2], [800, 150, 50])
+    rows = sample_fraction(classes, 0.1, seed=0)
+    counts = np.bincount(classes[rows], minlength=3)
+    assert counts.tolist() == [80, 15, 5]
+    tiny = sample_fraction(classes, 0.001, seed=0)
+    assert set(classes[tiny].tolist()) == {0, 1, 2}  # each class keeps at least one
+
+
+def test_full_fraction_is_everything() -> None:
+    assert np.array_equal(sample_fraction(np.zeros(7), 1.0, 0), np.arange(7))
+    with pytest.raises(ValueError):
+        sample_fraction(np.zeros(7), 0.0, 0)
+
+
+def test_auroc_equals_sklearn_macro() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random((200, 5)) < 0.3).astype(float)
+    s = rng.random((200, 5)) + 0.5 * y
+    ours = auroc(y, s, list("abcde"))
+    assert ours["macro_auroc"] == pytest.approx(roc_auc_score(y, s, average="macro"))
+    assert ours["c"] == pytest.approx(roc_auc_score(y[:, 2], s[:, 2]))
+
+
+def test_auroc_skips_a_class_without_both_labels() -> None:
+    y = np.array([[1, 0], [0, 0], [1, 0], [0, 0]], dtype=float)
+    s = np.array([[0.9, 0.1], [0.2, 0.3], [0.6, 0.2], [0.4, 0.9]])
+    ours = auroc(y, s, ["a", "b"])
+    assert np.isnan(ours["b"])
+    assert ours["macro_auroc"] == pytest.approx(1.0)
+
+
+def test_accuracy_equals_sklearn() -> None:
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(50, 3))
+    y = rng.integers(0, 3, 50)
+    assert accuracy(y, logits) == pytest.approx(accuracy_score(y, logits.argmax(1)))
