@@ -1,0 +1,1 @@
+"""One writer per raw layout; each returns its truth records and file counts."""
