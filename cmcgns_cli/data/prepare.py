@@ -1,15 +1,321 @@
-"""`cmcgns prepare`: raw layouts -> prepared format."""
+"""`cmcgns prepare`: raw layouts -> prepared format.
+
+Reader (rows, no pixels) -> writer (decode in worker processes into a pre-allocated
+memmap, journaled, resumable) -> manifest.parquet, skipped.csv, meta.json (written last;
+its presence marks a finished dataset) -> summary table or JSON on stdout.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import time
+from collections import Counter
+from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from cmcgns_cli.errors import NotBuiltError
+import numpy as np
+import pandas as pd
+
+from cmcgns_cli.data import imageio, writer
+from cmcgns_cli.data.prepared import (
+    FORMAT_VERSION,
+    MANIFEST,
+    META,
+    SKIPPED,
+    atomic_write_text,
+)
+from cmcgns_cli.data.readers import get_reader
+from cmcgns_cli.data.readers.base import Item, ReaderResult
+from cmcgns_cli.errors import BadInputError
+
+DATASETS = ("mimic", "chexpert", "rsna", "siim", "covidx", "object-cxr", "folder")
+VERSION_PACKAGES = (
+    "cmcgns",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "opencv-python-headless",
+    "pydicom",
+    "pylibjpeg",
+    "pylibjpeg-libjpeg",
+    "pylibjpeg-openjpeg",
+    "scikit-learn",
+)
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in VERSION_PACKAGES:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def preprocess_params(dataset: str, size: int, options: dict[str, Any], reduce: bool) -> dict:
+    params: dict[str, Any] = {
+        "image_size": size,
+        "protocol": options.get("protocol", "mgca"),
+        "resize": "longer side to image_size (cv2 INTER_AREA when shrinking, INTER_LINEAR "
+        "when enlarging), zero-padded to a centred square; x' = x * scale + pad_x",
+        "reduced_decode": (
+            f"JPEG decoded at 1/2, 1/4 or 1/8 (largest factor) while the decoded longer side "
+            f">= {imageio.REDUCE_MIN_RATIO:g} x image_size"
+            if reduce
+            else "off"
+        ),
+        "dicom": "modality LUT, VOI LUT or first window (LINEAR/LINEAR_EXACT/SIGMOID) to "
+        "0..255; no window: full data range (8-bit data kept as stored); MONOCHROME1 inverted",
+        "masks": "uint8 0/1",
+    }
+    if dataset in ("mimic", "folder"):
+        params["min_words"] = int(options.get("min_words", 3))
+        params["sentence_rule"] = (
+            "split on periods, ?/!/; and numbered items; >= 2 word tokens per sentence; "
+            "lower-cased ASCII letter/digit tokens joined by spaces; ___ removed"
+        )
+    if dataset == "object-cxr":
+        params["polygon_box"] = options.get("polygon_box") or "pole"
+    if dataset == "folder":
+        for k in ("csv", "image_col", "report_col", "label_cols", "split_col"):
+            params[k] = options.get(k) if k != "csv" else str(options.get(k) or "")
+    return params
+
+
+def _task(i: int, item: Item, masks: bool) -> writer.Task:
+    spec = None
+    if masks and item.mask:
+        spec = ("boxes", item.boxes or []) if item.mask[0] == "boxes" else item.mask
+    return (i, item.source_path, spec)
 
 
 def run_prepare(
-    dataset: str, *, src: Path, out: Path, size: int, workers: int, options: dict[str, Any],
+    dataset: str,
+    *,
+    src: Path,
+    out: Path,
+    size: int,
+    workers: int,
+    options: dict[str, Any],
     as_json: bool,
-) -> None:
-    raise NotBuiltError("prepare is not built yet (issue: cmcgns prepare)")
+    reduce: bool = True,
+    chunk: int = writer.CHUNK,
+) -> dict[str, Any]:
+    """Prepare ``dataset`` from ``src`` into ``out``; prints and returns the summary."""
+    if dataset not in DATASETS:
+        raise BadInputError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise BadInputError(f"{src}: --src is not a folder")
+    if size < 16:
+        raise BadInputError(f"--size {size}: must be at least 16")
+    if options.get("protocol", "mgca") not in ("mgca", "grouped"):
+        raise BadInputError(f"--protocol {options.get('protocol')!r}: expected mgca or grouped")
+    started = time.perf_counter()
+    from cmcgns_cli.console import err
+
+    with err.status(f"reading the {dataset} layout in {src}"):
+        result: ReaderResult = get_reader(dataset).read(src, options)
+    items = result.items
+    params = preprocess_params(dataset, size, options, reduce)
+    job = writer.fingerprint(
+        {
+            "dataset": dataset,
+            "params": params,
+            "rows": [(it.id, it.source_path, it.split) for it in items],
+            "format": FORMAT_VERSION,
+        }
+    )
+    meta_path = out / META
+    if meta_path.is_file() and not (out / writer.WORK).exists():
+        try:
+            old = json.loads(meta_path.read_text(encoding="utf-8"))
+        except ValueError:
+            old = {}
+        if old.get("job") == job:
+            summary = old.get("summary", {})
+            summary = {**summary, "resumed": summary.get("count", 0), "already_prepared": True}
+            _emit(summary, as_json)
+            return summary
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = [_task(i, it, result.masks) for i, it in enumerate(items)]
+    from rich.progress import TextColumn
+
+    from cmcgns_cli.console import progress
+
+    prog = progress(TextColumn("{task.fields[rate]} img/s"))
+    t0 = time.perf_counter()
+    with prog:
+        bar = prog.add_task(f"prepare {dataset}", total=len(tasks), rate="-")
+        state = {"n": 0}
+
+        def advance(k: int, resumed: bool = False) -> None:
+            if not resumed:  # rows resumed from the journal do not count towards the rate
+                state["n"] += k
+            rate = state["n"] / max(time.perf_counter() - t0, 1e-9)
+            prog.update(bar, advance=k, rate=f"{rate:.1f}")
+
+        results, resumed = writer.run_images(
+            out,
+            tasks,
+            size=size,
+            with_masks=result.masks,
+            workers=workers,
+            reduce=reduce,
+            job=job,
+            on_progress=advance,
+            chunk=chunk,
+        )
+    decode_s = time.perf_counter() - t0
+    kept, rows, skipped = [], [], []
+    for it in result.skipped:
+        skipped.append((it.id, it.source_path, it.reason, it.detail))
+    for item, rec in zip(items, results, strict=True):
+        if "skip" in rec:
+            skipped.append((item.id, item.source_path, rec["skip"], rec.get("detail", "")))
+            continue
+        kept.append(rec["i"])
+        rows.append(_row(item, rec, result))
+    manifest = _manifest(rows, result)
+    writer.finalize(out, kept, size=size, with_masks=result.masks)
+    skipped_df = pd.DataFrame(skipped, columns=["id", "source_path", "reason", "detail"])
+    _atomic_parquet(manifest, out / MANIFEST)
+    tmp = out / f".{SKIPPED}.tmp"
+    skipped_df.to_csv(tmp, index=False)
+    os.replace(tmp, out / SKIPPED)
+    summary = _summary(dataset, manifest, skipped_df, result, len(items))
+    meta = {
+        "format": FORMAT_VERSION,
+        "dataset": dataset,
+        "image_size": size,
+        "count": int(len(manifest)),
+        "splits": summary["splits"],
+        "source": str(src.resolve()),
+        "preprocess": params,
+        "versions": package_versions(),
+        "skipped": int(len(skipped_df)),
+        "skipped_by_reason": summary["skipped_by_reason"],
+        "label_names": list(result.meta.get("label_names", [])),
+        **{k: v for k, v in result.meta.items() if k != "label_names"},
+        "paired": result.paired,
+        "has_masks": result.masks,
+        "job": job,
+        "summary": summary,
+    }
+    atomic_write_text(out / META, json.dumps(meta, indent=2, default=str))
+    writer.cleanup(out)
+    summary = {
+        **summary,
+        "resumed": resumed,
+        "seconds": round(time.perf_counter() - started, 2),
+        "images_per_s": round((len(tasks) - resumed) / max(decode_s, 1e-9), 2),
+    }
+    _emit(summary, as_json)
+    return summary
+
+
+def _row(item: Item, rec: dict[str, Any], result: ReaderResult) -> dict[str, Any]:
+    tf = rec["tf"]
+    row: dict[str, Any] = {
+        "id": item.id,
+        "split": item.split,
+        "patient_id": item.patient_id,
+        "study_id": item.study_id,
+        "view": item.view or (rec.get("view") or "").upper(),
+        "source_path": item.source_path,
+        **tf,
+    }
+    if result.paired:
+        row["sentences"] = list(item.sentences or [])
+    if item.labels is not None:
+        row["labels"] = [float(v) for v in item.labels]
+    if item.boxes is not None:
+        s, px, py = tf["scale"], tf["pad_x"], tf["pad_y"]
+        row["boxes"] = [[x * s + px, y * s + py, w * s, h * s] for x, y, w, h in item.boxes]
+        row["box_labels"] = [int(v) for v in (item.box_labels or [0] * len(item.boxes))]
+    for k, v in item.extra.items():
+        row[k] = v
+    return row
+
+
+def _manifest(rows: list[dict[str, Any]], result: ReaderResult) -> pd.DataFrame:
+    base = [
+        "id",
+        "split",
+        "patient_id",
+        "study_id",
+        "view",
+        "source_path",
+        "scale",
+        "pad_x",
+        "pad_y",
+        "orig_h",
+        "orig_w",
+    ]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame({c: pd.Series(dtype=object) for c in base})
+    for c in ("id", "split", "patient_id", "study_id", "view", "source_path"):
+        df[c] = df[c].astype(object).map(str)
+    return df
+
+
+def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _summary(
+    dataset: str, manifest: pd.DataFrame, skipped: pd.DataFrame, result: ReaderResult, n_tasks: int
+) -> dict[str, Any]:
+    splits = {s: int((manifest["split"] == s).sum()) for s in ("train", "validate", "test")}
+    prevalence: dict[str, float | None] = {}
+    names = list(result.meta.get("label_names", []))
+    if "labels" in manifest and len(manifest) and names:
+        lab = np.stack([np.asarray(v, dtype=np.float64) for v in manifest["labels"]])
+        for j, name in enumerate(names):
+            col = lab[:, j]
+            known = col[~np.isnan(col)]
+            prevalence[name] = round(float((known == 1).mean()), 4) if len(known) else None
+    summary: dict[str, Any] = {
+        "dataset": dataset,
+        "count": int(len(manifest)),
+        "candidates": n_tasks,
+        "splits": splits,
+        "label_prevalence": prevalence,
+        "skipped": int(len(skipped)),
+        "skipped_by_reason": dict(Counter(skipped["reason"]).most_common()) if len(skipped) else {},
+    }
+    if "boxes" in manifest:
+        summary["boxes"] = int(sum(len(b) for b in manifest["boxes"]))
+    return summary
+
+
+def _emit(summary: dict[str, Any], as_json: bool) -> None:
+    from cmcgns_cli.console import emit_json, out
+
+    if as_json:
+        emit_json(summary)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"prepared {summary['dataset']}: {summary['count']} images")
+    table.add_column("summary")
+    table.add_column("value", justify="right")
+    for s, n in summary["splits"].items():
+        table.add_row(f"split {s}", str(n))
+    for name, p in summary.get("label_prevalence", {}).items():
+        table.add_row(f"positive {name}", "-" if p is None or math.isnan(p) else f"{p:.3f}")
+    if "boxes" in summary:
+        table.add_row("boxes", str(summary["boxes"]))
+    table.add_row("skipped", str(summary["skipped"]))
+    for reason, n in summary["skipped_by_reason"].items():
+        table.add_row(f"  {reason}", str(n))
+    if summary.get("resumed"):
+        table.add_row("resumed rows", str(summary["resumed"]))
+    out.print(table)
