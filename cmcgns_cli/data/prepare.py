@@ -278,10 +278,9 @@ def _summary(
     names = list(result.meta.get("label_names", []))
     if "labels" in manifest and len(manifest) and names:
         lab = np.stack([np.asarray(v, dtype=np.float64) for v in manifest["labels"]])
+        # Share of all rows labelled positive: blanks (not mentioned) count as not positive.
         for j, name in enumerate(names):
-            col = lab[:, j]
-            known = col[~np.isnan(col)]
-            prevalence[name] = round(float((known == 1).mean()), 4) if len(known) else None
+            prevalence[name] = round(float((lab[:, j] == 1).mean()), 4)
     summary: dict[str, Any] = {
         "dataset": dataset,
         "count": int(len(manifest)),
