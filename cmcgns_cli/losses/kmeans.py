@@ -1,0 +1,156 @@
+"""Cross-modal k-means over image-to-text sentence features (paper.md item 4).
+
+State (``centroids (K, D)``, ``initialized`` bool scalar, ``step`` long scalar) lives in
+registered buffers, so it is saved in checkpoints and restored on resume and across the stage
+switch (the authors' code loses it).
+
+Host syncs: none. The "is it initialised yet?" decision is taken on the device with
+``torch.where`` on the flag buffer. While the host does not yet *know* that the flag is set,
+the farthest-point candidates are computed every training step (K small mat-vecs) and selected
+by the flag; the host learns the flag without blocking: on CPU by reading it, on CUDA by an
+asynchronous copy to pinned memory checked through a CUDA event on a later step.
+
+Distributed hooks (identity by default): ``reduce`` must sum a tensor over ranks (all_reduce
+SUM) and is applied to the init statistics and to the centroid-update sums/counts;
+``broadcast`` must return rank 0's tensor and is applied to the init decision and candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+def farthest_point_init(z: Tensor, valid: Tensor, k: int, u: Tensor) -> Tensor:
+    """K centroids from the rows of ``z`` (N, D): a random valid first row (the ``u``-quantile
+    among valid rows, so padding rows do not change the draw), then each next centroid is the
+    valid, not yet chosen row least similar (cosine) to the previous one."""
+    n = z.shape[0]
+    zn = F.normalize(z, dim=-1)
+    n_valid = valid.sum()
+    r = (u * n_valid).floor().long().clamp(max=n_valid - 1)
+    rank = valid.long().cumsum(0) - 1
+    idx = ((rank == r) & valid).to(torch.uint8).argmax()
+    ar = torch.arange(n, device=z.device)
+    chosen = torch.zeros(n, dtype=torch.bool, device=z.device)
+    picks = []
+    for _ in range(k):  # K sequential choices (not a per-sample loop); runs until init is known
+        picks.append(idx)
+        chosen = chosen | (ar == idx)
+        sims = zn @ zn.index_select(0, idx.view(1))[0]
+        idx = sims.masked_fill(chosen | ~valid, float("inf")).argmin()
+    return z.index_select(0, torch.stack(picks))
+
+
+class CrossModalKMeans(nn.Module):
+    """Momentum k-means; see the module docstring for the state and the hooks."""
+
+    def __init__(
+        self,
+        num_clusters: int,
+        dim: int,
+        threshold: float = 0.4,
+        momentum: float = 0.001,
+        update: str = "sum",
+    ):
+        super().__init__()
+        if update not in ("sum", "mean"):
+            raise ValueError(f"centroid_update must be sum or mean, not {update!r}")
+        self.num_clusters, self.threshold, self.momentum, self.update_mode = (
+            num_clusters,
+            threshold,
+            momentum,
+            update,
+        )
+        self.register_buffer("centroids", torch.zeros(num_clusters, dim))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.reduce: Callable[[Tensor], Tensor] = _identity
+        self.broadcast: Callable[[Tensor], Tensor] = _identity
+        self._host_ready = False
+        self._pending: tuple[Any, Tensor] | None = None
+
+    # -- host mirror of the flag, without blocking ------------------------------------------
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host_ready, self._pending = False, None  # re-learn the (possibly new) flag
+
+    def host_knows_ready(self) -> bool:
+        if self._host_ready:
+            return True
+        flag = self.initialized
+        if flag.device.type != "cuda":
+            self._host_ready = bool(flag)  # a CPU read, not a device sync
+            return self._host_ready
+        if self._pending is not None and self._pending[0].query():
+            self._host_ready = bool(self._pending[1])
+        if not self._host_ready:
+            pinned = torch.empty((), dtype=torch.bool, pin_memory=True)
+            pinned.copy_(flag, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._pending = (event, pinned)
+        return self._host_ready
+
+    # -- maths ---------------------------------------------------------------------------
+    def similarities(self, x: Tensor) -> Tensor:
+        """Cosine similarity (N, K) of rows of ``x`` to the centroids."""
+        return F.normalize(x.float(), dim=-1) @ F.normalize(self.centroids.float(), dim=-1).t()
+
+    def assign(self, x: Tensor) -> Tensor:
+        """Index of the most similar centroid for each row of ``x``."""
+        return self.similarities(x).argmax(dim=1)
+
+    @torch.no_grad()
+    def maybe_initialize(self, z1: Tensor, z2: Tensor, valid: Tensor) -> None:
+        """Initialise from ``z2`` at the first step where the mean of the valid N x N cosine
+        matrix cos(z1_a, z2_b) is <= threshold, provided N >= K (otherwise wait)."""
+        if self.host_knows_ready():
+            return
+        z1n, z2n = F.normalize(z1.float(), dim=-1), F.normalize(z2.float(), dim=-1)
+        v = valid.float()
+        pair = v[:, None] * v[None, :]
+        stats = self.reduce(torch.stack([((z1n @ z2n.t()) * pair).sum(), pair.sum()]))
+        mean_cos = stats[0] / stats[1].clamp(min=1.0)
+        enough = valid.sum() >= self.num_clusters  # candidates come from this rank's points
+        cond = (~self.initialized) & (mean_cos <= self.threshold) & enough & (stats[1] > 0)
+        cond = self.broadcast(cond.float()) > 0.5
+        u = torch.rand((), device=z2.device)
+        cand = self.broadcast(farthest_point_init(z2.float(), valid, self.num_clusters, u))
+        self.centroids.copy_(torch.where(cond, cand.to(self.centroids.dtype), self.centroids))
+        self.initialized.copy_(self.initialized | cond)
+
+    @torch.no_grad()
+    def momentum_update(self, z2: Tensor, valid: Tensor, active: Tensor) -> None:
+        """c <- (1 - m) c + m * agg(assigned z2), agg = sum (authors) or mean (clean); clusters
+        with no point keep their centroid; nothing changes unless ``active`` (bool tensor)."""
+        x = z2.float()
+        idx = self.assign(x)
+        w = valid.float()
+        sums = x.new_zeros(self.centroids.shape).index_add_(0, idx, x * w[:, None])
+        counts = x.new_zeros(self.num_clusters).index_add_(0, idx, w)
+        packed = self.reduce(torch.cat([sums, counts[:, None]], dim=1))
+        sums, counts = packed[:, :-1], packed[:, -1]
+        agg = sums if self.update_mode == "sum" else sums / counts.clamp(min=1.0)[:, None]
+        new = (1.0 - self.momentum) * self.centroids + self.momentum * agg
+        keep = ~(active & (counts > 0))
+        self.centroids.copy_(
+            torch.where(keep[:, None], self.centroids, new.to(self.centroids.dtype))
+        )
+
+    @torch.no_grad()
+    def train_step(self, z1: Tensor, z2: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """One training step's state change: maybe initialise. Returns ``(was_ready, ready)``;
+        call :meth:`momentum_update` with ``active=was_ready`` after using the centroids."""
+        was = self.initialized.clone()
+        self.maybe_initialize(z1, z2, valid)
+        self.step.add_(1)
+        return was, self.initialized.clone()

@@ -1,0 +1,70 @@
+"""CM-MIR masking and reconstruction loss (paper.md item 5).
+
+Two switches (LossConfig):
+- ``mask_mode``: "channels" (authors' code, default) drops a fraction ``mask_ratio`` of whole
+  feature channels per sample (the same channels at every patch); "patches" (clean) drops whole
+  patches, as "masked local image regions" in the abstract.
+- ``recon_region``: "all" (authors, default) takes the L1 over the whole image; "masked" (clean)
+  only over pixels of masked patches. Channel masking touches every patch, so with
+  ``mask_mode="channels"`` the masked region is the whole image.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def random_keep_mask(
+    b: int, n: int, ratio: float, device: torch.device, generator: torch.Generator | None = None
+) -> Tensor:
+    """(b, n) bool, True = kept; exactly ``round(ratio * n)`` False per row (random, no loop)."""
+    n_mask = int(round(ratio * n))
+    order = torch.rand(b, n, device=device, generator=generator).argsort(dim=1)
+    return order >= n_mask  # positions ranked below n_mask are masked
+
+
+def mask_local_features(
+    local: Tensor, ratio: float, mode: str, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """Mask ``local`` (B, P, D). Returns ``(masked_local, patch_masked (B, P) bool)``;
+    ``patch_masked`` marks patches whose features were (partly) removed."""
+    b, p, d = local.shape
+    if mode == "channels":
+        keep = random_keep_mask(b, d, ratio, local.device, generator)  # (B, D)
+        masked = local * keep[:, None, :].to(local.dtype)
+        patch_masked = (~keep).any(dim=1, keepdim=True).expand(b, p)
+    elif mode == "patches":
+        keep = random_keep_mask(b, p, ratio, local.device, generator)  # (B, P)
+        masked = local * keep[:, :, None].to(local.dtype)
+        patch_masked = ~keep
+    else:
+        raise ValueError(f"mask_mode must be channels or patches, not {mode!r}")
+    return masked, patch_masked
+
+
+def reconstruction_target(images: Tensor) -> Tensor:
+    """The grayscale target (B, 1, H, W): channel mean of the normalised input (in [-1, 1])."""
+    return images.mean(dim=1, keepdim=True)
+
+
+def reconstruction_loss(
+    pred: Tensor,
+    target: Tensor,
+    patch_masked: Tensor,
+    grid: tuple[int, int],
+    region: str = "all",
+    scale: float = 10.0,
+) -> Tensor:
+    """CM-MIR loss, paper.md item 5: ``scale`` x L1(pred, target) over the whole image ("all")
+    or over the pixels of masked patches only ("masked"; nearest-upsampled patch mask)."""
+    err = (pred.float() - target.float()).abs()
+    if region == "all":
+        return scale * err.mean()
+    if region != "masked":
+        raise ValueError(f"recon_region must be all or masked, not {region!r}")
+    b = patch_masked.shape[0]
+    pm = patch_masked.view(b, 1, grid[0], grid[1]).float()
+    pix = F.interpolate(pm, size=err.shape[-2:], mode="nearest")
+    return scale * (err * pix).sum() / (pix.sum() * err.shape[1]).clamp(min=1.0)

@@ -1,0 +1,184 @@
+"""The CM-CGNS model: encoders, local cross-attention, CM-MIR decoder, and its losses.
+
+Batch contract (from the training collate), all tensors:
+  images          float (B, 3 | 1, H, W), normalised with mean 0.5 / std 0.5 (values in [-1, 1])
+  input_ids       long (B, L);  attention_mask long (B, L)
+  sentence_index  long (B, L): -1 for [CLS]/[SEP]/padding, s in 0..S-1 for tokens of sentence s
+  num_sentences   long (B,)
+  sentence_slots  optional plain int: S of the padded sentence layout (e.g. the same S on all ranks)
+Without ``sentence_slots``, S = max(num_sentences) when ``num_sentences`` is a CPU tensor (free to
+read), else ``cfg.data.max_sentences`` (a static bound: no host sync). Slots beyond a report's
+sentences are masked everywhere, so S changes no loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cmcgns_cli.config import Config
+from cmcgns_cli.losses.global_loss import GatherFn, global_infonce, identity_gather
+from cmcgns_cli.losses.local_image import Predictor, local_image_loss
+from cmcgns_cli.losses.local_text import LocalTextLoss
+from cmcgns_cli.losses.recon import (
+    mask_local_features,
+    reconstruction_loss,
+    reconstruction_target,
+)
+from cmcgns_cli.model.attention import LocalCrossAttention
+from cmcgns_cli.model.decoder import CMMIRDecoder
+from cmcgns_cli.model.encoders import build_image_encoder
+from cmcgns_cli.model.text import TextEncoder
+
+LOSS_KEYS = (
+    "loss",
+    "global",
+    "local_image",
+    "local_text",
+    "cluster_fn",
+    "recon",
+    "acc_i2t",
+    "acc_t2i",
+)
+
+
+class CMCGNS(nn.Module):
+    """``forward(batch, stage)`` -> loss dict; stage 1 = losses 1-4, stage 2 adds CM-MIR."""
+
+    def __init__(self, cfg: Config, vocab_size: int | None = None):
+        super().__init__()
+        self.cfg = cfg
+        mc, dim = cfg.model, cfg.model.embed_dim
+        self.image_encoder = build_image_encoder(mc)
+        self.text_encoder = TextEncoder(mc, vocab_size)
+        self.image_global_proj = nn.Linear(self.image_encoder.out_dim, dim)
+        self.image_local_proj = nn.Linear(self.image_encoder.out_dim, dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.loss.temperature_init)))
+        self.cross_attention = LocalCrossAttention(dim)
+        self.predictor = Predictor(dim, mc.predictor_hidden)
+        self.local_text_loss = LocalTextLoss(cfg.loss, dim)
+        self.decoder = CMMIRDecoder(
+            self.image_encoder.kind,
+            dim,
+            mc.decoder_channels,
+            cfg.data.crop_size,
+            self.image_encoder.stride,
+        )
+        self.max_sentences = cfg.data.max_sentences
+        self.gather: GatherFn = identity_gather
+
+    @property
+    def kmeans(self):  # noqa: ANN201 - CrossModalKMeans | None
+        return self.local_text_loss.kmeans
+
+    def set_distributed_hooks(self, gather=None, reduce=None, broadcast=None) -> None:  # noqa: ANN001
+        """Install the cross-rank hooks (see losses.global_loss.GatherFn, losses.kmeans)."""
+        if gather is not None:
+            self.gather = gather
+            self.local_text_loss.gather = gather
+        if self.kmeans is not None:
+            if reduce is not None:
+                self.kmeans.reduce = reduce
+            if broadcast is not None:
+                self.kmeans.broadcast = broadcast
+
+    # -- encoders ------------------------------------------------------------------------
+    def encode_image(self, images: Tensor) -> dict[str, object]:
+        """``global`` (B, D) and ``local`` (B, P, D), L2-normalised; ``grid`` (h, w)."""
+        g, local, grid = self.image_encoder.features(images)
+        return {
+            "global": F.normalize(self.image_global_proj(g), dim=-1),
+            "local": F.normalize(self.image_local_proj(local), dim=-1),
+            "grid": grid,
+        }
+
+    def sentence_slots(self, num_sentences: Tensor) -> int:
+        """S of the padded layout: the batch max if it can be read without a device sync."""
+        if num_sentences.device.type == "cpu":
+            return max(int(num_sentences.max()), 1) if num_sentences.numel() else 1
+        return self.max_sentences
+
+    def encode_text(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        sentence_index: Tensor,
+        num_sentences: Tensor,
+        s_max: int | None = None,
+    ) -> dict[str, Tensor]:
+        """``global`` (B, D), ``sentences`` (B, S, D) (L2-normalised, padding = 0) and
+        ``sentence_mask`` (B, S) bool."""
+        s = self.sentence_slots(num_sentences) if s_max is None else s_max
+        dev = input_ids.device
+        return self.text_encoder(
+            input_ids, attention_mask, sentence_index.to(dev), num_sentences.to(dev), s
+        )
+
+    def _encode(self, batch: dict[str, Tensor]) -> tuple[dict[str, object], dict[str, Tensor]]:
+        img = self.encode_image(batch["images"])
+        txt = self.encode_text(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["sentence_index"],
+            batch["num_sentences"],
+            batch.get("sentence_slots"),
+        )
+        return img, txt
+
+    @torch.no_grad()
+    def attention_maps(self, batch: dict[str, Tensor]) -> Tensor:
+        """Sentence-to-patch sigmoid attention (B, S, P); padding sentences' rows are 0."""
+        img, txt = self._encode(batch)
+        return self.cross_attention.image_to_text_weights(
+            img["local"], txt["sentences"], txt["sentence_mask"]
+        )
+
+    # -- losses --------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Tensor], stage: int = 1) -> dict[str, Tensor]:
+        lc = self.cfg.loss
+        img, txt = self._encode(batch)
+        local, sents, mask = img["local"], txt["sentences"], txt["sentence_mask"]
+        zero = local.new_zeros((), dtype=torch.float32)
+        out = dict.fromkeys(LOSS_KEYS, zero)
+        out["kmeans_ready"] = zero
+        out["logit_scale"] = self.logit_scale.detach().exp()
+        total = zero
+
+        if lc.w_global > 0:
+            g, out["acc_i2t"], out["acc_t2i"] = global_infonce(
+                img["global"], txt["global"], self.logit_scale, self.gather
+            )
+            out["global"], total = g, total + lc.w_global * g
+
+        do_recon = stage >= 2 and lc.w_recon > 0
+        if lc.w_local_image > 0 or lc.w_local_text > 0 or do_recon:
+            t2i, i2t = self.cross_attention(local, sents, mask)
+            if lc.w_local_image > 0:
+                li = local_image_loss(local, t2i, self.predictor)
+                out["local_image"], total = li, total + lc.w_local_image * li
+            if lc.w_local_text > 0:
+                d = sents.shape[-1]
+                lt = self.local_text_loss(
+                    sents.reshape(-1, d), i2t.reshape(-1, d), mask.reshape(-1)
+                )
+                out["local_text"], out["cluster_fn"] = lt["loss"], lt["bml"]
+                out["kmeans_ready"] = lt["ready"].float()
+                total = total + lc.w_local_text * (lt["loss"] + lc.bml_weight * lt["bml"])
+            if do_recon:
+                images = batch["images"]
+                masked, patch_masked = mask_local_features(local, lc.mask_ratio, lc.mask_mode)
+                pred = self.decoder(masked, t2i, img["grid"], tuple(images.shape[-2:]))
+                r = reconstruction_loss(
+                    pred,
+                    reconstruction_target(images),
+                    patch_masked,
+                    img["grid"],
+                    lc.recon_region,
+                    lc.recon_scale,
+                )
+                out["recon"], total = r, total + lc.w_recon * r
+        out["loss"] = total
+        return out

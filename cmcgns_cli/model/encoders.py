@@ -1,0 +1,173 @@
+"""Image encoders: stock torchvision ResNets and timm ViTs, wrapped to give global + local features.
+
+The wrapped module is kept *stock* (``ImageEncoder.backbone``) so that its ``state_dict`` keys
+match ``torchvision.models.resnet50()`` / timm's ``vit_base_patch16_224`` exactly. The
+classification head (``fc`` / ``head``) is kept with its stock shape so that an exported state
+loads into a stock model with ``strict=True``; it is frozen (``requires_grad=False``) and unused
+in the forward pass, so DDP does not see it as an unused trainable parameter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from cmcgns_cli.config import ModelConfig
+from cmcgns_cli.errors import BadInputError
+
+IMAGE_ENCODERS: tuple[str, ...] = ("resnet50", "resnet18", "resnet_tiny", "vit_b16", "vit_tiny")
+
+
+class ImageEncoder(nn.Module):
+    """A stock backbone plus the feature extraction the method needs.
+
+    Attributes: ``backbone`` (the stock module), ``kind`` ("resnet" | "vit"), ``out_dim``
+    (channels of the raw features), ``stride`` (input pixels per patch).
+    """
+
+    def __init__(self, name: str, backbone: nn.Module, kind: str, out_dim: int, stride: int):
+        super().__init__()
+        self.name = name
+        self.backbone = backbone
+        self.kind = kind
+        self.out_dim = out_dim
+        self.stride = stride
+        head = backbone.fc if kind == "resnet" else backbone.head
+        head.requires_grad_(False)  # kept for strict state-dict compatibility only
+
+    @staticmethod
+    def _as_rgb(images: Tensor) -> Tensor:
+        # Chest X-rays are grayscale; stock backbones (and ImageNet weights) expect 3 channels.
+        return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+    def stages(self, images: Tensor) -> dict[str, Tensor]:
+        """ResNet stage outputs ``stem, layer1..layer4`` (for detection / U-Net decoders)."""
+        if self.kind != "resnet":
+            raise BadInputError(
+                f"stage outputs are only defined for ResNet encoders, not {self.name}"
+            )
+        b = self.backbone
+        x = self._as_rgb(images)
+        out: dict[str, Tensor] = {}
+        x = b.relu(b.bn1(b.conv1(x)))
+        out["stem"] = x
+        x = b.maxpool(x)
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            x = getattr(b, name)(x)
+            out[name] = x
+        return out
+
+    def features(self, images: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        """``(global_raw (B, C), local_raw (B, P, C), (h, w))`` before any projection."""
+        if self.kind == "resnet":
+            fmap = self.stages(images)["layer4"]  # (B, C, h, w): the last conv map
+            h, w = fmap.shape[-2:]
+            local = fmap.flatten(2).transpose(1, 2)  # (B, h*w, C)
+            return fmap.mean(dim=(2, 3)), local, (int(h), int(w))
+        x = self._as_rgb(images)
+        tokens = self.backbone.forward_features(x)  # (B, prefix + P, C), final norm applied
+        n_prefix = self.backbone.num_prefix_tokens
+        grid = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
+        return tokens[:, 0], tokens[:, n_prefix:], grid
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        return self.features(images)
+
+
+def _resnet(name: str) -> nn.Module:
+    from torchvision.models import resnet18, resnet50
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    if name == "resnet50":
+        return resnet50(weights=None)
+    if name == "resnet18":
+        return resnet18(weights=None)
+    return ResNet(BasicBlock, [1, 1, 1, 1])  # resnet_tiny: torchvision keys, 512-d output
+
+
+def _vit(name: str) -> nn.Module:
+    import timm
+
+    timm_name = "vit_base_patch16_224" if name == "vit_b16" else "vit_tiny_patch16_224"
+    # pretrained=False: never download; dynamic_img_size lets tests feed small images while
+    # the state-dict keys and shapes stay those of the stock 224 model.
+    return timm.create_model(timm_name, pretrained=False, dynamic_img_size=True)
+
+
+def build_image_encoder(cfg: ModelConfig) -> ImageEncoder:
+    """Build the encoder named by ``cfg.image_encoder``; load ``cfg.image_weights`` if given."""
+    name = cfg.image_encoder
+    if name in ("resnet50", "resnet18", "resnet_tiny"):
+        backbone = _resnet(name)
+        enc = ImageEncoder(name, backbone, "resnet", backbone.fc.in_features, 32)
+    elif name in ("vit_b16", "vit_tiny"):
+        backbone = _vit(name)
+        enc = ImageEncoder(name, backbone, "vit", backbone.embed_dim, 16)
+    else:
+        raise BadInputError(
+            f"unknown image encoder {name!r}; choose one of {', '.join(IMAGE_ENCODERS)}"
+        )
+    if cfg.image_weights:
+        load_image_weights(enc, cfg.image_weights)
+    return enc
+
+
+def export_image_encoder_state(encoder: ImageEncoder) -> dict[str, Tensor]:
+    """The backbone's state dict, keyed exactly like the stock torchvision/timm model.
+
+    It includes the (frozen) stock head, so ``torchvision.models.resnet50().load_state_dict(
+    state, strict=True)`` works. Tensors are detached, contiguous CPU copies (safetensors-ready).
+    """
+    return {
+        k: v.detach().cpu().contiguous().clone() for k, v in encoder.backbone.state_dict().items()
+    }
+
+
+def _read_state(path: Path) -> dict[str, Tensor]:
+    if not path.is_file():
+        raise BadInputError(f"{path}: image weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any read failure is a bad input file
+        raise BadInputError(f"{path}: cannot read image weights: {exc}") from None
+    for wrapper in ("state_dict", "model"):  # common checkpoint wrappers
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise BadInputError(f"{path}: expected a state dict of tensors")
+    return state
+
+
+def load_image_weights(encoder: ImageEncoder, path: str | Path) -> None:
+    """Load a plain state dict (.pth/.pt via ``torch.load(weights_only=True)`` or .safetensors).
+
+    Only the classification head may be missing (e.g. a headless export); anything else
+    missing, unexpected or mis-shaped raises :class:`BadInputError` naming the file.
+    """
+    path = Path(path)
+    state = _read_state(path)
+    own = encoder.backbone.state_dict()
+    head_prefix = ("fc.",) if encoder.kind == "resnet" else ("head.",)
+    missing = [k for k in own if k not in state and not k.startswith(head_prefix)]
+    unexpected = [k for k in state if k not in own]
+    shape = [k for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys (e.g. {unexpected[:3]})")
+        if shape:
+            k = shape[0]
+            parts.append(f"shape mismatch at {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}")
+        raise BadInputError(
+            f"{path}: weights do not match image encoder {encoder.name}: " + "; ".join(parts)
+        )
+    encoder.backbone.load_state_dict(state, strict=False)

@@ -1,0 +1,126 @@
+"""Text side: the BERT encoder, sentence pooling by sentence index, attention pooling.
+
+paper.md "Encoders and features": token features are projected to ``embed_dim`` and averaged per
+sentence (each token carries its sentence index); the global text vector is attention pooling
+over the sentences of a report (the mean of the sentences prepended, a learned query, multi-head).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cmcgns_cli.config import ModelConfig
+from cmcgns_cli.errors import BadInputError
+
+
+def build_text_encoder(cfg: ModelConfig, vocab_size: int | None = None) -> nn.Module:
+    """A Hugging Face BERT: built from ``cfg`` fields for ``"scratch"``, else loaded locally.
+
+    The pooler is dropped (unused by the method; unused trainable parameters upset DDP).
+    Hub ids are looked up in the local Hugging Face cache only: there is no network at run time.
+    """
+    from transformers import AutoModel, BertConfig, BertModel
+
+    if cfg.text_encoder == "scratch":
+        bert_cfg = BertConfig(
+            vocab_size=int(vocab_size if vocab_size is not None else cfg.vocab_size),
+            hidden_size=cfg.text_hidden,
+            num_hidden_layers=cfg.text_layers,
+            num_attention_heads=cfg.text_heads,
+            intermediate_size=cfg.text_intermediate,
+            max_position_embeddings=512,
+        )
+        return BertModel(bert_cfg, add_pooling_layer=False)
+    source = cfg.text_encoder
+    local = Path(source).expanduser()
+    try:
+        if local.is_dir():
+            model = AutoModel.from_pretrained(str(local), local_files_only=True)
+        else:
+            model = AutoModel.from_pretrained(source, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not available locally"
+        if local.is_dir():
+            raise BadInputError(f"{source}: cannot load a text encoder from it: {exc}") from None
+        raise BadInputError(
+            f"text encoder {source!r} not found locally and no network: pass a local directory"
+        ) from None
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None
+    return model
+
+
+def sentence_mean(
+    tokens: Tensor, sentence_index: Tensor, num_sentences: Tensor, s_max: int
+) -> tuple[Tensor, Tensor]:
+    """Segment mean of token features by sentence index into a padded ``(B, S_max, D)`` layout.
+
+    ``sentence_index`` is -1 for tokens that belong to no sentence ([CLS]/[SEP]/padding); tokens
+    of sentences ``>= s_max`` are ignored. Returns ``(sentences, mask)``; a sentence is valid if
+    it is below ``num_sentences`` and owns at least one token (a fully truncated one is padding).
+    Padding rows are exactly zero. One ``scatter_add`` over the flattened batch, no loop.
+    """
+    tokens = tokens.float()  # sum in fp32 even under bf16 autocast
+    b, length, d = tokens.shape
+    keep = (sentence_index >= 0) & (sentence_index < s_max)
+    slot = torch.arange(b, device=tokens.device)[:, None] * s_max + sentence_index.clamp(min=0)
+    slot = torch.where(keep, slot, torch.full_like(slot, b * s_max))  # dump slot for the rest
+    sums = tokens.new_zeros(b * s_max + 1, d).index_add_(0, slot.reshape(-1), tokens.reshape(-1, d))
+    counts = tokens.new_zeros(b * s_max + 1).index_add_(
+        0, slot.reshape(-1), keep.reshape(-1).to(tokens.dtype)
+    )
+    sums, counts = sums[:-1].view(b, s_max, d), counts[:-1].view(b, s_max)
+    mask = (counts > 0) & (torch.arange(s_max, device=tokens.device)[None] < num_sentences[:, None])
+    means = sums / counts.clamp(min=1)[..., None]
+    return means * mask[..., None], mask
+
+
+class AttentionPool(nn.Module):
+    """Global text vector: a learned query (plus the sentence mean) attends over
+    ``[mean; sentences]``; padding sentences are excluded with a key padding mask."""
+
+    def __init__(self, dim: int, heads: int = 1):
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(1, 1, dim))
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, sentences: Tensor, mask: Tensor) -> Tensor:
+        n = mask.sum(1, keepdim=True).clamp(min=1).to(sentences.dtype)
+        mean = (sentences * mask[..., None]).sum(1, keepdim=True) / n[..., None]
+        tokens = torch.cat([mean, sentences], dim=1)
+        key_pad = torch.cat([mask.new_zeros(mask.shape[0], 1), ~mask], dim=1)  # True = ignore
+        pooled, _ = self.attn(
+            mean + self.query, tokens, tokens, key_padding_mask=key_pad, need_weights=False
+        )
+        return self.out(pooled[:, 0])
+
+
+class TextEncoder(nn.Module):
+    """BERT + token projection + per-sentence mean + attention pooling."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int | None = None):
+        super().__init__()
+        self.bert = build_text_encoder(cfg, vocab_size)
+        hidden = int(self.bert.config.hidden_size)
+        self.token_proj = nn.Linear(hidden, cfg.embed_dim)
+        self.pool = AttentionPool(cfg.embed_dim, cfg.pool_heads)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        sentence_index: Tensor,
+        num_sentences: Tensor,
+        s_max: int,
+    ) -> dict[str, Tensor]:
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        sents, mask = sentence_mean(self.token_proj(hidden), sentence_index, num_sentences, s_max)
+        return {
+            "global": F.normalize(self.pool(sents, mask), dim=-1),
+            "sentences": F.normalize(sents, dim=-1),  # padding rows stay exactly zero
+            "sentence_mask": mask,
+        }
