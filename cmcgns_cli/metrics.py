@@ -1,6 +1,8 @@
-"""Downstream metrics: AUROC and accuracy through scikit-learn (mAP and Dice join later)."""
+"""Downstream metrics: AUROC, accuracy (scikit-learn), detection mAP (pycocotools), Dice."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 from sklearn.metrics import accuracy_score, roc_auc_score
@@ -30,3 +32,109 @@ def auroc(y_true: np.ndarray, y_score: np.ndarray, names: list[str]) -> dict[str
 def accuracy(y_true: np.ndarray, logits: np.ndarray) -> float:
     """Top-1 accuracy of (N, C) logits against integer class targets."""
     return float(accuracy_score(np.asarray(y_true, dtype=np.int64), np.argmax(logits, axis=1)))
+
+
+# --- detection and segmentation -------------------------------------------------------------
+
+#: IoU thresholds of the paper's detection table: 0.4, 0.45, ..., 0.75.
+DET_IOU_THRESHOLDS = tuple(round(0.4 + 0.05 * i, 2) for i in range(8))
+
+
+def coco_ground_truth(
+    image_ids: list[str], boxes: list, labels: list, categories: list[str]
+) -> dict:
+    """A COCO ground-truth dict. ``boxes[i]`` is a list of [x, y, w, h] of image ``i``,
+    ``labels[i]`` the category index (0-based into ``categories``) of each box."""
+    images = [{"id": i + 1, "file_name": str(name)} for i, name in enumerate(image_ids)]
+    annotations = []
+    for i, (img_boxes, img_labels) in enumerate(zip(boxes, labels, strict=True)):
+        for box, label in zip(img_boxes, img_labels, strict=True):
+            x, y, w, h = (float(v) for v in box)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": i + 1, "category_id": int(label) + 1,
+                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
+            })  # fmt: skip
+    cats = [{"id": k + 1, "name": name} for k, name in enumerate(categories)]
+    return {"images": images, "annotations": annotations, "categories": cats}
+
+
+def coco_detections(boxes: list, scores: list, labels: list) -> list[dict]:
+    """COCO result records; image ``i`` of the lists is COCO image id ``i + 1``."""
+    out = []
+    for i, (img_boxes, img_scores, img_labels) in enumerate(
+        zip(boxes, scores, labels, strict=True)
+    ):
+        for box, score, label in zip(img_boxes, img_scores, img_labels, strict=True):
+            out.append({
+                "image_id": i + 1, "category_id": int(label) + 1,
+                "bbox": [float(v) for v in box], "score": float(score),
+            })  # fmt: skip
+    return out
+
+
+def mean_average_precision(
+    ground_truth: dict, detections: list[dict], iou_thresholds=DET_IOU_THRESHOLDS
+) -> dict[str, float]:
+    """COCO-style mAP with pycocotools (area "all", up to 100 detections per image).
+
+    ``map`` is the mean over ``iou_thresholds`` (the paper's 0.4:0.05:0.75), ``map50`` the
+    value at IoU 0.5. Images without boxes count: every detection on them is a false
+    positive. A set with no ground-truth box at all has no mAP (NaN).
+    """
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    thresholds = np.asarray(sorted({*map(float, iou_thresholds), 0.5}), dtype=np.float64)
+    if not ground_truth["annotations"]:
+        return {"map": float("nan"), "map50": float("nan")}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        gt = COCO()
+        gt.dataset = json.loads(json.dumps(ground_truth))
+        gt.createIndex()
+        dt = gt.loadRes(list(detections)) if detections else COCO()
+        if not detections:
+            dt.dataset = {"images": ground_truth["images"], "annotations": [],
+                          "categories": ground_truth["categories"]}  # fmt: skip
+            dt.createIndex()
+        ev = COCOeval(gt, dt, iouType="bbox")
+        ev.params.iouThrs = thresholds
+        ev.evaluate()
+        ev.accumulate()
+    # precision: (T, recall points, K, area ranges, max dets); -1 where undefined.
+    precision = ev.eval["precision"][:, :, :, 0, -1]
+
+    def _mean(p: np.ndarray) -> float:
+        valid = p[p > -1]
+        return float(np.mean(valid)) if valid.size else float("nan")
+
+    wanted = np.array([np.isclose(thresholds, t).argmax() for t in iou_thresholds])
+    at50 = int(np.isclose(thresholds, 0.5).argmax())
+    return {"map": _mean(precision[wanted]), "map50": _mean(precision[at50])}
+
+
+def dice_per_image(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per-image Dice of binary masks (N, H, W). An image whose truth is empty scores 1 when
+    the prediction is empty too and 0 otherwise (the paper's protocol)."""
+    p = np.asarray(pred).reshape(len(pred), -1) > 0
+    t = np.asarray(truth).reshape(len(truth), -1) > 0
+    inter = (p & t).sum(1).astype(np.float64)
+    total = (p.sum(1) + t.sum(1)).astype(np.float64)
+    empty_truth = t.sum(1) == 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = np.where(total > 0, 2.0 * inter / np.maximum(total, 1), 1.0)
+    return np.where(empty_truth, (p.sum(1) == 0).astype(np.float64), scores)
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """``dice``: mean over images of :func:`dice_per_image`; also the mean over images with a
+    non-empty truth (``dice_nonempty``) and the share of empty truths predicted empty."""
+    scores = dice_per_image(pred, truth)
+    empty = np.asarray(truth).reshape(len(truth), -1).max(1) == 0 if len(truth) else np.zeros(0)
+    return {
+        "dice": float(scores.mean()) if len(scores) else float("nan"),
+        "dice_nonempty": float(scores[~empty].mean()) if (~empty).any() else float("nan"),
+        "empty_correct": float(scores[empty].mean()) if empty.any() else float("nan"),
+    }

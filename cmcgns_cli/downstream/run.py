@@ -15,26 +15,22 @@ from cmcgns_cli.downstream.classification import (
     finetune_cls,
     load_finetune_record,
 )
-from cmcgns_cli.downstream.tasks import CLS_TASKS
+from cmcgns_cli.downstream.tasks import CLS_TASKS, DENSE_TASKS
 from cmcgns_cli.errors import BadInputError, NotBuiltError
 from cmcgns_cli.runtime import resolve_device
 
 LATER = {
-    "rsna-det": "detection",
-    "object-cxr-det": "detection",
-    "siim-seg": "segmentation",
-    "rsna-seg": "segmentation",
     "retrieval": "retrieval",
 }
 
 
 def _check_task(task: str) -> None:
-    if task in CLS_TASKS:
+    if task in CLS_TASKS or task in DENSE_TASKS:
         return
     if task in LATER or task.startswith("zeroshot-"):
         kind = LATER.get(task, "zero-shot")
         raise NotBuiltError(f"--task {task}: {kind} is not built yet (a later issue)")
-    known = ", ".join([*CLS_TASKS, *LATER])
+    known = ", ".join([*CLS_TASKS, *DENSE_TASKS, *LATER])
     raise BadInputError(f"--task {task!r}: unknown task; choose one of {known}")
 
 
@@ -59,7 +55,7 @@ def run_finetune(
     _check_task(task)
     if not 0.0 < fraction <= 1.0:
         raise BadInputError(f"--fraction {fraction}: must be in (0, 1], e.g. 0.01, 0.1 or 1")
-    record = finetune_cls(
+    record = _finetune_fn(task)(
         task_name=task, data=data, checkpoint=checkpoint, out=out, fraction=fraction,
         full=full, arch=arch, image_weights=image_weights, epochs=epochs, lr=lr,
         batch_size=batch_size, seed=seed, device=resolve_device(device),
@@ -84,10 +80,12 @@ def run_evaluate(
     as_json: bool,
 ) -> None:
     _check_task(task)
-    if save_examples:
+    if save_examples < 0:
+        raise BadInputError(f"--save-examples {save_examples}: must be 0 or more")
+    if save_examples and task not in DENSE_TASKS:
         err.print("note: --save-examples applies to detection and segmentation; ignored")
     dev = resolve_device(device)
-    results = [evaluate_cls(task, data, checkpoint, dev)]
+    results = [_evaluate(task, data, checkpoint, dev, save_examples)]
     if seeds > 1:
         results += _other_seeds(task, data, checkpoint, seeds, dev)
     summary = _summarise(results)
@@ -105,7 +103,7 @@ def _other_seeds(task: str, data: Path, finetuned: Path, seeds: int, dev) -> lis
         seed = record["seed"] + k
         sub = Path(finetuned) / "seeds" / f"seed{seed}"
         enc = record["encoder"]
-        finetune_cls(
+        _finetune_fn(task)(
             task_name=task, data=data, checkpoint=enc["checkpoint"], out=sub,
             fraction=record["fraction"], full=record["full"], arch=enc["arch"],
             image_weights=Path(enc["weights_file"]) if enc["checkpoint"] == "none"
@@ -113,8 +111,32 @@ def _other_seeds(task: str, data: Path, finetuned: Path, seeds: int, dev) -> lis
             epochs=record["epochs"], lr=record["lr"], batch_size=record["batch_size"],
             seed=seed, device=dev,
         )  # fmt: skip
-        results.append(evaluate_cls(task, data, sub, dev))
+        results.append(_evaluate(task, data, sub, dev, 0))
     return results
+
+
+def _finetune_fn(task: str):
+    if task in CLS_TASKS:
+        return finetune_cls
+    if DENSE_TASKS[task].kind == "detection":
+        from cmcgns_cli.downstream.detection import finetune_det
+
+        return finetune_det
+    from cmcgns_cli.downstream.segmentation import finetune_seg
+
+    return finetune_seg
+
+
+def _evaluate(task: str, data: Path, finetuned: Path, dev, save_examples: int) -> dict:
+    if task in CLS_TASKS:
+        return evaluate_cls(task, data, finetuned, dev)
+    if DENSE_TASKS[task].kind == "detection":
+        from cmcgns_cli.downstream.detection import evaluate_det
+
+        return evaluate_det(task, data, finetuned, dev, save_examples)
+    from cmcgns_cli.downstream.segmentation import evaluate_seg
+
+    return evaluate_seg(task, data, finetuned, dev, save_examples)
 
 
 def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -61,3 +61,40 @@ def get_cls_task(name: str, prepared: Prepared) -> ClsTask:
             f"dataset, this one is {found!r}"
         )
     return task
+
+
+@dataclass(frozen=True)
+class DenseTask:
+    """A detection or segmentation task of the paper's protocol."""
+
+    name: str
+    datasets: tuple[str, ...]  # meta["dataset"] values it accepts
+    kind: Literal["detection", "segmentation"]
+    metric: str  # headline metric key
+    default_class: str  # box class name when the manifest has no box_labels
+
+
+DENSE_TASKS: dict[str, DenseTask] = {
+    "rsna-det": DenseTask("rsna-det", ("rsna",), "detection", "map", "opacity"),
+    "object-cxr-det": DenseTask(
+        "object-cxr-det",
+        ("object-cxr", "object_cxr", "objectcxr"),
+        "detection",
+        "map",
+        "foreign_object",
+    ),  # fmt: skip
+    "siim-seg": DenseTask("siim-seg", ("siim",), "segmentation", "dice", "pneumothorax"),
+    "rsna-seg": DenseTask("rsna-seg", ("rsna",), "segmentation", "dice", "opacity"),
+}
+
+
+def get_dense_task(name: str, prepared: Prepared) -> DenseTask:
+    """The task, checked against the prepared dataset it is asked to run on."""
+    task = DENSE_TASKS[name]
+    found = prepared.meta.get("dataset")
+    if found not in (*task.datasets, "folder"):
+        raise BadInputError(
+            f"{prepared.root / 'meta.json'}: task {name} needs a prepared {task.datasets[0]} "
+            f"dataset, this one is {found!r}"
+        )
+    return task

@@ -1,0 +1,216 @@
+"""What detection and segmentation share: inputs, targets, frozen-feature caching, the
+training loop with best-on-validation selection, and the finetune record.
+
+Geometry: the whole prepared image (S x S) is resized to the encoder's crop size (the size
+it was pretrained at; no crop, so no box or mask is cut) and predictions are mapped back to
+prepared-image pixels before scoring, so metrics and COCO files are in manifest pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cmcgns_cli.console import err, progress
+from cmcgns_cli.data.prepared import Prepared, atomic_write_text
+from cmcgns_cli.downstream.encoder import EncoderSource
+from cmcgns_cli.downstream.features import to_model_input
+from cmcgns_cli.downstream.tasks import DenseTask
+from cmcgns_cli.errors import BadInputError, RunFailedError
+
+FINETUNE_FILE = "finetune.json"
+CACHE_BUDGET_BYTES = 2 << 30  # frozen features kept in memory (float16) up to this size
+
+
+def input_size(source: EncoderSource, prepared_size: int) -> int:
+    """The encoder's pretraining crop size, or less when the prepared images are smaller
+    (rounded down to a multiple of 32, the ResNet's total stride); never upsampled."""
+    size = min(int(source.crop_size), max(32, prepared_size // 32 * 32))
+    if size % 32:
+        raise BadInputError(f"encoder input size {size} must be a multiple of 32 for {source.arch}")
+    return size
+
+
+def model_input(prepared: Prepared, rows: np.ndarray, size: int) -> torch.Tensor:
+    """Whole prepared images of ``rows`` -> (B, 3, size, size) in [-1, 1]."""
+    return to_model_input(prepared.images[np.asarray(rows)], size, size)
+
+
+def box_targets(
+    prepared: Prepared, task: DenseTask
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Per row: boxes (n, 4) [x, y, w, h] in prepared pixels, class indices (n,), and the
+    class names (sorted distinct ``box_labels``; the task's class when there are none)."""
+    m = prepared.manifest
+    if "boxes" not in m:
+        raise BadInputError(
+            f"{prepared.root / 'manifest.parquet'}: no 'boxes' column for {task.name}"
+        )
+    boxes = [
+        np.asarray(list(b) if b is not None else [], dtype=np.float32).reshape(-1, 4)
+        for b in m["boxes"]
+    ]
+    if "box_labels" in m:
+        raw = [[str(v) for v in (lab if lab is not None else [])] for lab in m["box_labels"]]
+    else:
+        raw = [[task.default_class] * len(b) for b in boxes]
+    names = sorted({v for row in raw for v in row}) or [task.default_class]
+    index = {n: i for i, n in enumerate(names)}
+    labels = []
+    for i, (b, row) in enumerate(zip(boxes, raw, strict=True)):
+        if len(row) != len(b):
+            raise BadInputError(
+                f"{prepared.root / 'manifest.parquet'}: row {m['id'].iloc[i]}: "
+                f"{len(b)} boxes but {len(row)} box_labels"
+            )
+        labels.append(np.asarray([index[v] for v in row], dtype=np.int64))
+    return boxes, labels, names
+
+
+def mask_targets(prepared: Prepared) -> np.ndarray:
+    """Binary masks (N, S, S) uint8: masks.npy, or boxes filled when there is no masks.npy."""
+    if prepared.masks is not None:
+        if prepared.masks.shape != prepared.images.shape:
+            raise BadInputError(
+                f"{prepared.root / 'masks.npy'}: shape {prepared.masks.shape}, "
+                f"images are {prepared.images.shape}"
+            )
+        return prepared.masks
+    if "boxes" not in prepared.manifest:
+        raise BadInputError(
+            f"{prepared.root}: no masks.npy (and no boxes to fill) for segmentation"
+        )
+    masks = np.zeros(prepared.images.shape, dtype=np.uint8)
+    for i, boxes in enumerate(prepared.manifest["boxes"]):
+        for x, y, w, h in np.asarray(list(boxes) if boxes is not None else [], float).reshape(
+            -1, 4
+        ):
+            masks[i, int(y) : int(math.ceil(y + h)), int(x) : int(math.ceil(x + w))] = 1
+    return masks
+
+
+class FeatureCache:
+    """Frozen-encoder outputs per row, computed once and held in memory as float16 while
+    they fit in ``CACHE_BUDGET_BYTES``; beyond that, recomputed under no_grad each time."""
+
+    def __init__(self, compute: Callable[[np.ndarray], list[torch.Tensor]], n_rows: int):
+        self.compute = compute
+        self.store: dict[int, list[torch.Tensor]] = {}
+        self.bytes = 0
+        self.n_rows = n_rows
+        self.enabled = True
+
+    @torch.no_grad()
+    def get(self, rows: np.ndarray) -> list[torch.Tensor]:
+        missing = np.array([r for r in rows if int(r) not in self.store], dtype=np.int64)
+        if len(missing) == len(rows) and not self.enabled:
+            return [t.float() for t in self.compute(np.asarray(rows))]
+        if len(missing):
+            fresh = self.compute(missing)
+            per_row = sum(t[0].numel() * 2 for t in fresh)
+            if self.enabled and per_row * self.n_rows > CACHE_BUDGET_BYTES:
+                self.enabled = False
+                err.print("note: frozen features too large to cache; recomputing each step")
+            if not self.enabled:
+                return [t.float() for t in self.compute(np.asarray(rows))]
+            for j, r in enumerate(missing):
+                self.store[int(r)] = [t[j].half().cpu() for t in fresh]
+        return [
+            torch.stack([self.store[int(r)][k] for r in rows]).float()
+            for k in range(len(self.store[int(rows[0])]))
+        ]
+
+
+@dataclass
+class Fit:
+    best_epoch: int = -1
+    best_val: float = -math.inf
+    history: list[dict] = field(default_factory=list)
+
+
+def train(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    rows: np.ndarray,
+    step_loss: Callable[[np.ndarray], dict[str, torch.Tensor]],
+    validate: Callable[[], dict[str, float]],
+    metric: str,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+) -> Fit:
+    """AdamW on mini-batches of ``rows``; after each epoch score the validation split and
+    keep the best epoch's weights of ``model`` (left loaded on return)."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    fit = Fit()
+    best_state = None
+    with progress() as bar:
+        job = bar.add_task("finetune", total=epochs)
+        for epoch in range(epochs):
+            model.train()
+            perm = rows[torch.randperm(len(rows), generator=gen).numpy()]
+            totals: dict[str, float] = {}
+            for start in range(0, len(perm), batch_size):
+                idx = perm[start : start + batch_size]
+                terms = step_loss(idx)
+                if not torch.isfinite(terms["loss"]):
+                    raise RunFailedError(f"epoch {epoch}: loss is {float(terms['loss'])}")
+                opt.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                opt.step()
+                for k, v in terms.items():
+                    totals[k] = totals.get(k, 0.0) + float(v.detach()) * len(idx)
+            model.eval()
+            scores = validate()
+            value = scores[metric]
+            fit.history.append(
+                {
+                    "epoch": epoch,
+                    **{f"train_{k}": v / len(perm) for k, v in totals.items()},
+                    **scores,
+                }
+            )
+            if math.isfinite(value) and value > fit.best_val or best_state is None:
+                fit.best_val = float(value) if math.isfinite(value) else fit.best_val
+                fit.best_epoch = epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            bar.advance(job)
+    model.load_state_dict(best_state)
+    return fit
+
+
+def has_target_flags(
+    task: DenseTask, boxes: list[np.ndarray] | None, masks: np.ndarray | None
+) -> np.ndarray:
+    """(N,) 0/1: whether each row has a box / a non-empty mask (the fraction strata)."""
+    if task.kind == "detection":
+        return np.array([len(b) > 0 for b in boxes], dtype=np.int64)
+    return (np.asarray(masks).reshape(len(masks), -1).max(1) > 0).astype(np.int64)
+
+
+def write_record(out: Path, record: dict[str, Any]) -> None:
+    atomic_write_text(out / FINETUNE_FILE, json.dumps(record, indent=2))
+
+
+def protocol(prepared: Prepared, record: dict[str, Any], n_test: int) -> dict[str, Any]:
+    return {
+        "split_sizes": {
+            s: int(len(prepared.split_indices(s))) for s in ("train", "validate", "test")
+        },
+        "n_test": int(n_test),
+        **{k: record[k] for k in ("fraction", "seed", "epochs", "lr", "batch_size", "full")},
+        "n_train": record["n_train"],
+        "input_size": record["input_size"],
+        "encoder": record["encoder"],
+    }

@@ -1,0 +1,202 @@
+"""Detection (``rsna-det``, ``object-cxr-det``): the YOLOv3-style head of ``yolo.py`` on the
+frozen pretrained ResNet (``--full`` trains the backbone too), scored by COCO mAP.
+
+Defaults (paper.md): 50 epochs, AdamW lr 1e-3, batch 16; the epoch with the best validation
+mAP is kept. ``evaluate`` writes ``metrics.json``, ``coco_gt.json`` and
+``coco_predictions.json`` (prepared-image pixels) so the numbers can be re-scored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torchvision.ops import box_convert
+
+from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
+from cmcgns_cli.downstream import dense
+from cmcgns_cli.downstream.classification import _save_tensors, _split_rows, load_finetune_record
+from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
+from cmcgns_cli.downstream.fractions import sample_fraction
+from cmcgns_cli.downstream.tasks import get_dense_task
+from cmcgns_cli.downstream.yolo import STAGES, YoloHead, default_anchors, postprocess, yolo_loss
+from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.metrics import coco_detections, coco_ground_truth, mean_average_precision
+
+DEFAULTS = {"epochs": 50, "lr": 1e-3, "batch_size": 16}
+PRED_BATCH = 32
+
+
+class Detector:
+    """Encoder + head + anchors, with the plumbing from prepared rows to boxes."""
+
+    def __init__(self, encoder, source: EncoderSource, num_classes: int, full: bool,
+                 prepared: Prepared, device: torch.device):  # fmt: skip
+        if encoder.kind != "resnet":
+            raise BadInputError(f"detection needs a ResNet encoder; {source.arch} has no stages")
+        self.encoder, self.full, self.prepared, self.device = encoder, full, prepared, device
+        self.size = dense.input_size(source, prepared.image_size)
+        self.scale = self.size / prepared.image_size  # prepared pixels -> input pixels
+        self.anchors = default_anchors(self.size).to(device)
+        encoder.to(device).eval()
+        encoder.requires_grad_(full)
+        with torch.no_grad():
+            probe = encoder.stages(torch.zeros(1, 3, self.size, self.size, device=device))
+        self.head = YoloHead(tuple(probe[k].shape[1] for k in STAGES), num_classes).to(device)
+        self.cache = dense.FeatureCache(self._stages, len(prepared))
+
+    def _stages(self, rows: np.ndarray) -> list[torch.Tensor]:
+        x = dense.model_input(self.prepared, rows, self.size).to(self.device)
+        maps = self.encoder.stages(x)
+        return [maps[k] for k in STAGES]
+
+    def features(self, rows: np.ndarray, training: bool) -> list[torch.Tensor]:
+        if self.full:
+            self.encoder.train(training)
+            with torch.set_grad_enabled(training):
+                return self._stages(rows)
+        return [t.to(self.device) for t in self.cache.get(rows)]
+
+    def module(self) -> torch.nn.Module:
+        parts = {"head": self.head}
+        if self.full:
+            parts["encoder"] = self.encoder
+        return torch.nn.ModuleDict(parts)
+
+    @torch.no_grad()
+    def predict(self, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per row: boxes (n, 4) [x, y, w, h] in prepared pixels, scores, class indices."""
+        self.head.eval()
+        out = []
+        for start in range(0, len(rows), PRED_BATCH):
+            idx = rows[start : start + PRED_BATCH]
+            preds = self.head(self.features(idx, training=False))
+            for boxes, scores, labels in postprocess(preds, self.anchors):
+                xywh = box_convert(boxes.clamp(0, self.size), "xyxy", "xywh") / self.scale
+                out.append((xywh.cpu().numpy(), scores.cpu().numpy(), labels.cpu().numpy()))
+        return out
+
+
+def _padded_gt(boxes: list[np.ndarray], labels: list[np.ndarray], rows: np.ndarray, scale: float,
+               device: torch.device) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """(B, G, 4) cxcywh in input pixels, (B, G) labels, (B, G) valid, G = most boxes in batch."""
+    g = max(1, max(len(boxes[r]) for r in rows))
+    gt = torch.zeros(len(rows), g, 4)
+    lab = torch.zeros(len(rows), g, dtype=torch.long)
+    valid = torch.zeros(len(rows), g, dtype=torch.bool)
+    for i, r in enumerate(rows):  # padding only; the loss itself is vectorised
+        n = len(boxes[r])
+        if n:
+            gt[i, :n] = box_convert(torch.from_numpy(boxes[r]) * scale, "xywh", "cxcywh")
+            lab[i, :n] = torch.from_numpy(labels[r])
+            valid[i, :n] = True
+    valid &= (gt[..., 2] > 0) & (gt[..., 3] > 0)
+    return gt.to(device), lab.to(device), valid.to(device)
+
+
+def score_detections(prepared: Prepared, rows: np.ndarray, preds: list, boxes: list,
+                     labels: list, names: list[str]) -> tuple[dict, dict, list[dict]]:  # fmt: skip
+    """(metrics, COCO ground truth, COCO detections) for ``rows``."""
+    ids = prepared.manifest["id"].iloc[rows].astype(str).tolist()
+    gt = coco_ground_truth(ids, [boxes[r] for r in rows], [labels[r] for r in rows], names)
+    dets = coco_detections([p[0] for p in preds], [p[1] for p in preds], [p[2] for p in preds])
+    return mean_average_precision(gt, dets), gt, dets
+
+
+def finetune_det(
+    *, task_name: str, data: Path, checkpoint: str, out: Path, fraction: float, full: bool,
+    arch: str | None, image_weights: Path | None, epochs: int | None, lr: float | None,
+    batch_size: int | None, seed: int, device: torch.device,
+) -> dict[str, Any]:  # fmt: skip
+    prepared = open_prepared(data)
+    task = get_dense_task(task_name, prepared)
+    boxes, labels, names = dense.box_targets(prepared, task)
+    train_rows, val_rows = _split_rows(prepared, "train"), _split_rows(prepared, "validate")
+    flags = dense.has_target_flags(task, boxes, None)
+    chosen = train_rows[sample_fraction(flags[train_rows], fraction, seed)]
+    source = resolve_source(checkpoint, arch, image_weights)
+    torch.manual_seed(seed)
+    det = Detector(build_encoder(source), source, len(names), full, prepared, device)
+    hp = {k: v if v is not None else DEFAULTS[k]
+          for k, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size))}  # fmt: skip
+
+    def step(idx: np.ndarray) -> dict[str, torch.Tensor]:
+        gt, lab, valid = _padded_gt(boxes, labels, idx, det.scale, device)
+        return yolo_loss(det.head(det.features(idx, training=True)), gt, lab, valid, det.anchors)
+
+    def validate() -> dict[str, float]:
+        return score_detections(prepared, val_rows, det.predict(val_rows), boxes, labels, names)[0]
+
+    module = det.module()
+    params = [p for p in module.parameters() if p.requires_grad]
+    fit = dense.train(module, params, chosen, step, validate, task.metric, seed=seed, **hp)
+    out.mkdir(parents=True, exist_ok=True)
+    _save_tensors(out / "head.safetensors", det.head.state_dict())
+    # A random-init encoder (no weights file) cannot be rebuilt identically: save it too.
+    keep_encoder = full or source.weights_file is None
+    if keep_encoder:
+        _save_tensors(out / "encoder.safetensors", det.encoder.state_dict())
+    atomic_write_text(
+        out / "train_ids.txt", "\n".join(prepared.manifest["id"].iloc[chosen].astype(str)) + "\n"
+    )
+    atomic_write_text(out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in fit.history))
+    record = {
+        "task": task.name, "data": str(data), "encoder": source.to_dict(), "fraction": fraction,
+        "seed": seed, "full": full, **hp, "saved_encoder": keep_encoder,
+        "class_names": names, "input_size": det.size,
+        "anchors": det.anchors.cpu().tolist(), "anchors_rule": "YOLOv3 defaults x size/416",
+        "n_train": int(len(chosen)), "n_train_positive": int(flags[chosen].sum()),
+        "n_train_available": int(len(train_rows)), "n_validate": int(len(val_rows)),
+        "best_epoch": fit.best_epoch, "best_validate": fit.best_val, "validate_metric": task.metric,
+    }  # fmt: skip
+    dense.write_record(out, record)
+    return record
+
+
+def evaluate_det(task_name: str, data: Path, finetuned: Path, device: torch.device,
+                 save_examples: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Score on the test split; write metrics.json and the COCO files beside the head."""
+    finetuned = Path(finetuned)
+    record = load_finetune_record(finetuned, task_name)
+    prepared = open_prepared(data)
+    task = get_dense_task(task_name, prepared)
+    boxes, labels, names = dense.box_targets(prepared, task)
+    if names != record["class_names"]:
+        known = set(record["class_names"])
+        if not set(names) <= known:
+            raise BadInputError(
+                f"{data}: box classes {names} differ from training's {record['class_names']}"
+            )
+        index = {n: i for i, n in enumerate(record["class_names"])}
+        labels = [np.asarray([index[names[v]] for v in lab], dtype=np.int64) for lab in labels]
+        names = record["class_names"]
+    test_rows = _split_rows(prepared, "test")
+    source = EncoderSource(**record["encoder"])
+    encoder = build_encoder(source)
+    if record["saved_encoder"]:
+        encoder.load_state_dict(load_file(str(finetuned / "encoder.safetensors")))
+    det = Detector(encoder, source, len(names), False, prepared, device)
+    det.head.load_state_dict(load_file(str(finetuned / "head.safetensors")))
+    det.head.to(device)
+    preds = det.predict(test_rows)
+    metrics, gt, dets = score_detections(prepared, test_rows, preds, boxes, labels, names)
+    atomic_write_text(finetuned / "coco_gt.json", json.dumps(gt))
+    atomic_write_text(finetuned / "coco_predictions.json", json.dumps(dets))
+    result = {
+        "task": task.name, "metric": task.metric, "value": metrics[task.metric],
+        "metrics": metrics, "iou_thresholds": "0.4:0.05:0.75",
+        "files": {"ground_truth": "coco_gt.json", "predictions": "coco_predictions.json"},
+        "protocol": dense.protocol(prepared, record, len(test_rows)),
+    }  # fmt: skip
+    atomic_write_text(finetuned / "metrics.json", json.dumps(result, indent=2))
+    if save_examples:
+        from cmcgns_cli.downstream.examples import save_box_examples
+
+        save_box_examples(
+            finetuned / "examples", prepared, test_rows, boxes, preds, names, save_examples
+        )
+    return result
