@@ -46,7 +46,7 @@ def finetune_cls(
     targets, names = task.targets(prepared)
     train_rows, val_rows = _split_rows(prepared, "train"), _split_rows(prepared, "validate")
     chosen = train_rows[sample_fraction(targets[train_rows], fraction, seed)]
-    source = resolve_source(checkpoint, arch, image_weights)
+    source = resolve_source(checkpoint, arch, image_weights, init_seed=seed)
     encoder = build_encoder(source)
     hp = {
         "epochs": epochs if epochs is not None else DEFAULTS["epochs"],

@@ -118,7 +118,7 @@ def finetune_det(
     train_rows, val_rows = _split_rows(prepared, "train"), _split_rows(prepared, "validate")
     flags = dense.has_target_flags(task, boxes, None)
     chosen = train_rows[sample_fraction(flags[train_rows], fraction, seed)]
-    source = resolve_source(checkpoint, arch, image_weights)
+    source = resolve_source(checkpoint, arch, image_weights, init_seed=seed)
     torch.manual_seed(seed)
     det = Detector(build_encoder(source), source, len(names), full, prepared, device)
     hp = {k: v if v is not None else DEFAULTS[k]

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from cmcgns_cli.config import PRESETS, ModelConfig, config_from_dict, preset
 from cmcgns_cli.errors import BadInputError
 
@@ -25,6 +27,12 @@ class EncoderSource:
     crop_size: int
     weights_file: str | None
     weights_sha256: str | None
+    init_seed: int = 0  # seeds the random init when there is no weights file
+
+    @property
+    def weights_key(self) -> str:
+        """Identifies the encoder's weights (the random-init seed when there are none)."""
+        return self.weights_sha256 or f"random-init-{self.arch}-seed{self.init_seed}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -38,7 +46,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_source(checkpoint: str, arch: str | None, image_weights: Path | None) -> EncoderSource:
+def resolve_source(
+    checkpoint: str, arch: str | None, image_weights: Path | None, init_seed: int = 0
+) -> EncoderSource:
     """Work out architecture, input sizes and weights without building anything."""
     if checkpoint.lower() == "none":
         arch = arch or "resnet50"
@@ -49,6 +59,7 @@ def resolve_source(checkpoint: str, arch: str | None, image_weights: Path | None
         return EncoderSource(
             "none", arch, data.image_size, data.crop_size,
             str(weights) if weights else None, sha256_of(weights) if weights else None,
+            init_seed,
         )  # fmt: skip
     run = Path(checkpoint)
     cfg_path, weights = run / "config.json", run / ENCODER_FILE
@@ -72,7 +83,10 @@ def build_encoder(source: EncoderSource):  # -> ImageEncoder
     """The encoder described by ``source``, with its weights loaded."""
     from cmcgns_cli.model.encoders import build_image_encoder, load_image_weights
 
-    encoder = build_image_encoder(ModelConfig(image_encoder=source.arch, image_weights=None))
+    # A random init is drawn from a recorded seed so evaluate can rebuild the same encoder.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(source.init_seed)
+        encoder = build_image_encoder(ModelConfig(image_encoder=source.arch, image_weights=None))
     if source.weights_file:
         load_image_weights(encoder, source.weights_file)
     return encoder

@@ -71,7 +71,7 @@ def cached_features(
 ) -> np.ndarray:
     """Features of every row of ``prepared``, from ``PREPARED/.cache`` when present."""
     key = hashlib.sha256(
-        f"{source.arch}|{source.weights_sha256}|{source.image_size}|{source.crop_size}|"
+        f"{source.arch}|{source.weights_key}|{source.image_size}|{source.crop_size}|"
         f"{prepared.meta.get('count')}|{prepared.images.shape}".encode()
     ).hexdigest()[:16]
     path = prepared.root / ".cache" / f"features-{key}.npy"

@@ -196,7 +196,7 @@ def finetune_seg(
     train_rows, val_rows = _split_rows(prepared, "train"), _split_rows(prepared, "validate")
     flags = dense.has_target_flags(task, None, masks)
     chosen = train_rows[sample_fraction(flags[train_rows], fraction, seed)]
-    source = resolve_source(checkpoint, arch, image_weights)
+    source = resolve_source(checkpoint, arch, image_weights, init_seed=seed)
     torch.manual_seed(seed)
     seg = Segmenter(SegNet(build_encoder(source), source), source, full, prepared, device)
     hp = {k: v if v is not None else DEFAULTS[k]

@@ -68,7 +68,17 @@ def test_round_trip_and_metrics_file(cli, prepared: Path, tmp_path: Path) -> Non
     # Even a random-init encoder separates bright bands: the head must have learnt them.
     assert written["value"] > 0.8
     # The features are cached beside the data, so a second finetune does not re-encode.
-    assert list((prepared / ".cache").glob("features-*.npy"))
+    cached = list((prepared / ".cache").glob("features-*.npy"))
+    assert cached
+    # The random-init encoder is rebuilt from its recorded seed, not read back from the
+    # cache: without the cache, evaluate gives the same score.
+    for path in cached:
+        path.unlink()
+    again = cli(
+        *["evaluate", "--task", "chexpert-cls", "--data", str(prepared), "--checkpoint",
+          str(tmp_path / "ft"), "--json"],
+    )  # fmt: skip
+    assert json.loads(again.stdout)["mean"]["macro_auroc"] == pytest.approx(written["value"])
 
 
 def test_same_seed_same_subset_and_head(cli, prepared: Path, tmp_path: Path) -> None:

@@ -37,7 +37,8 @@ def test_rsna_det_round_trip_coco_files_and_examples(cli, tmp_path: Path) -> Non
     dets = json.loads((ft / "coco_predictions.json").read_text())
     assert len(gt["images"]) == 8 and gt["categories"] == [{"id": 1, "name": "opacity"}]
     assert mean_average_precision(gt, dets) == pytest.approx(written["metrics"])
-    assert 0.0 <= written["metrics"]["map"] <= written["metrics"]["map50"] + 1e-9
+    # (mAP over IoU 0.4-0.75 may exceed mAP@0.5: thresholds 0.4 and 0.45 are easier.)
+    assert 0.0 <= written["metrics"]["map"] <= 1.0 and 0.0 <= written["metrics"]["map50"] <= 1.0
     assert len(list((ft / "examples").glob("*.png"))) == 2
 
 

@@ -22,7 +22,7 @@ def test_siim_seg_learns_and_round_trips(cli, tmp_path: Path) -> None:
     data = write_rect_dataset(tmp_path / "siim", "siim", n=40)
     ft = tmp_path / "ft"
     record = _run(cli, "finetune", "--task", "siim-seg", "--data", data, "--out", ft,
-                  "--epochs", "6", *COMMON)  # fmt: skip
+                  "--epochs", "10", *COMMON)  # fmt: skip
     assert record["n_train"] == 24 and record["decoder"] == "smp.Unet"
     summary = _run(cli, "evaluate", "--task", "siim-seg", "--data", data, "--checkpoint", ft,
                    "--save-examples", "3")  # fmt: skip
