@@ -111,8 +111,12 @@ def prepare(
 
 @app.command()
 def pretrain(
-    data: Path = typer.Option(..., "--data", help="Prepared paired dataset (e.g. mimic)."),
-    out: Path = typer.Option(..., "--out", help="Run directory for checkpoints and logs."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Prepared paired dataset (e.g. mimic); with --resume, optional."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Run directory for checkpoints and logs (--resume: that run's)."
+    ),
     preset_name: str = typer.Option(
         "paper-resnet50", "--preset", help=f"One of: {', '.join(PRESETS)}."
     ),
@@ -294,6 +298,24 @@ def synth(
         image_size=image_size,
         as_json=as_json,
     )
+
+
+@app.command()
+def demo(
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for the demo (default: a temp dir)."
+    ),
+    synth_n: int | None = typer.Option(
+        None, "--synth", min=1, help="Draw a fresh synthetic world of N studies instead."
+    ),
+    seed: int = SeedOpt,
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Cap steps per stage."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Sample data -> prepare -> tiny pretrain, end to end on the CPU (a minute or so)."""
+    from cmcgns_cli.train.demo import run_demo
+
+    run_demo(out=out, synth_n=synth_n, seed=seed, max_steps=max_steps, as_json=as_json)
 
 
 def main() -> None:

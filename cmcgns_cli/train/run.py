@@ -1,14 +1,218 @@
-"""`cmcgns pretrain`: the training entry point."""
+"""`cmcgns pretrain`: resolve the run directory, tokenizer, data and model, then train.
+
+See ``checkpoint.py`` for the run-directory layout and ``loop.py`` for the schedule.
+"""
 
 from __future__ import annotations
 
+import json
+import random
+import sys
 from pathlib import Path
+from typing import Any
 
-from cmcgns_cli.config import Config
-from cmcgns_cli.errors import NotBuiltError
+import numpy as np
+import torch
+
+from cmcgns_cli.config import Config, config_from_dict
+from cmcgns_cli.console import emit_json, err, kv_table
+from cmcgns_cli.console import out as stdout
+from cmcgns_cli.data.paired import PairedDataset
+from cmcgns_cli.data.prepared import open_prepared
+from cmcgns_cli.data.tokenize import (
+    load_tokenizer,
+    save_tokenizer,
+    token_cache,
+    tokenizer_fingerprint,
+    train_wordpiece,
+)
+from cmcgns_cli.errors import BadInputError, NotBuiltError
+from cmcgns_cli.train import checkpoint as ckpt
+from cmcgns_cli.train import dist
+from cmcgns_cli.train.loop import Trainer
+
+CONFIG_SECTIONS = ("preset", "data", "model", "loss", "train")
+
+
+def build_model(cfg: Config, vocab_size: int | None) -> torch.nn.Module:
+    """The CM-CGNS module (a seam tests may replace)."""
+    try:
+        from cmcgns_cli.model.cmcgns import CMCGNS
+    except ImportError as exc:
+        raise NotBuiltError(f"the CM-CGNS model is not available ({exc})") from None
+    return CMCGNS(cfg, vocab_size)
+
+
+def export_encoder(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """torchvision/timm-keyed image-encoder weights (None if the model cannot export)."""
+    try:
+        from cmcgns_cli.model.encoders import export_image_encoder_state
+    except ImportError:
+        return None
+    encoder = getattr(model, "image_encoder", None)
+    return None if encoder is None else export_image_encoder_state(encoder)
+
+
+def load_run_config(run: Path) -> tuple[Config, dict[str, Any]]:
+    """The Config saved in a run directory, and the rest of config.json (tokenizer, ...)."""
+    path = Path(run) / ckpt.CONFIG
+    if not path.is_file():
+        raise BadInputError(f"{path}: not a pretrain run directory (no config.json)")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"{path}: not valid JSON ({exc})") from None
+    cfg = config_from_dict({k: v for k, v in saved.items() if k in CONFIG_SECTIONS})
+    return cfg, {k: v for k, v in saved.items() if k not in CONFIG_SECTIONS}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInputError(f"--device {name}: CUDA is not available on this machine")
+    if name not in {"cpu"} and not name.startswith("cuda"):
+        raise BadInputError(f"--device {name}: expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, device: torch.device) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _tokenizer(cfg: Config, prepared: Any, run: Path, resuming: bool) -> tuple[Any, dict[str, Any]]:
+    tok_dir = run / ckpt.TOKENIZER
+    if resuming:
+        tok = load_tokenizer(tok_dir)
+        kind = "saved"
+    elif cfg.model.text_encoder == "scratch":
+        rows = prepared.split_indices("train")
+        sentences = (str(s) for r in rows for s in list(prepared.manifest["sentences"].iat[r]))
+        tok = train_wordpiece(sentences, cfg.model.vocab_size, tok_dir)
+        kind = "wordpiece-scratch"
+    else:
+        tok = load_tokenizer(cfg.model.text_encoder)
+        save_tokenizer(tok, tok_dir)
+        kind = "pretrained"
+    info = {
+        "kind": kind,
+        "source": "scratch" if kind != "pretrained" else cfg.model.text_encoder,
+        "path": ckpt.TOKENIZER,
+        "fingerprint": tokenizer_fingerprint(tok),
+    }
+    return tok, info
 
 
 def run_pretrain(
-    cfg: Config, *, data: Path, out: Path, resume: Path | None, nproc: int, as_json: bool
-) -> None:
-    raise NotBuiltError("pretrain is not built yet (issue: cmcgns pretrain)")
+    cfg: Config,
+    *,
+    data: Path | None,
+    out: Path | None,
+    resume: Path | None,
+    nproc: int,
+    as_json: bool,
+) -> dict[str, Any]:
+    if nproc > 1:
+        err.print(dist.torchrun_command(sys.argv[1:], nproc), highlight=False, soft_wrap=True)
+        raise BadInputError(
+            f"--nproc {nproc}: distributed pretraining lands in a later issue; the torchrun "
+            "command above is what it will take"
+        )
+    dist.check_single_process()
+
+    resuming = resume is not None
+    if resuming:
+        run = Path(resume)
+        if out is not None and Path(out).resolve() != run.resolve():
+            raise BadInputError(
+                f"--out {out} differs from --resume {resume}; a resumed run "
+                "continues in its own directory"
+            )
+        saved_cfg, extra = load_run_config(run)
+        if cfg.train.device != "auto":  # an explicit --device may move the run
+            saved_cfg.train.device = cfg.train.device
+        cfg = saved_cfg
+        if data is None:
+            data = Path(extra.get("dataset", {}).get("path", ""))
+    else:
+        if out is None:
+            raise BadInputError("--out is required (or --resume RUN_DIR)")
+        run = Path(out)
+        if (run / ckpt.CONFIG).exists() or (run / ckpt.MODEL).exists():
+            raise BadInputError(
+                f"{run}: already holds a run; pass --resume {run} to continue "
+                "it, or choose an empty --out"
+            )
+        extra = {}
+    if data is None:
+        raise BadInputError("--data is required")
+
+    prepared = open_prepared(data)
+    if "sentences" not in prepared.manifest.columns:
+        raise BadInputError(
+            f"{Path(data) / 'manifest.parquet'}: no 'sentences' column; "
+            "pretraining needs a paired image-report dataset (cmcgns prepare mimic)"
+        )
+    device = resolve_device(cfg.train.device)
+    run.mkdir(parents=True, exist_ok=True)
+    seed_everything(int(cfg.train.seed), device)
+
+    tok, tok_info = _tokenizer(cfg, prepared, run, resuming)
+    if resuming and extra.get("tokenizer", {}).get("fingerprint") not in (
+        None,
+        tok_info["fingerprint"],
+    ):
+        raise BadInputError(f"{run / ckpt.TOKENIZER}: does not match the run's config.json")
+    cache = token_cache(prepared, tok, fallback_dir=run)
+    train_ds = PairedDataset(prepared, "train", cache, cfg.data, train=True, seed=cfg.train.seed)
+    val_ds = PairedDataset(prepared, "validate", cache, cfg.data, train=False, seed=cfg.train.seed)
+    if train_ds.dropped or val_ds.dropped:
+        err.print(
+            f"skipped {train_ds.dropped} train and {val_ds.dropped} validate rows with an "
+            "empty report"
+        )
+
+    vocab_size = len(tok)
+    torch.manual_seed(int(cfg.train.seed))
+    model = build_model(cfg, vocab_size if cfg.model.text_encoder == "scratch" else None)
+    if not resuming:
+        if tok_info["kind"] != "pretrained":
+            tok_info["source"] = "scratch"
+        payload = {
+            **cfg.to_dict(),
+            "tokenizer": {k: v for k, v in tok_info.items()},
+            "vocab_size": vocab_size,
+            "dataset": {
+                "path": str(Path(data).resolve()),
+                "name": prepared.meta.get("dataset"),
+                "count": prepared.meta.get("count"),
+                "train_pairs": len(train_ds),
+                "validate_pairs": len(val_ds),
+            },
+        }
+        ckpt.atomic_write_json(run / ckpt.CONFIG, payload)
+
+    trainer = Trainer(cfg, model, train_ds, val_ds, run, device, export_encoder=export_encoder)
+    if resuming:
+        state = ckpt.load_resume(run)
+        trainer.restore(state)
+        err.print(
+            f"resuming {run} at stage {trainer.prog.stage}, step {trainer.prog.step} "
+            f"(epoch {trainer.prog.epoch})"
+        )
+    err.print(
+        f"pretrain: {len(train_ds)} train / {len(val_ds)} validate pairs, "
+        f"{trainer.steps_per_epoch} steps per epoch, device {device}, run {run}"
+    )
+    summary = trainer.fit()
+    summary["train_pairs"] = len(train_ds)
+    summary["validate_pairs"] = len(val_ds)
+    if as_json:
+        emit_json(summary)
+    else:
+        stdout.print(kv_table("pretrain", summary))
+    return summary

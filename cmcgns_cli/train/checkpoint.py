@@ -1,0 +1,227 @@
+"""Run-directory checkpoints (DESIGN.md), every write atomic.
+
+Layout of a run directory ``RUN``::
+
+    config.json                Config.to_dict() + "tokenizer" + "vocab_size" + "data"
+    tokenizer/                 Hugging Face tokenizer files (AutoTokenizer.from_pretrained)
+    model.safetensors          last weights (end of the latest epoch), k-means buffers included
+    state/                     resume state, loaded with torch.load(weights_only=True):
+      optimizer.pt             optimizer state_dict of the current stage
+      scaler.pt                GradScaler state_dict ({} when unused, e.g. bf16 / CPU)
+      rng.pt                   torch / cuda / numpy / python RNG states as tensors and ints
+      progress.json            stage, epoch, step, best metric, schedule position, ...
+    best/model.safetensors     weights with the lowest validation loss in the current stage
+    best/meta.json             stage, epoch, step and validation metrics of best/
+    image_encoder.safetensors  best/ image encoder with torchvision (or timm) keys
+    metrics.jsonl              one JSON object per optimizer step and per validation
+
+Files are written under temporary names and renamed; directories (state/, best/) are
+written as ``.NAME.new`` and swapped in. ``model.safetensors`` carries the step in its
+metadata and ``load_resume`` picks the state directory whose step matches, so a crash at
+any point leaves a consistent previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from cmcgns_cli.errors import BadInputError
+
+CONFIG = "config.json"
+TOKENIZER = "tokenizer"
+MODEL = "model.safetensors"
+STATE = "state"
+BEST = "best"
+IMAGE_ENCODER = "image_encoder.safetensors"
+METRICS = "metrics.jsonl"
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _plain_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # cloned, contiguous CPU tensors: safetensors refuses shared storage
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+
+
+def save_weights(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write a safetensors file atomically; ``meta`` values are stored as strings."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(_plain_state(state_dict), str(tmp), metadata={k: str(v) for k, v in meta.items()})
+    os.replace(tmp, path)
+
+
+def weights_meta(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as fh:
+        return dict(fh.metadata() or {})
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise BadInputError(f"{path}: checkpoint weights not found")
+    return load_file(str(path))
+
+
+def _swap_dir(tmp: Path, final: Path) -> None:
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _fresh_dir(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+# ---------------------------------------------------------------------------- RNG state
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states as tensors and plain types (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {
+            "version": int(py_version),
+            "internal": torch.tensor(py_internal, dtype=torch.int64),
+            "gauss": None if py_gauss is None else float(py_gauss),
+        },
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        (
+            n["name"],
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(x) for x in p["internal"].tolist()), p["gauss"]))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------- save / load
+
+
+def save_checkpoint(
+    run: Path,
+    *,
+    model_state: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    progress: dict[str, Any],
+) -> None:
+    """Write state/ (as .state.new) and model.safetensors, then swap state/ in."""
+    step = int(progress["step"])
+    tmp = _fresh_dir(run / f".{STATE}.new")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scaler.state_dict() if scaler is not None else {}, tmp / "scaler.pt")
+    torch.save(rng_state(), tmp / "rng.pt")
+    atomic_write_json(tmp / "progress.json", progress)
+    save_weights(
+        run / MODEL,
+        model_state,
+        {"step": step, "stage": progress.get("stage"), "epoch": progress.get("epoch")},
+    )
+    _swap_dir(tmp, run / STATE)
+
+
+def save_best(
+    run: Path,
+    *,
+    model_state: dict[str, torch.Tensor],
+    encoder_state: dict[str, torch.Tensor] | None,
+    meta: dict[str, Any],
+) -> None:
+    """Write best/ (weights + meta) and image_encoder.safetensors from the same weights."""
+    tmp = _fresh_dir(run / f".{BEST}.new")
+    save_weights(tmp / MODEL, model_state, {"step": meta.get("step"), "stage": meta.get("stage")})
+    atomic_write_json(tmp / "meta.json", meta)
+    _swap_dir(tmp, run / BEST)
+    if encoder_state is not None:
+        save_weights(
+            run / IMAGE_ENCODER,
+            encoder_state,
+            {"source": "best", **{k: meta[k] for k in ("step", "stage", "epoch") if k in meta}},
+        )
+
+
+def load_resume(run: Path) -> dict[str, Any]:
+    """The last checkpoint of a run: weights, optimizer, scaler, RNG and progress.
+
+    The state directory is the one whose step matches model.safetensors (state/, or a
+    .state.new / .state.old left by a crash in the middle of a save).
+    """
+    model_path = run / MODEL
+    if not model_path.is_file():
+        raise BadInputError(f"{model_path}: no checkpoint to resume from")
+    step = weights_meta(model_path).get("step")
+    for name in (STATE, f".{STATE}.new", f".{STATE}.old"):
+        d = run / name
+        prog_path = d / "progress.json"
+        if not prog_path.is_file():
+            continue
+        try:
+            progress = json.loads(prog_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            continue
+        if str(progress.get("step")) != str(step):
+            continue
+        if not all((d / f).is_file() for f in ("optimizer.pt", "scaler.pt", "rng.pt")):
+            continue
+        return {
+            "model": load_weights(model_path),
+            "optimizer": torch.load(d / "optimizer.pt", map_location="cpu", weights_only=True),
+            "scaler": torch.load(d / "scaler.pt", map_location="cpu", weights_only=True),
+            "rng": torch.load(d / "rng.pt", map_location="cpu", weights_only=True),
+            "progress": progress,
+        }
+    raise BadInputError(
+        f"{run / STATE}: no resume state matching {MODEL} (step {step}); the run directory is "
+        "incomplete"
+    )
+
+
+def truncate_metrics(run: Path, size: int) -> None:
+    """Drop metrics lines written after the checkpoint being resumed."""
+    path = run / METRICS
+    if path.is_file() and path.stat().st_size > size:
+        with open(path, "r+b") as fh:
+            fh.truncate(size)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.train.worlds import make_world
+
+# small, fast settings on top of the tiny preset for the 64 px test worlds
+TINY = [
+    "--preset",
+    "tiny",
+    "--set",
+    "data.image_size=64",
+    "--set",
+    "data.crop_size=64",
+    "--batch-size",
+    "16",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a 2-core machine shared with other jobs, two torch threads
+    spin against each other and a tiny run takes 10-20x longer."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_world(tmp_path_factory.mktemp("world") / "prepared", n=96, size=64, seed=0)
+
+
+def cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run ``cmcgns ARGS`` in-process through main(); returns the exit code."""
+    from cmcgns_cli.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["cmcgns", *args])
+    try:
+        main()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
