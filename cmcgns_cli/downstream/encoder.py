@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cmcgns_cli.config import PRESETS, ModelConfig, config_from_dict, preset
+from cmcgns_cli.config import PRESETS, ModelConfig, preset
 from cmcgns_cli.errors import BadInputError
 
 ENCODER_FILE = "image_encoder.safetensors"
@@ -67,10 +66,9 @@ def resolve_source(
         raise BadInputError(f"{cfg_path}: not a pretrain run directory (no config.json)")
     if not weights.is_file():
         raise BadInputError(f"{weights}: pretrain run has no exported image encoder")
-    try:
-        cfg = config_from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"{cfg_path}: not valid JSON ({exc})") from None
+    from cmcgns_cli.train.run import load_run_config
+
+    cfg, _ = load_run_config(run)
     if arch and arch != cfg.model.image_encoder:
         raise BadInputError(f"{cfg_path}: run uses {cfg.model.image_encoder}, --arch says {arch}")
     return EncoderSource(
