@@ -56,6 +56,10 @@ TASKS = (
     "siim-seg",
     "rsna-seg",
     "retrieval",
+    "zeroshot-chexpert",
+    "zeroshot-mimic",
+    "zeroshot-rsna",
+    "zeroshot-covidx",
 )
 
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
@@ -176,7 +180,7 @@ def pretrain(
 
 @app.command()
 def finetune(
-    task: str = typer.Option(..., "--task", help=f"One of: {', '.join(TASKS[:-1])}."),
+    task: str = typer.Option(..., "--task", help=f"One of: {', '.join(TASKS[:7])}."),
     data: Path = typer.Option(..., "--data", help="Prepared downstream dataset."),
     checkpoint: str = typer.Option(..., "--checkpoint", help="Pretrain run directory or none."),
     out: Path = typer.Option(..., "--out", help="Output directory."),
@@ -220,7 +224,7 @@ def finetune(
 
 @app.command()
 def evaluate(
-    task: str = typer.Option(..., "--task", help=f"One of: {', '.join(TASKS)}, zeroshot-*."),
+    task: str = typer.Option(..., "--task", help=f"One of: {', '.join(TASKS)}."),
     data: Path = typer.Option(..., "--data", help="Prepared dataset with a test split."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Finetuned (or pretrain) run."),
     seeds: int = typer.Option(1, "--seeds", help="Repeat finetuning with N seeds: mean, std."),
@@ -316,6 +320,56 @@ def demo(
     from cmcgns_cli.train.demo import run_demo
 
     run_demo(out=out, synth_n=synth_n, seed=seed, max_steps=max_steps, as_json=as_json)
+
+
+@app.command()
+def explain(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Pretrain run directory."),
+    image: str = typer.Option(..., "--image", help="An image file (JPEG, PNG, DICOM)."),
+    report: str = typer.Option(..., "--report", help="Report text, or a file holding it."),
+    out: Path = typer.Option(..., "--out", help="Folder for the PNGs and explain.json."),
+    device: Device = DeviceOpt,
+    seed: int = typer.Option(0, "--seed", help="Seed of the CM-MIR mask."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Per-sentence attention heat maps, the CM-MIR reconstruction and sentence clusters."""
+    from cmcgns_cli.explain import run_explain
+
+    run_explain(
+        checkpoint=checkpoint,
+        image=image,
+        report=report,
+        out=out,
+        device=device.value,
+        seed=seed,
+        as_json=as_json,
+    )
+
+
+@app.command()
+def clusters(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Pretrain run directory."),
+    data: Path = typer.Option(..., "--data", help="Prepared paired dataset."),
+    split: str = typer.Option("train", "--split", help="train, validate or test."),
+    limit: int = typer.Option(5000, "--limit", min=0, help="At most N reports (0 = all)."),
+    top: int = typer.Option(5, "--top", min=1, help="Nearest distinct sentences per centroid."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the table as CSV."),
+    device: Device = DeviceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """For each k-means centroid: its size and nearest sentences (what negatives are made of)."""
+    from cmcgns_cli.clusters import run_clusters
+
+    run_clusters(
+        checkpoint=checkpoint,
+        data=data,
+        split=split,
+        limit=limit,
+        top=top,
+        out=out,
+        device=device.value,
+        as_json=as_json,
+    )
 
 
 def main() -> None:

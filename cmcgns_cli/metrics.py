@@ -138,3 +138,59 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         "dice_nonempty": float(scores[~empty].mean()) if (~empty).any() else float("nan"),
         "empty_correct": float(scores[empty].mean()) if empty.any() else float("nan"),
     }
+
+
+# --- retrieval ------------------------------------------------------------------------------
+
+
+def _relevance(
+    shape: tuple[int, int], query_keys: np.ndarray | None, gallery_keys: np.ndarray | None
+) -> np.ndarray:
+    q, g = shape
+    if query_keys is None and gallery_keys is None:
+        if q != g:
+            raise ValueError(f"a {q} x {g} similarity matrix needs keys to say which items match")
+        return np.eye(q, dtype=bool)
+    qk = np.arange(q) if query_keys is None else np.asarray(query_keys)
+    gk = np.arange(g) if gallery_keys is None else np.asarray(gallery_keys)
+    return qk[:, None] == gk[None, :]
+
+
+def _topk(sims: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k most similar gallery items per query; ties go to the lower index."""
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def recall_at_k(
+    sims: np.ndarray,
+    ks: tuple[int, ...] = (1, 5, 10),
+    query_keys: np.ndarray | None = None,
+    gallery_keys: np.ndarray | None = None,
+) -> dict[int, float]:
+    """Recall@K of a (Q, G) similarity matrix: the share of queries with at least one
+    relevant gallery item among their K most similar. Relevant = equal keys (default: the
+    diagonal, query i <-> gallery i). K larger than G counts the whole gallery."""
+    sims = np.asarray(sims, dtype=np.float64)
+    rel = _relevance(sims.shape, query_keys, gallery_keys)
+    if sims.shape[0] == 0:
+        return {int(k): float("nan") for k in ks}
+    top = _topk(sims, max(ks))
+    hits = np.take_along_axis(rel, top, axis=1)
+    return {int(k): float(hits[:, :k].any(axis=1).mean()) for k in ks}
+
+
+def precision_at_k(
+    sims: np.ndarray,
+    ks: tuple[int, ...] = (1, 5, 10),
+    query_keys: np.ndarray | None = None,
+    gallery_keys: np.ndarray | None = None,
+) -> dict[int, float]:
+    """Precision@K: the mean share of relevant items among each query's K most similar
+    (the CheXpert 5x200 retrieval score, where relevant = same class)."""
+    sims = np.asarray(sims, dtype=np.float64)
+    rel = _relevance(sims.shape, query_keys, gallery_keys)
+    if sims.shape[0] == 0:
+        return {int(k): float("nan") for k in ks}
+    top = _topk(sims, max(ks))
+    hits = np.take_along_axis(rel, top, axis=1)
+    return {int(k): float(hits[:, : min(k, sims.shape[1])].mean()) for k in ks}

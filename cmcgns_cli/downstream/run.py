@@ -16,21 +16,29 @@ from cmcgns_cli.downstream.classification import (
     load_finetune_record,
 )
 from cmcgns_cli.downstream.tasks import CLS_TASKS, DENSE_TASKS
-from cmcgns_cli.errors import BadInputError, NotBuiltError
+from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.runtime import resolve_device
 
-LATER = {
-    "retrieval": "retrieval",
-}
+# evaluate-only tasks: they score a pretrain run directly, with no finetuning
+EVAL_ONLY = (
+    "retrieval",
+    "zeroshot-chexpert",
+    "zeroshot-mimic",
+    "zeroshot-rsna",
+    "zeroshot-covidx",
+)
 
 
-def _check_task(task: str) -> None:
+def _check_task(task: str, *, finetune: bool = False) -> None:
     if task in CLS_TASKS or task in DENSE_TASKS:
         return
-    if task in LATER or task.startswith("zeroshot-"):
-        kind = LATER.get(task, "zero-shot")
-        raise NotBuiltError(f"--task {task}: {kind} is not built yet (a later issue)")
-    known = ", ".join([*CLS_TASKS, *DENSE_TASKS, *LATER])
+    if task in EVAL_ONLY:
+        if finetune:
+            raise BadInputError(
+                f"--task {task}: scores a pretrain run as it is; use cmcgns evaluate"
+            )
+        return
+    known = ", ".join([*CLS_TASKS, *DENSE_TASKS, *EVAL_ONLY])
     raise BadInputError(f"--task {task!r}: unknown task; choose one of {known}")
 
 
@@ -52,7 +60,7 @@ def run_finetune(
     workers: int,
     as_json: bool,
 ) -> None:
-    _check_task(task)
+    _check_task(task, finetune=True)
     if not 0.0 < fraction <= 1.0:
         raise BadInputError(f"--fraction {fraction}: must be in (0, 1], e.g. 0.01, 0.1 or 1")
     record = _finetune_fn(task)(
@@ -85,6 +93,19 @@ def run_evaluate(
     if save_examples and task not in DENSE_TASKS:
         err.print("note: --save-examples applies to detection and segmentation; ignored")
     dev = resolve_device(device)
+    if task in EVAL_ONLY:
+        if seeds > 1:
+            err.print(f"note: {task} has no training randomness; --seeds {seeds} ignored")
+        result = _evaluate_pretrained(task, data, checkpoint, dev, prompts)
+        summary = _summarise([result])
+        summary["protocol"] = result["protocol"]
+        if as_json:
+            emit_json(summary)
+        else:
+            stdout.print(_table(task, summary))
+        return
+    if prompts is not None:
+        err.print("note: --prompts applies to zeroshot-* tasks; ignored")
     results = [_evaluate(task, data, checkpoint, dev, save_examples)]
     if seeds > 1:
         results += _other_seeds(task, data, checkpoint, seeds, dev)
@@ -137,6 +158,16 @@ def _evaluate(task: str, data: Path, finetuned: Path, dev, save_examples: int) -
     from cmcgns_cli.downstream.segmentation import evaluate_seg
 
     return evaluate_seg(task, data, finetuned, dev, save_examples)
+
+
+def _evaluate_pretrained(task: str, data: Path, run: Path, dev, prompts: Path | None) -> dict:
+    if task == "retrieval":
+        from cmcgns_cli.downstream.retrieval import evaluate_retrieval
+
+        return evaluate_retrieval(data, run, dev)
+    from cmcgns_cli.downstream.zeroshot import evaluate_zeroshot
+
+    return evaluate_zeroshot(task, data, run, dev, prompts_file=prompts)
 
 
 def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:

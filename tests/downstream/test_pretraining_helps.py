@@ -24,13 +24,22 @@ from tests.train.worlds import FINDINGS, _draw, make_world
 NAMES = ["Pleural Effusion", "Cardiomegaly", "Consolidation", "Support Devices", "Pneumothorax"]
 
 
-def _labelled_world(root: Path, n: int, size: int, seed: int) -> Path:
+def _labelled_world(root: Path, dataset: str, n: int, size: int, seed: int) -> Path:
+    """Images drawn like the pretraining world; labels = findings drawn; the effusion
+    (finding 0, a lower-right rectangle) is also given as a box and a mask."""
     rng = np.random.default_rng(seed)
     present = [[f for f in range(len(FINDINGS)) if rng.random() < 0.35] for _ in range(n)]
     images = np.stack([_draw(rng, size, p) for p in present])
     labels = np.zeros((n, len(FINDINGS)), np.float32)
+    masks = np.zeros_like(images)
+    box = [0.55 * size, 0.68 * size, 0.45 * size, 0.32 * size]
+    boxes = []
     for i, p in enumerate(present):
         labels[i, p] = 1.0
+        if 0 in p:
+            x, y = int(np.ceil(box[0])), int(np.ceil(box[1]))
+            masks[i, y:, x:] = 1
+        boxes.append([box] if 0 in p else [])
     u = np.arange(n) / n
     split = np.where(u < 0.6, "train", np.where(u < 0.7, "validate", "test"))
     manifest = pd.DataFrame(
@@ -41,22 +50,14 @@ def _labelled_world(root: Path, n: int, size: int, seed: int) -> Path:
             "study_id": [f"s{i}" for i in range(n)],
             "view": "PA",
             "labels": [row.tolist() for row in labels],
+            "boxes": boxes,
+            "box_labels": [["effusion"] * len(b) for b in boxes],
         }
     )
     return write_prepared(
-        root, dataset="chexpert", manifest=manifest, images=images,
+        root, dataset=dataset, manifest=manifest, images=images, masks=masks,
         extra_meta={"label_names": NAMES},
     )  # fmt: skip
-
-
-def _probe(data: Path, checkpoint: str, out: Path) -> float:
-    dev = torch.device("cpu")
-    finetune_cls(
-        task_name="chexpert-cls", data=data, checkpoint=checkpoint, out=out, fraction=0.1,
-        full=False, arch="resnet_tiny", image_weights=None, epochs=100, lr=None,
-        batch_size=None, seed=0, device=dev,
-    )  # fmt: skip
-    return evaluate_cls("chexpert-cls", data, out, dev)["value"]
 
 
 @pytest.fixture(autouse=True)
@@ -67,14 +68,31 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def test_tiny_pretrain_beats_random_init_on_linear_probe(tmp_path: Path) -> None:
-    pairs = make_world(tmp_path / "pairs", n=480, size=64, seed=1, splits=(0.8, 0.1))
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("pretrain")
+    pairs = make_world(root / "pairs", n=480, size=64, seed=1, splits=(0.8, 0.1))
     cfg = preset("tiny")
     cfg.data.image_size = cfg.data.crop_size = 64
     cfg.train.stage1_epochs, cfg.train.stage2_epochs = 4, 1
-    run_pretrain(cfg, data=pairs, out=tmp_path / "run", resume=None, nproc=1, as_json=True)
-    probe_data = _labelled_world(tmp_path / "labelled", n=600, size=64, seed=7)
-    pretrained = _probe(probe_data, str(tmp_path / "run"), tmp_path / "ft-pre")
-    random_init = _probe(probe_data, "none", tmp_path / "ft-rand")
-    print(f"macro AUROC @10%: pretrained {pretrained:.3f} random init {random_init:.3f}")
-    assert pretrained >= random_init + 0.05
+    run_pretrain(cfg, data=pairs, out=root / "run", resume=None, nproc=1, as_json=True)
+    return root / "run"
+
+
+def test_tiny_pretrain_beats_random_init_on_linear_probe(
+    pretrained_run: Path, tmp_path: Path
+) -> None:
+    data = _labelled_world(tmp_path / "labelled", "chexpert", n=600, size=64, seed=7)
+    dev = torch.device("cpu")
+    scores = {}
+    for name, ckpt in (("pretrained", str(pretrained_run)), ("random", "none")):
+        finetune_cls(
+            task_name="chexpert-cls", data=data, checkpoint=ckpt, out=tmp_path / name,
+            fraction=0.1, full=False, arch="resnet_tiny", image_weights=None, epochs=100,
+            lr=None, batch_size=None, seed=0, device=dev,
+        )  # fmt: skip
+        scores[name] = evaluate_cls("chexpert-cls", data, tmp_path / name, dev)["value"]
+    print(f"macro AUROC @10%: pretrained {scores['pretrained']:.3f} random {scores['random']:.3f}")
+    assert scores["pretrained"] >= scores["random"] + 0.05
+

@@ -1,0 +1,167 @@
+"""`cmcgns clusters`: what each cross-modal k-means centroid groups.
+
+Every sentence of the chosen split (as the model sees it: the run's tokenizer, whole
+sentences up to ``max_length`` / ``max_sentences``) is embedded and assigned to its most
+similar centroid by cosine -- the assignment training uses for hard negatives and
+false-negative masks. Per centroid: how many sentences (and distinct texts) it holds, and
+its nearest distinct sentences. Shown as a table; ``--out FILE.csv`` writes one row per
+(centroid, nearest sentence).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from cmcgns_cli.console import emit_json, err
+from cmcgns_cli.console import out as stdout
+from cmcgns_cli.data.paired import PadCollate, PairedDataset
+from cmcgns_cli.data.prepared import open_prepared
+from cmcgns_cli.data.tokenize import token_cache
+from cmcgns_cli.embedding.encode import text_embeddings, to_device
+from cmcgns_cli.embedding.runs import open_run
+from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.runtime import resolve_device
+
+
+def kept_sentence_texts(ds: PairedDataset, row: int, manifest_sents: list[str]) -> list[str]:
+    """The texts of the sentences ``TokenCache.encode`` keeps for ``row``, in order."""
+    _, _, n = ds.tokens.encode(row, ds.max_length, ds.max_sentences)
+    texts = [
+        t
+        for t, toks in zip(manifest_sents, ds.tokens.row_sentences(row), strict=False)
+        if len(toks)
+    ]
+    return texts[:n]
+
+
+@torch.no_grad()
+def cluster_table(
+    run: Any,
+    data: Path,
+    split: str = "train",
+    limit: int = 5000,
+    top: int = 5,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    km = run.model.kmeans
+    if km is None:
+        raise BadInputError(
+            f"{run.path}: the run trains without clustering (loss.clustering false)"
+        )
+    if not bool(km.initialized):
+        raise BadInputError(f"{run.path}: the k-means centroids were never initialised in training")
+    prepared = open_prepared(data)
+    cache = token_cache(prepared, run.tok, fallback_dir=run.path)
+    ds = PairedDataset(prepared, split, cache, run.cfg.data, train=False)
+    idx = np.arange(len(ds))
+    if limit and len(ds) > limit:
+        idx = np.sort(np.random.default_rng(0).choice(len(ds), limit, replace=False))
+    loader = DataLoader(Subset(ds, idx.tolist()), batch_size=batch_size, shuffle=False,
+                        collate_fn=PadCollate(cache.pad_id))  # fmt: skip
+    col = prepared.manifest["sentences"]
+    texts: list[str] = []
+    embs: list[torch.Tensor] = []
+    for batch in loader:
+        rows = batch["index"].tolist()
+        out = text_embeddings(run.model, to_device(batch, run.device))
+        for j, row in enumerate(rows):
+            n = int(out["sentence_mask"][j].sum())
+            kept = kept_sentence_texts(ds, row, [str(s) for s in list(col.iat[row])])
+            texts.extend(kept[:n])
+            embs.append(out["sentences"][j, : len(kept[:n])].float().cpu())
+    z = torch.cat(embs) if embs else torch.zeros(0, km.centroids.shape[1])
+    sims = km.similarities(z.to(km.centroids.device)).cpu()
+    assign = sims.argmax(dim=1).numpy()
+    cos = sims.max(dim=1).values.numpy()
+    clusters = []
+    for k in range(km.num_clusters):
+        members = np.flatnonzero(assign == k)
+        counts = Counter(texts[i] for i in members)
+        best: dict[str, float] = defaultdict(lambda: -2.0)
+        for i in members:
+            best[texts[i]] = max(best[texts[i]], float(cos[i]))
+        nearest = sorted(best.items(), key=lambda kv: -kv[1])[:top]
+        clusters.append(
+            {
+                "cluster": k,
+                "size": int(len(members)),
+                "share": float(len(members) / max(len(texts), 1)),
+                "distinct": len(counts),
+                "mean_cos": float(cos[members].mean()) if len(members) else None,
+                "nearest": [{"sentence": t, "cos": c, "count": counts[t]} for t, c in nearest],
+            }
+        )
+    clusters.sort(key=lambda c: -c["size"])
+    return {
+        "checkpoint": str(run.path),
+        "data": str(data),
+        "split": split,
+        "reports": int(len(idx)),
+        "sentences": len(texts),
+        "num_clusters": km.num_clusters,
+        "empty_clusters": sum(c["size"] == 0 for c in clusters),
+        "clusters": clusters,
+    }
+
+
+def write_csv(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            ["cluster", "size", "share", "distinct", "mean_cos", "rank", "sentence", "cos", "count"]
+        )
+        for c in result["clusters"]:
+            base = [c["cluster"], c["size"], f"{c['share']:.4f}", c["distinct"],
+                    "" if c["mean_cos"] is None else f"{c['mean_cos']:.4f}"]  # fmt: skip
+            if not c["nearest"]:
+                w.writerow([*base, "", "", "", ""])
+            for r, s in enumerate(c["nearest"]):
+                w.writerow([*base, r, s["sentence"], f"{s['cos']:.4f}", s["count"]])
+    os.replace(tmp, path)
+
+
+def run_clusters(
+    *,
+    checkpoint: Path,
+    data: Path,
+    split: str,
+    limit: int,
+    top: int,
+    out: Path | None,
+    device: str,
+    as_json: bool,
+) -> dict[str, Any]:
+    run = open_run(checkpoint, resolve_device(device))
+    result = cluster_table(run, data, split, limit, top)
+    if out is not None:
+        write_csv(Path(out), result)
+        err.print(f"wrote {out}")
+    if as_json:
+        emit_json(result)
+        return result
+    from rich.table import Table
+
+    title = (
+        f"k-means clusters of {result['sentences']} {split} sentences "
+        f"({result['empty_clusters']} of {result['num_clusters']} empty)"
+    )
+    table = Table(title=title)
+    for name in ("cluster", "size", "share", "distinct", "nearest sentences (cos, count)"):
+        table.add_column(name)
+    for c in result["clusters"]:
+        near = "\n".join(f"{s['sentence']} ({s['cos']:.2f}, {s['count']})" for s in c["nearest"])
+        table.add_row(
+            str(c["cluster"]), str(c["size"]), f"{c['share']:.3f}", str(c["distinct"]), near
+        )
+    stdout.print(table)
+    return result

@@ -1,0 +1,57 @@
+"""Open a pretrain run for inference: config, model (eval mode, on a device) and tokenizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cmcgns_cli.errors import BadInputError
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    cfg: Any
+    model: torch.nn.Module
+    tok: Any
+    device: torch.device
+    weights: str  # best | last | random-init
+
+    @property
+    def image_size(self) -> int:
+        return int(self.cfg.data.image_size)
+
+    @property
+    def crop_size(self) -> int:
+        return int(self.cfg.data.crop_size)
+
+
+def open_run(
+    checkpoint: str | Path,
+    device: torch.device | str = "cpu",
+    *,
+    random_init: bool = False,
+    weights: str = "auto",
+) -> LoadedRun:
+    """Load ``checkpoint`` (a pretrain run directory). ``weights``: auto (best/ when the run
+    has one, else the last weights), best or last. A missing run is bad input (exit 2)."""
+    from cmcgns_cli.train import checkpoint as ckpt
+    from cmcgns_cli.train.evaluate import load_run
+
+    run = Path(checkpoint)
+    if not run.is_dir():
+        raise BadInputError(f"{run}: no such pretrain run directory")
+    if not (run / ckpt.CONFIG).is_file():
+        raise BadInputError(f"{run / ckpt.CONFIG}: not a pretrain run directory (no config.json)")
+    if weights == "auto":
+        weights = "best" if (run / ckpt.BEST / ckpt.MODEL).is_file() else "last"
+    wfile = run / (f"{ckpt.BEST}/{ckpt.MODEL}" if weights == "best" else ckpt.MODEL)
+    if not random_init and not wfile.is_file():
+        raise BadInputError(f"{wfile}: the run has no model weights")
+    cfg, model, tok = load_run(run, weights=weights, random_init=random_init)
+    dev = torch.device(device)
+    model.to(dev).eval()
+    return LoadedRun(run, cfg, model, tok, dev, "random-init" if random_init else weights)

