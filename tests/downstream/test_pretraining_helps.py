@@ -95,4 +95,3 @@ def test_tiny_pretrain_beats_random_init_on_linear_probe(
         scores[name] = evaluate_cls("chexpert-cls", data, tmp_path / name, dev)["value"]
     print(f"macro AUROC @10%: pretrained {scores['pretrained']:.3f} random {scores['random']:.3f}")
     assert scores["pretrained"] >= scores["random"] + 0.05
-
