@@ -51,8 +51,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=50, help="finetune epochs")
     ap.add_argument("--pretrain-set", action="append", default=[], help="extra --set items")
     ap.add_argument("--only", action="append", default=None, help="ablation names to run")
-    ap.add_argument("--reuse", action="append", default=[],
-                    help="LABEL=RUN_DIR: use an existing pretrain run for that ablation")  # fmt: skip
+    ap.add_argument(
+        "--reuse", action="append", default=[], help="LABEL=RUN_DIR: reuse a pretrain run"
+    )
     ap.add_argument("--tasks", default="chexpert-cls,rsna-seg", help="comma-separated tasks")
     args = ap.parse_args()
     w = args.work
