@@ -105,6 +105,11 @@ class TrainConfig:
     device: str = "auto"
     log_every: int = 10
     max_steps: int | None = None  # cap per stage, for smoke runs
+    compile: bool = False  # torch.compile the encoders' blocks (nn.Module.compile, keys kept)
+    compile_backend: str = "inductor"  # torch.compile backend ("eager" / "aot_eager" to debug)
+    grad_checkpoint: bool = False  # recompute encoder activations in backward (less memory)
+    channels_last: bool = True  # NHWC image encoder on CUDA (tensor-core friendly convs)
+    sync_bn: bool = False  # SyncBatchNorm across ranks (CUDA DDP only); default per-rank BN
 
 
 @dataclass

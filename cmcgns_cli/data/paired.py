@@ -205,3 +205,38 @@ class EpochSampler(Sampler[int]):
             return iter(range(self.n))
         perm = np.random.default_rng([self.seed, 7919, self.epoch]).permutation(self.n)
         return iter(perm.tolist())
+
+
+class DistributedEpochSampler(Sampler[int]):
+    """This rank's share of :class:`EpochSampler`'s order (torch's DistributedSampler role).
+
+    The epoch permutation (a pure function of (seed, epoch): ``set_epoch`` reseeds it) is cut
+    into global batches of ``batch_size * world`` items; rank ``r`` takes the ``r``-th
+    contiguous ``batch_size`` slice of each. So the ranks' micro-batches at step t, stacked in
+    rank order, are exactly the one-process batch of size ``batch_size * world`` at step t,
+    whatever the world size; the incomplete last global batch is dropped.
+    """
+
+    def __init__(
+        self, n: int, seed: int, batch_size: int, world: int, rank: int, shuffle: bool = True
+    ) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside world size {world}")
+        self.base = EpochSampler(n, seed, shuffle)
+        self.batch_size, self.world, self.rank = int(batch_size), int(world), int(rank)
+        self.global_batches = int(n) // (self.batch_size * self.world)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return self.global_batches * self.batch_size
+
+    def __iter__(self):
+        order = list(self.base)
+        gb, b = self.batch_size * self.world, self.batch_size
+        out: list[int] = []
+        for g in range(self.global_batches):
+            start = g * gb + self.rank * b
+            out.extend(order[start : start + b])
+        return iter(out)

@@ -1,24 +1,51 @@
-"""Rank and world-size handling in one place.
+"""Rank and world-size handling in one place (torch.distributed, launched by torchrun).
 
-Pretraining runs as one process today (CPU or one GPU). ``torchrun`` support lands in a
-later issue; when it does, only this module should need to learn about process groups.
+One process (CPU or one GPU) needs no launcher and no process group: every helper below is
+then a no-op or the identity. Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment)
+:func:`setup` opens the process group (NCCL on CUDA, gloo on CPU) and pins each process to
+GPU ``LOCAL_RANK``. The cross-rank pieces the model needs (gather with gradient, SUM
+all-reduce, broadcast from rank 0) are here; ``train/ddp.py`` wires them into the model.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import shlex
+from typing import Any
+
+import torch
+import torch.distributed as tdist
+from torch import Tensor
 
 from cmcgns_cli.errors import BadInputError
 
 
+def launched_world_size() -> int:
+    """Processes the launcher started (``WORLD_SIZE``; 1 without a launcher)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    except ValueError:
+        raise BadInputError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
+
+
+def is_initialized() -> bool:
+    return tdist.is_available() and tdist.is_initialized()
+
+
 def world_size() -> int:
-    """Number of training processes (always 1 until DDP lands)."""
-    return 1
+    """Number of training processes."""
+    return tdist.get_world_size() if is_initialized() else 1
 
 
 def rank() -> int:
-    """This process's rank (always 0 until DDP lands)."""
-    return 0
+    """This process's global rank."""
+    return tdist.get_rank() if is_initialized() else 0
+
+
+def local_rank() -> int:
+    """This process's rank on its node (torchrun's ``LOCAL_RANK``)."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
 
 
 def is_main() -> bool:
@@ -26,22 +53,162 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def print0(*args: Any, **kwargs: Any) -> None:
+    """Print to stderr (Rich) on rank 0 only."""
+    if is_main():
+        from cmcgns_cli.console import err
+
+        err.print(*args, **kwargs)
+
+
 def barrier() -> None:
     """Wait for every rank (a no-op with one process)."""
+    if is_initialized() and world_size() > 1:
+        tdist.barrier()
+
+
+def setup(device_name: str) -> torch.device:
+    """Open the process group when launched with several processes; return this rank's device.
+
+    ``device_name`` is ``auto|cpu|cuda``: ``auto`` picks CUDA when there are at least as many
+    visible GPUs as local processes, else CPU (gloo).
+    """
+    n = launched_world_size()
+    use_cuda = device_name.startswith("cuda") or (
+        device_name == "auto" and torch.cuda.is_available()
+    )
+    if use_cuda and not torch.cuda.is_available():
+        raise BadInputError(f"--device {device_name}: CUDA is not available on this machine")
+    if n <= 1:
+        if device_name == "auto":
+            return torch.device("cuda" if use_cuda else "cpu")
+        return torch.device(device_name)
+    if use_cuda:
+        lr = local_rank()
+        if lr >= torch.cuda.device_count():
+            raise BadInputError(
+                f"LOCAL_RANK={lr} but only {torch.cuda.device_count()} GPU(s) are visible; "
+                "pass --nproc_per_node <= the GPUs per node"
+            )
+        torch.cuda.set_device(lr)
+        device = torch.device("cuda", lr)
+    else:
+        device = torch.device("cpu")
+    if not is_initialized():
+        for var in ("MASTER_ADDR", "MASTER_PORT", "RANK"):
+            if var not in os.environ:
+                raise BadInputError(
+                    f"WORLD_SIZE={n} but {var} is not set: start distributed pretraining with "
+                    "torchrun (see README, 'Distributed and GPU training')"
+                )
+        tdist.init_process_group(
+            backend="nccl" if use_cuda else "gloo",
+            timeout=datetime.timedelta(minutes=30),
+            device_id=device if use_cuda else None,
+        )
+    return device
+
+
+def teardown() -> None:
+    if is_initialized():
+        tdist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------- collectives
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather along dim 0; backward sums every rank's gradient for this rank's rows."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: ANN401
+        ws, r = world_size(), rank()
+        ctx.n, ctx.rank = x.shape[0], r
+        parts = [torch.empty_like(x) for _ in range(ws)]
+        tdist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # noqa: ANN401
+        grad = grad.contiguous()
+        tdist.all_reduce(grad, op=tdist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
+
+
+def gather(x: Tensor) -> tuple[Tensor, int]:
+    """The model's gather hook: ``(rows of all ranks, offset of this rank's rows)``.
+
+    Float tensors keep their gradient (each rank's rows get the sum of all ranks' gradients);
+    bool/int tensors (the validity mask) are gathered without one. Every rank must pass the
+    same shape (equal per-rank batches and the same sentence-slot count).
+    """
+    if world_size() == 1:
+        return x, 0
+    offset = rank() * x.shape[0]
+    if x.dtype == torch.bool:
+        parts = [torch.empty_like(x, dtype=torch.uint8) for _ in range(world_size())]
+        tdist.all_gather(parts, x.to(torch.uint8).contiguous())
+        return torch.cat(parts).bool(), offset
+    if not x.is_floating_point() or not x.requires_grad:
+        parts = [torch.empty_like(x) for _ in range(world_size())]
+        tdist.all_gather(parts, x.contiguous())
+        return torch.cat(parts), offset
+    return _GatherWithGrad.apply(x), offset
+
+
+def all_reduce_sum(x: Tensor) -> Tensor:
+    """SUM over ranks (a new tensor; the input is untouched). The k-means ``reduce`` hook."""
+    if world_size() == 1:
+        return x
+    y = x.detach().clone().contiguous()
+    tdist.all_reduce(y, op=tdist.ReduceOp.SUM)
+    return y
+
+
+def broadcast0(x: Tensor) -> Tensor:
+    """Rank 0's tensor on every rank (a new tensor). The k-means ``broadcast`` hook."""
+    if world_size() == 1:
+        return x
+    dtype = x.dtype
+    y = x.detach().clone().contiguous()
+    if dtype == torch.bool:
+        y = y.to(torch.uint8)
+    tdist.broadcast(y, src=0)
+    return y.to(dtype)
+
+
+def broadcast_object(obj: Any) -> Any:  # noqa: ANN401
+    """Rank 0's picklable object on every rank (small things: validation metrics)."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+@torch.no_grad()
+def sync_module_state(module: torch.nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every rank (after a load from disk)."""
+    if world_size() == 1:
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        t.copy_(broadcast0(t))
+
+
+# ---------------------------------------------------------------------------- launcher
 
 
 def check_single_process() -> None:
-    """Refuse to run under a launcher that started several processes."""
-    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if launched > 1:
+    """Refuse a launcher world without a process group (kept for callers outside pretrain)."""
+    if launched_world_size() > 1 and not is_initialized():
         raise BadInputError(
-            f"WORLD_SIZE={launched}: distributed pretraining (torchrun / DDP) lands in a later "
-            "issue; run one process (CPU or one GPU) for now"
+            f"WORLD_SIZE={launched_world_size()}: this command runs one process; only "
+            "`pretrain` is distributed"
         )
 
 
 def torchrun_command(argv: list[str], nproc: int) -> str:
-    """The torchrun line a user will run once DDP lands (argv without the program name)."""
+    """The single-node torchrun line for ``cmcgns ARGV`` (argv without the program name)."""
     rest: list[str] = []
     skip = False
     for arg in argv:
@@ -54,4 +221,6 @@ def torchrun_command(argv: list[str], nproc: int) -> str:
         if arg.startswith("--nproc="):
             continue
         rest.append(arg)
-    return f"torchrun --nproc_per_node={nproc} -m cmcgns_cli " + " ".join(rest)
+    return (
+        f"torchrun --nproc_per_node={nproc} -m cmcgns_cli " + " ".join(shlex.quote(a) for a in rest)
+    ).rstrip()

@@ -116,14 +116,30 @@ def run_pretrain(
     nproc: int,
     as_json: bool,
 ) -> dict[str, Any]:
-    if nproc > 1:
+    if nproc > 1 and dist.launched_world_size() == 1:
+        # cmcgns prints the launcher line rather than starting it: torchrun owns process
+        # supervision, elastic restarts and the multi-node rendezvous (README)
         err.print(dist.torchrun_command(sys.argv[1:], nproc), highlight=False, soft_wrap=True)
         raise BadInputError(
-            f"--nproc {nproc}: distributed pretraining lands in a later issue; the torchrun "
-            "command above is what it will take"
+            f"--nproc {nproc}: cmcgns does not spawn processes itself; run the torchrun "
+            "command above (multi-node: README 'Distributed and GPU training')"
         )
-    dist.check_single_process()
+    device = dist.setup(cfg.train.device)
+    try:
+        return _run_pretrain(cfg, data=data, out=out, resume=resume, device=device, as_json=as_json)
+    finally:
+        dist.teardown()
 
+
+def _run_pretrain(
+    cfg: Config,
+    *,
+    data: Path | None,
+    out: Path | None,
+    resume: Path | None,
+    device: torch.device,
+    as_json: bool,
+) -> dict[str, Any]:
     resuming = resume is not None
     if resuming:
         run = Path(resume)
@@ -157,11 +173,18 @@ def run_pretrain(
             f"{Path(data) / 'manifest.parquet'}: no 'sentences' column; "
             "pretraining needs a paired image-report dataset (cmcgns prepare mimic)"
         )
-    device = resolve_device(cfg.train.device)
+    if dist.world_size() == 1:
+        device = resolve_device(cfg.train.device)
     run.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.train.seed), device)
 
-    tok, tok_info = _tokenizer(cfg, prepared, run, resuming)
+    # rank 0 writes the tokenizer and the token cache; the others then read them
+    if dist.is_main():
+        tok, tok_info = _tokenizer(cfg, prepared, run, resuming)
+        token_cache(prepared, tok, fallback_dir=run)
+    dist.barrier()
+    if not dist.is_main():
+        tok, tok_info = _tokenizer(cfg, prepared, run, True)
     if resuming and extra.get("tokenizer", {}).get("fingerprint") not in (
         None,
         tok_info["fingerprint"],
@@ -179,7 +202,9 @@ def run_pretrain(
     vocab_size = len(tok)
     torch.manual_seed(int(cfg.train.seed))
     model = build_model(cfg, vocab_size if cfg.model.text_encoder == "scratch" else None)
-    if not resuming:
+    if dist.rank() > 0:  # same initial weights everywhere, own random streams afterwards
+        torch.manual_seed(int(cfg.train.seed) + 7919 * dist.rank())
+    if not resuming and dist.is_main():
         if tok_info["kind"] != "pretrained":
             tok_info["source"] = "scratch"
         payload = {
@@ -200,17 +225,20 @@ def run_pretrain(
     if resuming:
         state = ckpt.load_resume(run)
         trainer.restore(state)
-        err.print(
+        dist.print0(
             f"resuming {run} at stage {trainer.prog.stage}, step {trainer.prog.step} "
             f"(epoch {trainer.prog.epoch})"
         )
-    err.print(
+    dist.print0(
         f"pretrain: {len(train_ds)} train / {len(val_ds)} validate pairs, "
-        f"{trainer.steps_per_epoch} steps per epoch, device {device}, run {run}"
+        f"{trainer.steps_per_epoch} steps per epoch of {trainer.batch_size} x {dist.world_size()} "
+        f"pairs, device {device}, run {run}"
     )
     summary = trainer.fit()
     summary["train_pairs"] = len(train_ds)
     summary["validate_pairs"] = len(val_ds)
+    if not dist.is_main():
+        return summary
     if as_json:
         emit_json(summary)
     else:

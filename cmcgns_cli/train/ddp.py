@@ -1,0 +1,153 @@
+"""Wire the CM-CGNS model for DistributedDataParallel (see README "Distributed and GPU training").
+
+What the model needs from the ranks, and how it gets it:
+
+* gather hook (``dist.gather``): global InfoNCE and the local text loss see the columns of all
+  ranks, gathered with gradient; each rank computes its own rows against all columns.
+* k-means ``reduce`` (SUM all-reduce) and ``broadcast`` (rank 0's tensor): centroid-update
+  sums and counts are summed over ranks, so every rank applies the same update.
+* k-means initialisation: :func:`install` wraps ``maybe_initialize`` so that it runs once on the
+  gathered (global-batch) features -- the init test and the farthest-point candidates are then
+  exactly those of one process on the global batch -- and the result is broadcast from rank 0.
+* loss scaling: DDP averages gradients over ranks, which reproduces a global-batch mean only
+  for terms whose per-rank denominators are equal. The local text InfoNCE (mean over valid
+  sentences) and its BML term (mean over false-negative pairs) have per-rank counts, so a
+  forward hook multiplies each rank's term by ``world * count_rank / count_all``; after DDP's
+  average the gradient, and the mean of the logged terms over ranks, equal those of the
+  global batch exactly.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cmcgns_cli.losses.global_loss import identity_gather
+from cmcgns_cli.losses.local_text import false_negative_mask
+from cmcgns_cli.train import dist
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+def install(model: nn.Module) -> None:
+    """Install the cross-rank hooks on a CMCGNS model (idempotent; no-op for one process)."""
+    if dist.world_size() == 1 or getattr(model, "_ddp_hooks", None) is not None:
+        return
+    model.set_distributed_hooks(
+        gather=dist.gather, reduce=dist.all_reduce_sum, broadcast=dist.broadcast0
+    )
+    handles: list[Any] = []
+    km = model.kmeans
+    if km is not None and not hasattr(km, "_local_maybe_initialize"):
+        km._local_maybe_initialize = km.maybe_initialize
+        km.maybe_initialize = types.MethodType(_gathered_maybe_initialize, km)
+    lt = getattr(model, "local_text_loss", None)
+    if lt is not None:
+        handles.append(lt.register_forward_pre_hook(_remember_centroids))
+        handles.append(lt.register_forward_hook(_rescale_local_text))
+    model._ddp_hooks = handles
+
+
+def uninstall(model: nn.Module) -> None:
+    """Back to single-process hooks (identity): e.g. for rank-0-only validation."""
+    for h in getattr(model, "_ddp_hooks", None) or []:
+        h.remove()
+    model._ddp_hooks = None
+    model.set_distributed_hooks(gather=identity_gather, reduce=_identity, broadcast=_identity)
+    km = model.kmeans
+    if km is not None and hasattr(km, "_local_maybe_initialize"):
+        km.maybe_initialize = km._local_maybe_initialize
+        del km._local_maybe_initialize
+
+
+class local_hooks:  # noqa: N801 - used as a context manager
+    """``with local_hooks(model):`` runs the model as one process, then restores DDP hooks."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.active = getattr(model, "_ddp_hooks", None) is not None
+
+    def __enter__(self) -> nn.Module:
+        if self.active:
+            uninstall(self.model)
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            install(self.model)
+
+
+@torch.no_grad()
+def _gathered_maybe_initialize(km: Any, z1: Tensor, z2: Tensor, valid: Tensor) -> None:  # noqa: ANN401
+    """k-means init on the global batch: gather (no grad), decide and pick on every rank with
+    statistics already global (reduce = identity), then take rank 0's result (broadcast)."""
+    if km.host_knows_ready():
+        return
+    z1_all, _ = dist.gather(z1.detach())
+    z2_all, _ = dist.gather(z2.detach())
+    valid_all, _ = dist.gather(valid)
+    reduce = km.reduce
+    km.reduce = _identity
+    try:
+        km._local_maybe_initialize(z1_all, z2_all, valid_all)
+    finally:
+        km.reduce = reduce
+
+
+def _remember_centroids(module: nn.Module, args: tuple[Any, ...]) -> None:
+    km = module.kmeans
+    if km is not None:
+        module._pre_centroids = (km.initialized.clone(), km.centroids.detach().clone())
+
+
+def _rescale_local_text(
+    module: nn.Module, args: tuple[Any, ...], out: dict[str, Tensor]
+) -> dict[str, Tensor]:
+    """Scale the local text terms by world * count_rank / count_all (see the module doc)."""
+    z1, _, valid = args
+    ws = dist.world_size()
+    counts = [valid.sum().float()]
+    km = module.kmeans
+    if km is not None:
+        was, before = module._pre_centroids
+        module._pre_centroids = None
+        # the centroids the loss used: pre-forward ones, unless this step initialised them
+        used = torch.where(was, before, km.centroids.detach())
+        z1n = F.normalize(z1.detach().float(), dim=-1)
+        cn = F.normalize(used.float(), dim=-1)
+        assign_rows = (z1n @ cn.t()).argmax(dim=1)
+        z1_all, offset = dist.gather(z1n)
+        valid_all, _ = dist.gather(valid)
+        assign_cols = (z1_all @ cn.t()).argmax(dim=1)
+        fn = false_negative_mask(assign_rows, assign_cols, offset, valid, valid_all)
+        counts.append((fn & out["ready"].to(fn.device)).sum().float())
+    local = torch.stack(counts)
+    total = dist.all_reduce_sum(local)
+    # a term whose global count is 0 is 0 on every rank; keep the scale finite
+    scale = torch.where(total > 0, ws * local / total.clamp(min=1.0), torch.ones_like(local))
+    new = dict(out)
+    new["loss"] = out["loss"] * scale[0]
+    if km is not None:
+        new["bml"] = out["bml"] * scale[1]
+    return new
+
+
+def wrap(model: nn.Module, device: torch.device, *, static_graph: bool = True) -> nn.Module:
+    """DistributedDataParallel around ``model`` (the model itself for one process).
+
+    ``static_graph``: the set of parameters used is fixed within a stage (stage 1 leaves the
+    CM-MIR decoder unused), which DDP then handles without ``find_unused_parameters``; it is
+    also what gradient checkpointing under DDP needs.
+    """
+    if dist.world_size() == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DDP(model, device_ids=ids, static_graph=static_graph)  # buffers from rank 0

@@ -1,0 +1,133 @@
+"""End of an epoch (the validation record; best/ and the resume checkpoint, rank 0 only),
+the run summary, and the non-finite stop: Trainer methods split out of ``loop.py``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from cmcgns_cli.console import err
+from cmcgns_cli.errors import RunFailedError
+from cmcgns_cli.train import checkpoint as ckpt
+from cmcgns_cli.train import dist
+from cmcgns_cli.train.records import TERMS, kmeans_initialized, scalar
+
+
+def end_epoch(self: Any, stage: int, val: dict[str, Any]) -> None:
+    state = self.model.state_dict()
+    vloss = float(val.get("val_loss", float("nan")))
+    is_best = math.isfinite(vloss) and (self.prog.best_val is None or vloss < self.prog.best_val)
+    record = {
+        "kind": "val",
+        "step": self.prog.step,
+        "stage": stage,
+        "epoch": self.prog.epoch,
+        **val,
+        "best": is_best,
+    }
+    self._log(record)
+    self.last_val = record
+    if dist.is_main():
+        err.print(
+            f"stage {stage} epoch {self.prog.stage_epoch}/{self.stage_epochs(stage)}: "
+            f"val loss {vloss:.4f}, i2t top-1 {val['val_top1_i2t']:.3f}"
+            + (" (best)" if is_best else "")
+        )
+    last_train = self.recent[-1] if self.recent else {}
+    for k in TERMS:
+        vals = [r[k] for r in self.recent if r.get("stage") == stage and r.get(k) is not None]
+        if vals:
+            self.prog.stage_last[f"{stage}:{k}"] = sum(vals) / len(vals)
+    self.prog.history.append(
+        {
+            "stage": stage,
+            "epoch": self.prog.epoch,
+            "step": self.prog.step,
+            "train_loss": last_train.get("loss"),
+            "val_loss": vloss,
+            "val_top1_i2t": val["val_top1_i2t"],
+            "kmeans_initialized": kmeans_initialized(state),
+        }
+    )
+    if is_best:
+        self.prog.best_val = vloss
+        self.prog.best_epoch = self.prog.epoch
+    if dist.is_main():
+        _save(self, stage, state, val, is_best)
+    dist.barrier()  # the checkpoint is on disk before any rank reads it
+
+
+def _save(self: Any, stage: int, state: dict[str, Any], val: dict[str, Any], is_best: bool) -> None:
+    if is_best:
+        enc = self.export_encoder(self.model) if self.export_encoder else None
+        ckpt.save_best(
+            self.run,
+            model_state=state,
+            encoder_state=enc,
+            meta={"stage": stage, "epoch": self.prog.epoch, "step": self.prog.step, **val},
+        )
+    self.prog.metrics_bytes = self._metrics_size()
+    assert self.optimizer is not None
+    ckpt.save_checkpoint(
+        self.run,
+        model_state=state,
+        optimizer=self.optimizer,
+        scaler=self.scaler,
+        progress=self.prog.to_dict(),
+    )
+
+
+def summary(self: Any, wall: float) -> dict[str, Any]:
+    state = self.model.state_dict()
+    out: dict[str, Any] = {
+        "run_dir": str(self.run),
+        "device": str(self.device),
+        "world_size": self.world,
+        "steps": self.prog.step,
+        "epochs": self.prog.epoch,
+        "stage": self.prog.stage,
+        "wall_s": round(wall, 1),
+    }
+    last = self.recent[-1] if self.recent else {}
+    for k in TERMS:
+        if k in last:
+            out[f"final_{k}"] = last[k]
+    for stage in (1, 2):
+        if f"{stage}:loss" in self.prog.stage_first:
+            out[f"stage{stage}_loss_start"] = self.prog.stage_first[f"{stage}:loss"]
+        if f"{stage}:loss" in self.prog.stage_last:
+            out[f"stage{stage}_loss_end"] = self.prog.stage_last[f"{stage}:loss"]
+    if self.last_val:
+        for k in ("val_loss", "val_top1_i2t", "val_top1_t2i"):
+            out[k] = self.last_val.get(k)
+    out["best_val_loss"] = self.prog.best_val
+    out["best_epoch"] = self.prog.best_epoch
+    out["kmeans_initialized"] = kmeans_initialized(state)
+    if "pairs_per_s" in last:
+        out["pairs_per_s"] = last["pairs_per_s"]
+    return out
+
+
+def fail_nonfinite(self: Any, stage: int, out: dict[str, Any], what: str) -> None:
+    terms = {k: scalar(v) for k, v in out.items() if scalar(v) is not None}
+    terms = {k: v for k, v in terms.items() if k not in ("step", "stage", "epoch", "stage_step")}
+    bad = [k for k, v in terms.items() if not math.isfinite(v)] or [what]
+    self._log(
+        {
+            "kind": "error",
+            "step": self.prog.step + 1,
+            "stage": stage,
+            "error": f"non-finite {what}",
+            **{k: str(v) for k, v in terms.items()},
+        }
+    )
+    last = (
+        f"the last checkpoint (step {self.prog.step - self.prog.stage_step}"
+        if (self.run / ckpt.MODEL).is_file()
+        else "no checkpoint was written yet ("
+    )
+    raise RunFailedError(
+        f"non-finite {what} at stage {stage}, step {self.prog.step + 1} "
+        f"(non-finite: {', '.join(bad)}); the run stopped without saving this epoch; "
+        f"{last}) in {self.run} is intact; try a lower --lr or train.grad_clip"
+    )

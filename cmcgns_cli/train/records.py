@@ -1,0 +1,136 @@
+"""What the loop records: run progress, per-step loss records, and the k-means state readers.
+
+:class:`StepBuffer` keeps a step's loss terms on the device and turns them into numbers only at
+a flush (every step on CPU, where reading is free; every ``train.log_every`` steps on CUDA), so
+the hot path has no host-device sync. A flush also averages the terms over ranks (one
+all-reduce), which gives the global-batch values (see ``train/ddp.py`` for the loss scaling).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from cmcgns_cli.train import dist
+
+TERMS = ("loss", "global", "local_image", "local_text", "cluster_fn", "recon", "acc_i2t", "acc_t2i")
+SHORT = {
+    "global": "glob",
+    "local_image": "li",
+    "local_text": "lt",
+    "cluster_fn": "cfn",
+    "recon": "rec",
+    "acc_i2t": "i2t",
+    "acc_t2i": "t2i",
+}
+
+
+def kmeans_keys(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the k-means buffers in a model state dict."""
+    marks = ("kmeans", "centroid", "cluster")
+    return [
+        k
+        for k in state
+        if any(m in k.lower() for m in marks)
+        and not k.endswith("weight")
+        and not k.endswith("bias")
+    ]
+
+
+def kmeans_initialized(state: dict[str, torch.Tensor]) -> bool | None:
+    for k in kmeans_keys(state):
+        if "initiali" in k.lower():
+            return bool(state[k].detach().float().reshape(-1)[0].item() > 0)
+    return None
+
+
+def scalar(v: Any) -> float | None:  # noqa: ANN401
+    if isinstance(v, torch.Tensor):
+        if v.numel() != 1:
+            return None
+        return float(v.detach().float().item())
+    if isinstance(v, bool | int | float):
+        return float(v)
+    return None
+
+
+@dataclass
+class Progress:
+    """What a checkpoint records about where the run is (state/progress.json)."""
+
+    stage: int = 1
+    stage_epoch: int = 0  # epochs completed in the current stage
+    epoch: int = 0  # epochs completed in the whole run
+    step: int = 0  # optimizer steps in the whole run
+    stage_step: int = 0  # optimizer steps in the current stage
+    stage_done: bool = False
+    best_val: float | None = None
+    best_epoch: int | None = None
+    metrics_bytes: int = 0
+    stage_first: dict[str, float] = field(default_factory=dict)  # mean of a stage's first 3 steps
+    stage_last: dict[str, float] = field(default_factory=dict)  # mean of its last 3 steps
+    history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch summaries
+    world_size: int = 1  # processes that wrote this progress (resume may change it)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class StepBuffer:
+    """Loss terms of the current optimizer step (summed on the device over micro-batches) and
+    of the steps not yet flushed."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] | None = None
+        self.sum: torch.Tensor | None = None
+        self.count = 0
+        self.pending: list[tuple[dict[str, Any], torch.Tensor]] = []
+
+    def add(self, out: dict[str, Any]) -> None:
+        if self.keys is None:
+            self.keys = [
+                k for k, v in out.items() if isinstance(v, torch.Tensor) and v.numel() == 1
+            ]
+        vec = torch.stack([out[k].detach().float().reshape(()) for k in self.keys])
+        self.sum = vec if self.sum is None else self.sum + vec
+        self.count += 1
+
+    def close_step(self, meta: dict[str, Any], grad_norm: torch.Tensor | None) -> None:
+        assert self.sum is not None
+        extra = torch.full((1,), float("nan"), device=self.sum.device)
+        if grad_norm is not None:
+            extra = grad_norm.detach().float().reshape(1).to(self.sum.device)
+        self.pending.append((meta, torch.cat([self.sum / self.count, extra])))
+        self.sum, self.count = None, 0
+
+    def flush(self) -> list[dict[str, Any]]:
+        """The pending steps as records (rank-averaged terms); one device read for all."""
+        if not self.pending:
+            return []
+        assert self.keys is not None
+        stacked = torch.stack([v for _, v in self.pending])
+        if dist.world_size() > 1:
+            stacked = dist.all_reduce_sum(stacked) / dist.world_size()
+        rows = stacked.cpu().tolist()
+        records = []
+        for (meta, _), row in zip(self.pending, rows, strict=True):
+            rec = dict(meta)
+            rec.update(zip(self.keys, row[:-1], strict=True))
+            if meta.get("clipped"):
+                rec["grad_norm"] = row[-1]
+            rec.pop("clipped", None)
+            records.append(rec)
+        self.pending = []
+        return records
+
+
+def fmt_info(record: dict[str, Any], stage: int) -> str:
+    parts = [f"ep {record['epoch']}", f"step {record['step']}", f"loss {record['loss']:.3f}"]
+    for k in TERMS[1:]:
+        if k in record and record[k] is not None and not (k == "recon" and stage == 1):
+            parts.append(f"{SHORT[k]} {record[k]:.3f}")
+    if record.get("pairs_per_s"):
+        parts.append(f"{record['pairs_per_s']:.1f} pairs/s")
+    return " ".join(parts)

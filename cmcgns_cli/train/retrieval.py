@@ -1,0 +1,107 @@
+"""Image-report retrieval top-1 from global embeddings (validation, bench scripts, tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from cmcgns_cli.data.paired import PadCollate, PairedDataset
+from cmcgns_cli.errors import RunFailedError
+
+
+def _pick_global(x: Any) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, dict):
+        for k in ("global", "global_emb", "embedding", "emb"):
+            if k in x:
+                return x[k]
+        raise RunFailedError(f"encoder output has no 'global' entry (keys: {sorted(x)})")
+    if isinstance(x, list | tuple):
+        return x[0]
+    raise RunFailedError(f"cannot read a global embedding from {type(x).__name__}")
+
+
+def global_embeddings(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised global image and report embeddings of a batch."""
+    img = _pick_global(model.encode_image(batch["images"]))
+    txt = _pick_global(
+        model.encode_text(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["sentence_index"],
+            batch["num_sentences"],
+        )
+    )
+    img = torch.nn.functional.normalize(img.float(), dim=-1)
+    txt = torch.nn.functional.normalize(txt.float(), dim=-1)
+    return img, txt
+
+
+def retrieval_top1(
+    img: torch.Tensor, txt: torch.Tensor, keys: np.ndarray | None = None, chunk: int = 1024
+) -> tuple[float, float]:
+    """Image-to-report and report-to-image top-1 by cosine within one set of pairs.
+
+    A retrieved item counts as correct when it is the true partner or carries the same
+    report text (``keys`` equal): identical reports cannot be told apart.
+    """
+    n = img.shape[0]
+    if n == 0:
+        return float("nan"), float("nan")
+    keys_t = torch.as_tensor(np.arange(n) if keys is None else np.asarray(keys, dtype=np.int64))
+    hits_i2t = 0
+    hits_t2i = 0
+    for a in range(0, n, chunk):
+        sims = img[a : a + chunk] @ txt.T
+        pred = sims.argmax(dim=1).cpu()
+        hits_i2t += int((keys_t[pred] == keys_t[a : a + chunk]).sum())
+        sims_t = txt[a : a + chunk] @ img.T
+        pred_t = sims_t.argmax(dim=1).cpu()
+        hits_t2i += int((keys_t[pred_t] == keys_t[a : a + chunk]).sum())
+    return hits_i2t / n, hits_t2i / n
+
+
+def report_keys(dataset: PairedDataset) -> np.ndarray:
+    """One integer per dataset item; equal for items whose kept report tokens are equal."""
+    seen: dict[bytes, int] = {}
+    out = np.empty(len(dataset), dtype=np.int64)
+    for i, row in enumerate(dataset.rows):
+        ids, _, _ = dataset.tokens.encode(int(row), dataset.max_length, dataset.max_sentences)
+        out[i] = seen.setdefault(ids.tobytes(), len(seen))
+    return out
+
+
+@torch.no_grad()
+def evaluate_retrieval(
+    model: torch.nn.Module,
+    dataset: PairedDataset,
+    *,
+    batch_size: int,
+    device: torch.device,
+    workers: int = 0,
+) -> dict[str, float]:
+    """Retrieval top-1 (both directions) over all pairs of ``dataset`` (eval transforms)."""
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=PadCollate(dataset.tokens.pad_id),
+    )
+    imgs, txts = [], []
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        i, t = global_embeddings(model, batch)
+        imgs.append(i)
+        txts.append(t)
+    model.train(was_training)
+    i2t, t2i = retrieval_top1(torch.cat(imgs), torch.cat(txts), report_keys(dataset))
+    return {"top1_i2t": i2t, "top1_t2i": t2i, "pairs": len(dataset)}

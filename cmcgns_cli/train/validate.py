@@ -1,0 +1,53 @@
+"""One validation pass: mean loss terms and retrieval top-1 over the validate split.
+
+Under DDP it runs on rank 0 only, as one process (the cross-rank hooks are lifted), so the
+numbers do not depend on the world size; the other ranks receive them by broadcast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from cmcgns_cli.train import dist
+from cmcgns_cli.train.ddp import local_hooks
+from cmcgns_cli.train.records import scalar
+from cmcgns_cli.train.retrieval import global_embeddings, retrieval_top1
+
+
+@torch.no_grad()
+def validate(trainer: Any, stage: int) -> dict[str, Any]:  # noqa: ANN401
+    val = _validate_here(trainer, stage) if dist.is_main() else None
+    return dist.broadcast_object(val)
+
+
+def _validate_here(trainer: Any, stage: int) -> dict[str, Any]:  # noqa: ANN401
+    model = trainer.model
+    buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
+    model.eval()
+    loader = trainer._loader(trainer.val_ds, train=False, epoch=0)
+    sums: dict[str, float] = {}
+    n = 0
+    imgs, txts = [], []
+    with local_hooks(model):
+        for batch in loader:
+            batch = trainer._to_device(batch)
+            b = int(batch["images"].shape[0])
+            with trainer._autocast():
+                out = model(batch, stage=stage)
+                i, t = global_embeddings(model, batch)
+            imgs.append(i)
+            txts.append(t)
+            for k, v in out.items():
+                s = scalar(v)
+                if s is not None:
+                    sums[k] = sums.get(k, 0.0) + s * b
+            n += b
+    i2t, t2i = retrieval_top1(torch.cat(imgs), torch.cat(txts), trainer.val_keys)
+    for k, b in model.named_buffers():  # validation never changes training state
+        b.copy_(buffers[k])
+    model.train()
+    val = {f"val_{k}": v / n for k, v in sums.items()}
+    val.update({"val_top1_i2t": i2t, "val_top1_t2i": t2i, "val_pairs": n})
+    return val
