@@ -7,8 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+import torch
 
 from cmcgns_cli.cli import main
+
+# One intra-op thread for the whole session: on a 2-core machine shared with other jobs, two
+# torch threads spin against each other and a tiny pretrain takes 10-20x longer.
+torch.set_num_threads(1)
 
 
 @dataclass
@@ -34,3 +39,11 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """(prepared data, run dir) of one small tiny-preset pretrain shared across folders."""
+    from tests.embed.shared import shared_world
+
+    return shared_world(tmp_path_factory)

@@ -60,17 +60,8 @@ def _labelled_world(root: Path, dataset: str, n: int, size: int, seed: int) -> P
     )  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def pretrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("pretrain")
     pairs = make_world(root / "pairs", n=480, size=64, seed=1, splits=(0.8, 0.1))
     cfg = preset("tiny")

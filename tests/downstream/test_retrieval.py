@@ -10,12 +10,6 @@ import torch
 
 from cmcgns_cli.downstream.retrieval import evaluate_retrieval
 from cmcgns_cli.metrics import precision_at_k, recall_at_k
-from tests.embed.shared import shared_world
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return shared_world(tmp_path_factory)
 
 
 def test_recall_at_k_by_hand():
@@ -43,7 +37,6 @@ def test_recall_at_k_by_hand():
 
 def test_retrieval_beats_random_init(trained, cli):
     data, run = trained
-    torch.set_num_threads(1)
     res = cli("evaluate", "--task", "retrieval", "--data", data, "--checkpoint", run, "--json")
     assert res.exit_code == 0, res.stderr
     got = json.loads(res.stdout)["mean"]

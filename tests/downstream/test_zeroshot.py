@@ -76,7 +76,6 @@ def test_prompt_files_override_named_classes(tmp_path):
 
 def test_zeroshot_beats_random_init(labelled, cli):
     data, run, prompts = labelled
-    torch.set_num_threads(1)
     res = cli("evaluate", "--task", "zeroshot-mimic", "--data", data, "--checkpoint", run,
               "--prompts", prompts, "--json")  # fmt: skip
     assert res.exit_code == 0, res.stderr

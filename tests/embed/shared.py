@@ -18,7 +18,6 @@ N_STUDIES = 400
 
 def shared_world(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(prepared data, trained run directory)."""
-    import torch
 
     from cmcgns_cli.config import preset
     from cmcgns_cli.train.run import run_pretrain
@@ -26,15 +25,10 @@ def shared_world(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     base = factory.getbasetemp() / "cmcgns-shared-run"
     data, run = base / "data", base / "run"
     if not (run / "model.safetensors").is_file():
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            make_world(data, n=N_STUDIES, size=64, seed=3, splits=(0.7, 0.1))
-            cfg = preset("tiny")
-            cfg.data.image_size = cfg.data.crop_size = 64
-            cfg.train.stage1_epochs, cfg.train.stage2_epochs = 4, 1
-            cfg.loss.num_clusters = 8
-            run_pretrain(cfg, data=data, out=run, resume=None, nproc=1, as_json=True)
-        finally:
-            torch.set_num_threads(before)
+        make_world(data, n=N_STUDIES, size=64, seed=3, splits=(0.7, 0.1))
+        cfg = preset("tiny")
+        cfg.data.image_size = cfg.data.crop_size = 64
+        cfg.train.stage1_epochs, cfg.train.stage2_epochs = 4, 1
+        cfg.loss.num_clusters = 8
+        run_pretrain(cfg, data=data, out=run, resume=None, nproc=1, as_json=True)
     return data, run

@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.train.worlds import make_world
 
@@ -19,16 +18,6 @@ TINY = [
     "--batch-size",
     "16",
 ]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a 2-core machine shared with other jobs, two torch threads
-    spin against each other and a tiny run takes 10-20x longer."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

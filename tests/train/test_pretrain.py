@@ -37,11 +37,8 @@ def _cfg(**train):
 def tiny_run(world, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
     mp = pytest.MonkeyPatch()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # module scope runs before the autouse one-thread fixture
     code = cli(["pretrain", "--data", str(world), "--out", str(out), *TINY], mp)
     mp.undo()
-    torch.set_num_threads(threads)
     assert code == 0
     return out
 
