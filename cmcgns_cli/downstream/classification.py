@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
 from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
@@ -19,6 +18,7 @@ from cmcgns_cli.downstream.full import fit_full
 from cmcgns_cli.downstream.linear import fit_linear_head, score
 from cmcgns_cli.downstream.tasks import get_cls_task
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.train.checkpoint import save_weights
 
 FINETUNE_FILE = "finetune.json"
 DEFAULTS = {"epochs": 50, "lr": 5e-4, "batch_size": 48}
@@ -44,7 +44,7 @@ def finetune_cls(
     prepared = open_prepared(data)
     task = get_cls_task(task_name, prepared)
     targets, names = task.targets(prepared)
-    train_rows, val_rows = _split_rows(prepared, "train"), _split_rows(prepared, "validate")
+    train_rows, val_rows = split_rows(prepared, "train"), split_rows(prepared, "validate")
     chosen = train_rows[sample_fraction(targets[train_rows], fraction, seed)]
     source = resolve_source(checkpoint, arch, image_weights, init_seed=seed)
     encoder = build_encoder(source)
@@ -57,14 +57,14 @@ def finetune_cls(
     if full:
         fit = fit_full(task, names, encoder, prepared, source, targets, chosen, val_rows,
                        device=device, seed=seed, **hp)  # fmt: skip
-        _save_tensors(out / "encoder.safetensors", encoder.state_dict())
+        save_weights(out / "encoder.safetensors", encoder.state_dict())
     else:
         feats = cached_features(encoder, prepared, source, device)
         fit = fit_linear_head(
             task, names, (feats[chosen], targets[chosen]), (feats[val_rows], targets[val_rows]),
             seed=seed, **hp,
         )  # fmt: skip
-    _save_tensors(out / "head.safetensors", fit.head.state_dict())
+    save_weights(out / "head.safetensors", fit.head.state_dict())
     atomic_write_text(out / "train_ids.txt", "\n".join(prepared.manifest["id"].iloc[chosen]) + "\n")
     atomic_write_text(out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in fit.history))
     record = {
@@ -93,7 +93,7 @@ def evaluate_cls(task_name: str, data: Path, finetuned: Path, device: torch.devi
     prepared = open_prepared(data)
     task = get_cls_task(task_name, prepared)
     targets, names = task.targets(prepared)
-    test_rows = _split_rows(prepared, "test")
+    test_rows = split_rows(prepared, "test")
     source = EncoderSource(**record["encoder"])
     encoder = build_encoder(source)
     if record["full"]:
@@ -137,14 +137,8 @@ def load_finetune_record(finetuned: Path, task_name: str) -> dict[str, Any]:
     return record
 
 
-def _split_rows(prepared: Prepared, split: str) -> np.ndarray:
+def split_rows(prepared: Prepared, split: str) -> np.ndarray:
     rows = prepared.split_indices(split)
     if len(rows) == 0:
         raise BadInputError(f"{prepared.root / 'manifest.parquet'}: no rows in split {split!r}")
     return rows
-
-
-def _save_tensors(path: Path, state: dict[str, torch.Tensor]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path)

@@ -19,13 +19,14 @@ from torchvision.ops import box_convert
 
 from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
 from cmcgns_cli.downstream import dense
-from cmcgns_cli.downstream.classification import _save_tensors, _split_rows, load_finetune_record
+from cmcgns_cli.downstream.classification import load_finetune_record, split_rows
 from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
 from cmcgns_cli.downstream.fractions import sample_fraction
 from cmcgns_cli.downstream.tasks import get_dense_task
 from cmcgns_cli.downstream.yolo import STAGES, YoloHead, default_anchors, postprocess, yolo_loss
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.metrics import coco_detections, coco_ground_truth, mean_average_precision
+from cmcgns_cli.train.checkpoint import save_weights
 
 DEFAULTS = {"epochs": 50, "lr": 1e-3, "batch_size": 16}
 PRED_BATCH = 32
@@ -115,7 +116,7 @@ def finetune_det(
     prepared = open_prepared(data)
     task = get_dense_task(task_name, prepared)
     boxes, labels, names = dense.box_targets(prepared, task)
-    train_rows, val_rows = _split_rows(prepared, "train"), _split_rows(prepared, "validate")
+    train_rows, val_rows = split_rows(prepared, "train"), split_rows(prepared, "validate")
     flags = dense.has_target_flags(task, boxes, None)
     chosen = train_rows[sample_fraction(flags[train_rows], fraction, seed)]
     source = resolve_source(checkpoint, arch, image_weights, init_seed=seed)
@@ -135,11 +136,11 @@ def finetune_det(
     params = [p for p in module.parameters() if p.requires_grad]
     fit = dense.train(module, params, chosen, step, validate, task.metric, seed=seed, **hp)
     out.mkdir(parents=True, exist_ok=True)
-    _save_tensors(out / "head.safetensors", det.head.state_dict())
+    save_weights(out / "head.safetensors", det.head.state_dict())
     # A random-init encoder (no weights file) cannot be rebuilt identically: save it too.
     keep_encoder = full or source.weights_file is None
     if keep_encoder:
-        _save_tensors(out / "encoder.safetensors", det.encoder.state_dict())
+        save_weights(out / "encoder.safetensors", det.encoder.state_dict())
     atomic_write_text(
         out / "train_ids.txt", "\n".join(prepared.manifest["id"].iloc[chosen].astype(str)) + "\n"
     )
@@ -174,7 +175,7 @@ def evaluate_det(task_name: str, data: Path, finetuned: Path, device: torch.devi
         index = {n: i for i, n in enumerate(record["class_names"])}
         labels = [np.asarray([index[names[v]] for v in lab], dtype=np.int64) for lab in labels]
         names = record["class_names"]
-    test_rows = _split_rows(prepared, "test")
+    test_rows = split_rows(prepared, "test")
     source = EncoderSource(**record["encoder"])
     encoder = build_encoder(source)
     if record["saved_encoder"]:

@@ -27,12 +27,13 @@ from torchvision.ops import sigmoid_focal_loss
 
 from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
 from cmcgns_cli.downstream import dense
-from cmcgns_cli.downstream.classification import _save_tensors, _split_rows, load_finetune_record
+from cmcgns_cli.downstream.classification import load_finetune_record, split_rows
 from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
 from cmcgns_cli.downstream.fractions import sample_fraction
 from cmcgns_cli.downstream.tasks import get_dense_task
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.metrics import dice
+from cmcgns_cli.train.checkpoint import save_weights
 
 DEFAULTS = {"epochs": 50, "lr": 5e-4, "batch_size": 16}
 FOCAL_WEIGHT = 10.0
@@ -193,7 +194,7 @@ def finetune_seg(
     prepared = open_prepared(data)
     task = get_dense_task(task_name, prepared)
     masks = dense.mask_targets(prepared)
-    train_rows, val_rows = _split_rows(prepared, "train"), _split_rows(prepared, "validate")
+    train_rows, val_rows = split_rows(prepared, "train"), split_rows(prepared, "validate")
     flags = dense.has_target_flags(task, None, masks)
     chosen = train_rows[sample_fraction(flags[train_rows], fraction, seed)]
     source = resolve_source(checkpoint, arch, image_weights, init_seed=seed)
@@ -214,7 +215,7 @@ def finetune_seg(
     out.mkdir(parents=True, exist_ok=True)
     # A random-init encoder (no weights file) cannot be rebuilt identically: save it too.
     keep_encoder = full or source.weights_file is None
-    _save_tensors(out / "segmenter.safetensors", seg.net.head_state(keep_encoder))
+    save_weights(out / "segmenter.safetensors", seg.net.head_state(keep_encoder))
     atomic_write_text(
         out / "train_ids.txt", "\n".join(prepared.manifest["id"].iloc[chosen].astype(str)) + "\n"
     )
@@ -239,7 +240,7 @@ def evaluate_seg(task_name: str, data: Path, finetuned: Path, device: torch.devi
     prepared = open_prepared(data)
     task = get_dense_task(task_name, prepared)
     masks = dense.mask_targets(prepared)
-    test_rows = _split_rows(prepared, "test")
+    test_rows = split_rows(prepared, "test")
     source = EncoderSource(**record["encoder"])
     net = SegNet(build_encoder(source), source)
     missing, unexpected = net.load_state_dict(

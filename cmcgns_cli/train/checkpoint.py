@@ -57,10 +57,13 @@ def _plain_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
 
 
-def save_weights(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def save_weights(
+    path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any] | None = None
+) -> None:
     """Write a safetensors file atomically; ``meta`` values are stored as strings."""
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(_plain_state(state_dict), str(tmp), metadata={k: str(v) for k, v in meta.items()})
+    metadata = {k: str(v) for k, v in (meta or {}).items()}
+    save_file(_plain_state(state_dict), str(tmp), metadata=metadata)
     os.replace(tmp, path)
 
 

@@ -27,6 +27,7 @@ from cmcgns_cli.data.tokenize import (
     train_wordpiece,
 )
 from cmcgns_cli.errors import BadInputError, NotBuiltError
+from cmcgns_cli.runtime import resolve_device
 from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train import dist
 from cmcgns_cli.train.loop import Trainer
@@ -64,16 +65,6 @@ def load_run_config(run: Path) -> tuple[Config, dict[str, Any]]:
         raise BadInputError(f"{path}: not valid JSON ({exc})") from None
     cfg = config_from_dict({k: v for k, v in saved.items() if k in CONFIG_SECTIONS})
     return cfg, {k: v for k, v in saved.items() if k not in CONFIG_SECTIONS}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInputError(f"--device {name}: CUDA is not available on this machine")
-    if name not in {"cpu"} and not name.startswith("cuda"):
-        raise BadInputError(f"--device {name}: expected auto, cpu or cuda")
-    return torch.device(name)
 
 
 def seed_everything(seed: int, device: torch.device) -> None:
