@@ -77,7 +77,7 @@ def test_local_image_loss_matches_per_patch_loop_and_stops_gradient() -> None:
             a = F.cosine_similarity(pred(v[b, p]), c[b, p], dim=0)
             d = F.cosine_similarity(pred(c[b, p]), v[b, p], dim=0)
             total += -0.5 * float((a + d).detach())
-    assert abs(float(loss) - total / 6) < 1e-5
+    assert abs(float(loss.detach()) - total / 6) < 1e-5
     # stop-grad on targets: gradients equal those of the formula written with .detach()
     loss.backward()
     g_v, g_c = v.grad.clone(), c.grad.clone()
