@@ -65,8 +65,7 @@ def finetune_cls(
             seed=seed, **hp,
         )  # fmt: skip
     save_weights(out / "head.safetensors", fit.head.state_dict())
-    atomic_write_text(out / "train_ids.txt", "\n".join(prepared.manifest["id"].iloc[chosen]) + "\n")
-    atomic_write_text(out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in fit.history))
+    write_subset_and_history(out, prepared, chosen, fit.history)
     record = {
         "task": task.name,
         "data": str(data),
@@ -142,3 +141,12 @@ def split_rows(prepared: Prepared, split: str) -> np.ndarray:
     if len(rows) == 0:
         raise BadInputError(f"{prepared.root / 'manifest.parquet'}: no rows in split {split!r}")
     return rows
+
+
+def write_subset_and_history(
+    out: Path, prepared: Prepared, chosen: np.ndarray, history: list[dict[str, Any]]
+) -> None:
+    """``train_ids.txt`` (the label-fraction subset, to reproduce it) and ``history.jsonl``."""
+    ids = prepared.manifest["id"].iloc[chosen].astype(str)
+    atomic_write_text(out / "train_ids.txt", "\n".join(ids) + "\n")
+    atomic_write_text(out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))

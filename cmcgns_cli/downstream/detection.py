@@ -19,7 +19,11 @@ from torchvision.ops import box_convert
 
 from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
 from cmcgns_cli.downstream import dense
-from cmcgns_cli.downstream.classification import load_finetune_record, split_rows
+from cmcgns_cli.downstream.classification import (
+    load_finetune_record,
+    split_rows,
+    write_subset_and_history,
+)
 from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
 from cmcgns_cli.downstream.fractions import sample_fraction
 from cmcgns_cli.downstream.tasks import get_dense_task
@@ -137,14 +141,12 @@ def finetune_det(
     fit = dense.train(module, params, chosen, step, validate, task.metric, seed=seed, **hp)
     out.mkdir(parents=True, exist_ok=True)
     save_weights(out / "head.safetensors", det.head.state_dict())
-    # A random-init encoder (no weights file) cannot be rebuilt identically: save it too.
+    # A random-init encoder is saved too: evaluate then does not depend on torch's init code
+    # drawing the same weights from the recorded seed on another version.
     keep_encoder = full or source.weights_file is None
     if keep_encoder:
         save_weights(out / "encoder.safetensors", det.encoder.state_dict())
-    atomic_write_text(
-        out / "train_ids.txt", "\n".join(prepared.manifest["id"].iloc[chosen].astype(str)) + "\n"
-    )
-    atomic_write_text(out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in fit.history))
+    write_subset_and_history(out, prepared, chosen, fit.history)
     record = {
         "task": task.name, "data": str(data), "encoder": source.to_dict(), "fraction": fraction,
         "seed": seed, "full": full, **hp, "saved_encoder": keep_encoder,
