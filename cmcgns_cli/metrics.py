@@ -156,9 +156,17 @@ def _relevance(
     return qk[:, None] == gk[None, :]
 
 
-def _topk(sims: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k most similar gallery items per query; ties go to the lower index."""
-    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+def _ranked_hits(
+    sims: np.ndarray, k: int, query_keys: np.ndarray | None, gallery_keys: np.ndarray | None
+) -> np.ndarray | None:
+    """(Q, min(k, G)) relevance of each query's k most similar gallery items, best first
+    (ties go to the lower index); None when there are no queries."""
+    sims = np.asarray(sims, dtype=np.float64)
+    rel = _relevance(sims.shape, query_keys, gallery_keys)
+    if sims.shape[0] == 0:
+        return None
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(rel, top, axis=1)
 
 
 def recall_at_k(
@@ -170,12 +178,9 @@ def recall_at_k(
     """Recall@K of a (Q, G) similarity matrix: the share of queries with at least one
     relevant gallery item among their K most similar. Relevant = equal keys (default: the
     diagonal, query i <-> gallery i). K larger than G counts the whole gallery."""
-    sims = np.asarray(sims, dtype=np.float64)
-    rel = _relevance(sims.shape, query_keys, gallery_keys)
-    if sims.shape[0] == 0:
+    hits = _ranked_hits(sims, max(ks), query_keys, gallery_keys)
+    if hits is None:
         return {int(k): float("nan") for k in ks}
-    top = _topk(sims, max(ks))
-    hits = np.take_along_axis(rel, top, axis=1)
     return {int(k): float(hits[:, :k].any(axis=1).mean()) for k in ks}
 
 
@@ -187,10 +192,7 @@ def precision_at_k(
 ) -> dict[int, float]:
     """Precision@K: the mean share of relevant items among each query's K most similar
     (the CheXpert 5x200 retrieval score, where relevant = same class)."""
-    sims = np.asarray(sims, dtype=np.float64)
-    rel = _relevance(sims.shape, query_keys, gallery_keys)
-    if sims.shape[0] == 0:
+    hits = _ranked_hits(sims, max(ks), query_keys, gallery_keys)
+    if hits is None:
         return {int(k): float("nan") for k in ks}
-    top = _topk(sims, max(ks))
-    hits = np.take_along_axis(rel, top, axis=1)
-    return {int(k): float(hits[:, : min(k, sims.shape[1])].mean()) for k in ks}
+    return {int(k): float(hits[:, : min(k, hits.shape[1])].mean()) for k in ks}
