@@ -199,6 +199,21 @@ def has_target_flags(
     return (np.asarray(masks).reshape(len(masks), -1).max(1) > 0).astype(np.int64)
 
 
+def common_record(
+    task: Any, data: Path, source: Any, fraction: float, seed: int, full: bool,
+    hp: dict[str, Any], fit: Any, chosen: np.ndarray, flags: np.ndarray,
+    train_rows: np.ndarray, val_rows: np.ndarray,
+) -> dict[str, Any]:  # fmt: skip
+    """The finetune.json fields detection and segmentation share (protocol and selection)."""
+    return {
+        "task": task.name, "data": str(data), "encoder": source.to_dict(), "fraction": fraction,
+        "seed": seed, "full": full, **hp,
+        "n_train": int(len(chosen)), "n_train_positive": int(flags[chosen].sum()),
+        "n_train_available": int(len(train_rows)), "n_validate": int(len(val_rows)),
+        "best_epoch": fit.best_epoch, "best_validate": fit.best_val, "validate_metric": task.metric,
+    }  # fmt: skip
+
+
 def write_record(out: Path, record: dict[str, Any]) -> None:
     atomic_write_text(out / FINETUNE_FILE, json.dumps(record, indent=2))
 

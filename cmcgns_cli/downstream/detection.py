@@ -148,13 +148,10 @@ def finetune_det(
         save_weights(out / "encoder.safetensors", det.encoder.state_dict())
     write_subset_and_history(out, prepared, chosen, fit.history)
     record = {
-        "task": task.name, "data": str(data), "encoder": source.to_dict(), "fraction": fraction,
-        "seed": seed, "full": full, **hp, "saved_encoder": keep_encoder,
-        "class_names": names, "input_size": det.size,
+        **dense.common_record(task, data, source, fraction, seed, full, hp, fit, chosen, flags,
+                              train_rows, val_rows),
+        "saved_encoder": keep_encoder, "class_names": names, "input_size": det.size,
         "anchors": det.anchors.cpu().tolist(), "anchors_rule": "YOLOv3 defaults x size/416",
-        "n_train": int(len(chosen)), "n_train_positive": int(flags[chosen].sum()),
-        "n_train_available": int(len(train_rows)), "n_validate": int(len(val_rows)),
-        "best_epoch": fit.best_epoch, "best_validate": fit.best_val, "validate_metric": task.metric,
     }  # fmt: skip
     dense.write_record(out, record)
     return record

@@ -223,13 +223,11 @@ def finetune_seg(
     save_weights(out / "segmenter.safetensors", seg.net.head_state(keep_encoder))
     write_subset_and_history(out, prepared, chosen, fit.history)
     record = {
-        "task": task.name, "data": str(data), "encoder": source.to_dict(), "fraction": fraction,
-        "seed": seed, "full": full, **hp, "input_size": seg.size, "saved_encoder": keep_encoder,
+        **dense.common_record(task, data, source, fraction, seed, full, hp, fit, chosen, flags,
+                              train_rows, val_rows),
+        "input_size": seg.size, "saved_encoder": keep_encoder,
         "decoder": "smp.Unet" if seg.net.kind == "resnet" else "PUP",
         "loss": "10 x focal(gamma=2) + (1 - soft dice)",
-        "n_train": int(len(chosen)), "n_train_positive": int(flags[chosen].sum()),
-        "n_train_available": int(len(train_rows)), "n_validate": int(len(val_rows)),
-        "best_epoch": fit.best_epoch, "best_validate": fit.best_val, "validate_metric": task.metric,
     }  # fmt: skip
     dense.write_record(out, record)
     return record
