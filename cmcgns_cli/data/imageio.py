@@ -3,14 +3,23 @@
 One job: bytes on disk -> ``uint8 (H, W)`` -> ``uint8 (S, S)`` plus the transform that
 maps original pixels to prepared pixels (``x' = x * scale + pad_x``).
 
-- DICOM through pydicom: modality LUT, then the VOI LUT or window (first value when
-  several are given; LINEAR, LINEAR_EXACT and SIGMOID functions), any bit depth to uint8
-  by that window (full data range when the file has none; 8-bit data without a window is
-  kept as stored), MONOCHROME1 inverted, compressed transfer syntaxes through pydicom's
-  own decoders and the installed pylibjpeg plugins, first frame of multi-frame files.
-- JPEG / PNG / anything else OpenCV reads: grayscale; 16-bit PNGs scaled by their range.
-- Large JPEGs are decoded at 1/2, 1/4 or 1/8 resolution (libjpeg's DCT scaling, OpenCV's
-  ``IMREAD_REDUCED_GRAYSCALE_*``) when the reduced image's longer side is still at least
+- DICOM through pydicom, in the standard's order (PS3.4 grayscale pipeline), each stage
+  once: photometric interpretation (YBR_* converted to RGB once, by pydicom 3's
+  ``as_rgb`` default, then luma), modality LUT, then the VOI LUT or window (first value
+  when several are given; LINEAR, LINEAR_EXACT and SIGMOID functions), any bit depth to
+  uint8 by that window (full data range when the file has none; 8-bit data without a
+  window is kept as stored), then the presentation stage: MONOCHROME1 or Presentation LUT
+  Shape INVERSE inverted once. Compressed transfer syntaxes through pydicom's own decoders
+  and the installed pylibjpeg plugins, first frame of multi-frame files. A file without
+  preamble / ``DICM`` / file meta is read with ``force`` and the standard's default
+  transfer syntax; every assumption is returned in ``Decoded.fallbacks``.
+- JPEG through Pillow (libjpeg): grayscale; a stream cut short is ``truncated_image``
+  because the decoder says so, bytes after the end-of-image marker are ignored.
+- PNG / anything else OpenCV reads: grayscale; 16-bit PNGs scaled by their range.
+- EXIF Orientation (JPEG APP1, PNG eXIf, TIFF, WebP) is applied, so the image is upright
+  as viewers show it; ``orig_h`` / ``orig_w`` are the upright size.
+- Large JPEGs are decoded at 1/2, 1/4 or 1/8 resolution (libjpeg's DCT scaling, Pillow's
+  ``draft``) when the reduced image's longer side is still at least
   ``REDUCE_MIN_RATIO`` times the output size; the final resize uses the ORIGINAL size, so
   the geometry (scale, padding, box mapping) is identical with and without reduction.
 
@@ -19,12 +28,13 @@ Failures raise :class:`ImageError` whose ``reason`` is one of ``writer.SKIP_REAS
 
 from __future__ import annotations
 
-import logging
+import io
 import os
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -145,6 +155,8 @@ class Decoded:
     orig_w: int
     reduced: int = 1  # 1, 2, 4 or 8
     view: str = ""  # DICOM ViewPosition when present
+    orientation: int = 1  # EXIF Orientation applied (1 = none)
+    fallbacks: list[str] = field(default_factory=list)  # DICOM defaults assumed
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -162,9 +174,13 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
 
 
 def is_dicom(path: str | os.PathLike[str], data: bytes) -> bool:
-    return (len(data) > 132 and data[128:132] == b"DICM") or str(path).lower().endswith(
-        DICOM_SUFFIXES
-    )
+    """A DICOM file: the ``DICM`` prefix after the preamble, a DICOM suffix, or a bare data
+    set (no preamble and no file meta) that starts with a group 0002 / 0008 element."""
+    if len(data) > 132 and data[128:132] == b"DICM":
+        return True
+    if str(path).lower().endswith(DICOM_SUFFIXES):
+        return True
+    return data[:2] in (b"\x02\x00", b"\x08\x00") and data[3:4] == b"\x00"
 
 
 def decode(
@@ -202,11 +218,6 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _jpeg_complete(data: bytes) -> bool:
-    tail = data[-64:].rstrip(b"\x00\r\n ")
-    return tail.endswith(b"\xff\xd9")
-
-
 def reduce_factor(orig_h: int, orig_w: int, size: int | None) -> int:
     """The largest DCT reduction that keeps the longer side >= REDUCE_MIN_RATIO * size."""
     if not size:
@@ -218,32 +229,91 @@ def reduce_factor(orig_h: int, orig_w: int, size: int | None) -> int:
     return 1
 
 
+# EXIF Orientation (tag 0x0112, TIFF 6.0 / Exif 2.32 section 4.6.4): the stored pixels ->
+# the picture as viewers show it. 5-8 swap height and width.
+EXIF_ORIENTATION_TAG = 0x0112
+
+
+def apply_exif_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn stored pixels upright for an EXIF Orientation value (1-8; others: unchanged).
+
+    2 mirror left-right, 3 rotate 180, 4 mirror top-bottom, 5 transpose, 6 rotate 90
+    clockwise, 7 transverse, 8 rotate 90 counter-clockwise (as Pillow's ``exif_transpose``).
+    """
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.T,
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].T,
+        8: lambda a: np.rot90(a, 1),
+    }
+    op = ops.get(int(orientation))
+    return np.ascontiguousarray(op(img)) if op else img
+
+
+def _exif_orientation(im: object) -> int:
+    try:
+        value = int(im.getexif().get(EXIF_ORIENTATION_TAG, 1))  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a broken EXIF block: the pixels are still fine
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
 def _decode_jpeg(data: bytes, *, size: int | None) -> Decoded:
-    if not _jpeg_complete(data):
-        raise ImageError("truncated_image", "JPEG has no end-of-image marker")
-    hw = jpeg_size(data)
-    if hw is None:
-        raise ImageError("unreadable_image", "JPEG header has no frame size")
-    f = reduce_factor(hw[0], hw[1], size)
-    buf = np.frombuffer(data, dtype=np.uint8)
-    flag = _REDUCED_FLAGS[f] if f > 1 else cv2.IMREAD_GRAYSCALE
-    img = cv2.imdecode(buf, flag | cv2.IMREAD_IGNORE_ORIENTATION)
-    if img is None:
-        raise ImageError("unreadable_image", "OpenCV could not decode the JPEG")
-    return Decoded(image=img, orig_h=hw[0], orig_w=hw[1], reduced=f)
+    """JPEG through Pillow's libjpeg: DCT-reduced draft, then a full decode that raises on a
+    truncated stream (bytes after the end-of-image marker are ignored, as decoders do)."""
+    from PIL import Image
+
+    try:
+        im = Image.open(io.BytesIO(data))
+        w0, h0 = im.size
+        orientation = _exif_orientation(im)
+        f = reduce_factor(h0, w0, size)
+        im.draft("L", (max(1, w0 // f), max(1, h0 // f)) if f > 1 else (w0, h0))
+        im.load()
+    except OSError as exc:
+        msg = str(exc)
+        reason = "truncated_image" if "truncated" in msg.lower() else "unreadable_image"
+        raise ImageError(reason, f"JPEG cannot be decoded ({msg})") from None
+    except (ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageError("unreadable_image", f"JPEG cannot be decoded ({exc})") from None
+    if im.mode != "L":
+        im = im.convert("L")
+    img = np.asarray(im)
+    reduced = max(1, round(w0 / img.shape[1]))
+    img = apply_exif_orientation(img, orientation)
+    if orientation >= 5:
+        h0, w0 = w0, h0
+    return Decoded(image=img, orig_h=h0, orig_w=w0, reduced=reduced, orientation=orientation)
 
 
 def _decode_other(data: bytes) -> Decoded:
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-32:]:
-        raise ImageError("truncated_image", "PNG has no IEND chunk")
     buf = np.frombuffer(data, dtype=np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
+        # judged after decoding failed: a PNG cut before its IEND chunk is truncated
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data:
+            raise ImageError("truncated_image", "PNG has no IEND chunk")
         raise ImageError("unreadable_image", "OpenCV could not decode the file")
     img = _to_gray(img)
     if img.dtype != np.uint8:
         img = _minmax_u8(img.astype(np.float64))
-    return Decoded(image=img, orig_h=img.shape[0], orig_w=img.shape[1])
+    orientation = _orientation_of(data)
+    img = apply_exif_orientation(img, orientation)
+    return Decoded(image=img, orig_h=img.shape[0], orig_w=img.shape[1], orientation=orientation)
+
+
+def _orientation_of(data: bytes) -> int:
+    """EXIF Orientation of a PNG (eXIf chunk), TIFF or WebP, read by Pillow; 1 if none."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return _exif_orientation(im)
+    except Exception:  # noqa: BLE001 - a format Pillow does not know: no orientation
+        return 1
 
 
 def _to_gray(img: np.ndarray) -> np.ndarray:
@@ -271,26 +341,82 @@ def _first(value: object) -> float:
 
 
 def decode_dicom(path: str | os.PathLike[str]) -> Decoded:
-    # pydicom warns (and logs) about every oddity of a bad file; the skip reason says it
+    """Decode a DICOM file (see the module docstring); raises :class:`ImageError`."""
+    # pydicom warns about every oddity of a bad file; the skip reason says it. Its logger is
+    # left alone: it belongs to the application, not to this library.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        logging.getLogger("pydicom").setLevel(logging.ERROR)
         return _decode_dicom(path)
 
 
-def _decode_dicom(path: str | os.PathLike[str]) -> Decoded:
+def read_dicom(path: str | os.PathLike[str]) -> tuple[Any, list[str]]:
+    """``(dataset, fallbacks)``: a file without preamble / ``DICM`` / file meta is read with
+    ``force=True``; a missing Transfer Syntax UID is taken from the encoding the data set was
+    read with (Implicit VR Little Endian is the DICOM default, PS3.5 section 10.1). Each
+    assumption is one short string in ``fallbacks``. Raises :class:`ImageError`."""
     import pydicom
     from pydicom.errors import InvalidDicomError
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+    errors = (InvalidDicomError, EOFError, OSError, ValueError, KeyError, struct.error)
+    fallbacks: list[str] = []
     try:
         ds = pydicom.dcmread(path)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, struct.error) as exc:
+    except InvalidDicomError:
+        try:
+            ds = pydicom.dcmread(path, force=True)
+        except errors as exc:
+            raise ImageError("unreadable_image", f"not a readable DICOM ({exc})") from None
+        fallbacks.append("no_preamble_or_file_meta:read_with_force")
+    except errors as exc:
         raise ImageError("unreadable_image", f"not a readable DICOM ({exc})") from None
     if not any(el.tag.group != 0x0002 for el in ds):
         raise ImageError("unreadable_image", "DICOM header holds no data set")
+    meta = ds.file_meta if hasattr(ds, "file_meta") else None
+    if meta is None or "TransferSyntaxUID" not in meta:
+        implicit, little = getattr(ds, "original_encoding", (True, True))
+        if implicit is None:
+            implicit, little = True, True
+        uid = (
+            ImplicitVRLittleEndian
+            if implicit
+            else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+        )
+        from pydicom.dataset import FileMetaDataset
+
+        if meta is None:
+            ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = uid
+        fallbacks.append(f"transfer_syntax_assumed:{uid.name.replace(' ', '_')}")
+    # Image Pixel module elements a bare data set may lack: take the value every
+    # grey radiograph has, and say so.
+    if "PixelData" in ds:
+        defaults = (
+            ("SamplesPerPixel", 1),
+            ("PhotometricInterpretation", "MONOCHROME2"),
+            ("PixelRepresentation", 0),
+        )
+        for keyword, value in defaults:
+            if keyword not in ds:
+                setattr(ds, keyword, value)
+                fallbacks.append(f"{keyword}_assumed:{value}")
+        if "BitsAllocated" in ds and "BitsStored" not in ds:
+            ds.BitsStored = ds.BitsAllocated
+            fallbacks.append(f"BitsStored_assumed:{ds.BitsAllocated}")
+        if "BitsStored" in ds and "HighBit" not in ds:
+            ds.HighBit = int(ds.BitsStored) - 1
+            fallbacks.append(f"HighBit_assumed:{ds.HighBit}")
+    return ds, fallbacks
+
+
+def _decode_dicom(path: str | os.PathLike[str]) -> Decoded:
+    ds, fallbacks = read_dicom(path)
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         raise ImageError("no_pixel_data", "DICOM has no PixelData")
     try:
+        # pydicom 3 returns YBR_* data (native or JPEG, with or without JFIF) already
+        # converted to RGB (``as_rgb=True``, its default): the colour space is converted
+        # exactly once, here, by pydicom.
         arr = ds.pixel_array
     except Exception as exc:  # truncated data, unsupported syntax, missing plugin
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -301,19 +427,25 @@ def _decode_dicom(path: str | os.PathLike[str]) -> Decoded:
     if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 and arr.ndim >= 3:
         arr = arr[0]
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
-    if arr.ndim == 3:  # colour: pydicom returns RGB when it converted YBR
-        if photometric.startswith("YBR"):
-            from pydicom.pixels import convert_color_space
-
-            arr = convert_color_space(arr, photometric, "RGB")
-        arr = cv2.cvtColor(
-            arr.astype(np.uint8) if arr.dtype != np.uint8 else arr, cv2.COLOR_RGB2GRAY
-        )
-    img = dicom_to_uint8(ds, arr)
-    if photometric == "MONOCHROME1":
-        img = 255 - img
+    if arr.ndim == 3:  # colour, RGB (see above): luma as OpenCV computes it (ITU-R BT.601)
+        rgb = arr if arr.dtype == np.uint8 else _minmax_u8(arr.astype(np.float64))
+        img = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    else:
+        img = dicom_to_uint8(ds, arr)
+        if _inverted(ds, photometric):
+            img = 255 - img
     view = str(getattr(ds, "ViewPosition", "") or "").strip()
-    return Decoded(image=img, orig_h=img.shape[0], orig_w=img.shape[1], view=view)
+    return Decoded(
+        image=img, orig_h=img.shape[0], orig_w=img.shape[1], view=view, fallbacks=fallbacks
+    )
+
+
+def _inverted(ds: Any, photometric: str) -> bool:
+    """Presentation stage, applied once (PS3.3 C.11.6.1, C.8.11.6.1.2): the output is the
+    inverse of the VOI output for Presentation LUT Shape INVERSE, and for MONOCHROME1
+    (whose Presentation LUT Shape the standard sets to INVERSE: one inversion, not two)."""
+    shape = str(getattr(ds, "PresentationLUTShape", "") or "").strip().upper()
+    return photometric == "MONOCHROME1" or shape == "INVERSE"
 
 
 def dicom_to_uint8(ds: object, arr: np.ndarray) -> np.ndarray:

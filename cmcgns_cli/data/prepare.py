@@ -228,6 +228,9 @@ def _row(item: Item, rec: dict[str, Any], result: ReaderResult) -> dict[str, Any
         "view": item.view or (rec.get("view") or "").upper(),
         "source_path": item.source_path,
         **tf,
+        # how the file was read: EXIF orientation applied, DICOM defaults assumed
+        "exif_orientation": int(rec.get("orientation", 1)),
+        "decode_fallback": str(rec.get("fallbacks", "")),
     }
     if result.paired:
         row["sentences"] = list(item.sentences or [])

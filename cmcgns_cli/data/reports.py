@@ -9,18 +9,33 @@ Rules (MGCA's preprocessing, which the paper follows):
   variants are matched case-insensitively. FINDINGS and IMPRESSION are kept; when a report
   has neither, the text outside the preamble sections (EXAMINATION, INDICATION, HISTORY,
   TECHNIQUE, COMPARISON, ...) is used; with no headers at all, the whole text.
+  Headers are also found inline (``INDICATION: ... FINDINGS: ... IMPRESSION: ...`` on one
+  line) when a known header name in upper case, or any known name after a sentence end,
+  is followed by a colon.
+- Text as exports write it (Unicode NFKC, so a no-break space is a space; every Unicode
+  dash, including the Windows-1252 forms U+0096 / U+0097, separates words like a hyphen;
+  soft hyphens and zero-width joiners are dropped). Letters with accents are kept.
 - Cleaning: ``___`` (de-identified spans) removed, line breaks and runs of space collapsed,
-  lower-cased, non-ASCII dropped.
-- Sentences: split on periods (not decimal points), ``?``/``!`` and numbered items
-  (``1.``, ``2)``); each sentence is its word tokens (runs of ASCII letters and digits:
-  MGCA's ``\\w+`` less the underscore) joined by one space; a sentence needs at least
-  ``MIN_SENTENCE_TOKENS`` tokens; a report at least ``min_words`` in its kept sentences.
+  lower-cased.
+- Sentences: split on periods (not decimal points), ``?``/``!``/``;``, numbered items
+  (``1.``, ``2)``), at every section end, at blank lines, and at line breaks that start a
+  list item (``-``, ``*``, a bullet, ``1.``); a single line break inside a paragraph is a
+  hard wrap and keeps the sentence whole. Each sentence is its word tokens (runs of
+  Unicode letters and digits: MGCA's ``\\w+`` less the underscore) joined by one space; a
+  sentence needs at least ``MIN_SENTENCE_TOKENS`` tokens; a report at least ``min_words``
+  in its kept sentences.
+- Missing: ``None``, a float NaN, and a cell that is empty or holds only ``nan``,
+  ``None``, ``null`` or ``<NA>`` (what a missing value becomes when a table is written as
+  text) are a missing report, never the word "nan".
 """
 
 from __future__ import annotations
 
+import os
 import re
+import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 
 MIN_SENTENCE_TOKENS = 2
 MIN_REPORT_WORDS = 3
@@ -78,19 +93,76 @@ PREAMBLE_HEADERS = frozenset(
 )
 
 # A header: at line start (after spaces), an upper-case phrase then a colon. Known names
-# are also accepted in any case (``Findings:``).
+# are also accepted in any case (``Findings:``), and inline: in upper case after any
+# non-letter, in any case after a sentence end (``... cough. Findings: ...``).
 _HEADER_UPPER = re.compile(r"^[ \t]*([A-Z][A-Z0-9 /()&,\-]{0,48}?)[ \t]*:", re.MULTILINE)
 _KNOWN = sorted(FINDINGS_HEADERS | IMPRESSION_HEADERS | PREAMBLE_HEADERS, key=len, reverse=True)
+_KNOWN_ALT = "|".join(re.escape(h) for h in _KNOWN)
 _HEADER_ANYCASE = re.compile(
-    r"^[ \t]*(" + "|".join(re.escape(h) for h in _KNOWN) + r")[ \t]*:",
+    r"^[ \t]*(" + _KNOWN_ALT + r")[ \t]*:",
     re.MULTILINE | re.IGNORECASE,
 )
+_HEADER_INLINE_UPPER = re.compile(r"(?<![A-Za-z0-9/(&\-])(" + _KNOWN_ALT + r")[ \t]*:")
+_HEADER_INLINE_SENTENCE = re.compile(r"[.!?][ \t]+(" + _KNOWN_ALT + r")[ \t]*:", re.IGNORECASE)
 _FINAL_REPORT = re.compile(r"^[ \t]*FINAL REPORT[ \t]*$", re.MULTILINE | re.IGNORECASE)
 _PHI = re.compile(r"_{2,}")
-_TOKEN = re.compile(r"[a-z0-9]+")
+_TOKEN = re.compile(r"[^\W_]+")
 # Sentence boundaries: a period not between two digits, ? or !, and a numbered item
 # ("1." / "2)" at the start or after whitespace, followed by whitespace or end).
 _SPLIT = re.compile(r"(?:(?:^|(?<=\s))\d{1,2}[.)](?=\s|$))|(?<!\d)\.|\.(?!\d)|[?!;]")
+# Block boundaries (before whitespace is collapsed): a blank line, or a line break that
+# starts a list item. A single line break elsewhere is a hard wrap inside a sentence.
+_BLOCK = re.compile(
+    r"\n[ \t]*\n\s*|\n(?=[ \t]*(?:[-*\u2022\u2023\u25aa\u25e6\u00b7]|\d{1,2}[.)])[ \t])"
+)
+# Windows-1252 bytes 0x80-0x9F read as Latin-1 become C1 controls: map them back.
+_C1 = {
+    i: (bytes([i]).decode("cp1252", errors="replace").replace("\ufffd", " "))
+    for i in range(0x80, 0xA0)
+}
+_DASHES = dict.fromkeys(
+    map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"), "-"
+)
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200c\u200d\u2060\ufeff"), None)
+_INVISIBLE[0x200B] = " "  # zero-width space separates words
+MISSING_CELLS = frozenset({"", "nan", "none", "null", "<na>"})
+
+
+def normalize_text(text: str) -> str:
+    """Unicode as exports write it -> plain separators (see the module docstring).
+
+    Windows-1252 C1 forms are mapped back, NFKC applied (no-break and other Unicode
+    spaces become spaces), every dash becomes ``-``, soft hyphens and zero-width joiners
+    are removed, CR / CRLF become LF. Letters (accented or not) are kept.
+    """
+    text = text.translate(_C1)
+    text = unicodedata.normalize("NFKC", text)
+    text = text.translate(_DASHES).translate(_INVISIBLE)
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def is_missing_report(value: object) -> bool:
+    """True for None, a float NaN, and text that is blank or only ``nan`` / ``None`` /
+    ``null`` / ``<NA>`` (any case): what a missing table cell becomes as text."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return value != value  # NaN
+    if not isinstance(value, str):
+        return False
+    return value.strip().lower() in MISSING_CELLS
+
+
+def read_report_file(path: str | os.PathLike[str]) -> str:
+    """A report file's text: UTF-8 (with or without BOM), else Windows-1252.
+
+    Raises OSError when the file cannot be read.
+    """
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
 
 
 @dataclass(frozen=True)
@@ -104,20 +176,21 @@ class Sections:
         parts = [p for p in parts if p]
         if not parts and self.fallback:
             parts = [self.fallback]
-        return "\n".join(parts)
+        # a blank line between sections: a section end always ends a sentence
+        return "\n\n".join(parts)
 
 
 def extract_sections(text: str) -> Sections:
     """FINDINGS and IMPRESSION of a report (None when absent). Never raises."""
     if not isinstance(text, str):
         return Sections(None, None, None)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = normalize_text(text)
     text = _FINAL_REPORT.sub("", text)
     headers: dict[int, tuple[int, str]] = {}
-    for rx in (_HEADER_UPPER, _HEADER_ANYCASE):
+    for rx in (_HEADER_UPPER, _HEADER_ANYCASE, _HEADER_INLINE_UPPER, _HEADER_INLINE_SENTENCE):
         for m in rx.finditer(text):
             name = re.sub(r"\s+", " ", m.group(1).strip().upper())
-            headers.setdefault(m.start(), (m.end(), name))
+            headers.setdefault(m.start(1), (m.end(), name))
     # drop headers that start inside another header's span
     spans: list[tuple[int, int, str]] = []
     for start in sorted(headers):
@@ -156,8 +229,8 @@ def extract_sections(text: str) -> Sections:
         if body and current != "preamble":
             found[current].append(body)
     other = found["other"]
-    findings = "\n".join(found["findings"]) or None
-    impression = "\n".join(found["impression"]) or None
+    findings = "\n\n".join(found["findings"]) or None
+    impression = "\n\n".join(found["impression"]) or None
     fallback = None
     if findings is None and impression is None and other:
         fallback = other[-1]
@@ -165,21 +238,26 @@ def extract_sections(text: str) -> Sections:
 
 
 def clean_text(text: str) -> str:
-    """Remove ``___``, collapse whitespace, lower-case, drop non-ASCII."""
-    text = _PHI.sub(" ", text)
-    text = text.encode("ascii", "ignore").decode("ascii")
+    """Normalise Unicode (:func:`normalize_text`), remove ``___``, collapse whitespace,
+    lower-case. Letters with accents are kept."""
+    text = _PHI.sub(" ", normalize_text(text))
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
 def split_sentences(text: str) -> list[str]:
-    """Cleaned sentences of ``text``: each its word tokens joined by single spaces."""
+    """Cleaned sentences of ``text``: each its word tokens joined by single spaces.
+
+    Blank lines and line breaks before a list item end a sentence; a single line break
+    inside a paragraph does not (hard-wrapped text). Never raises; non-text -> ``[]``.
+    """
     if not isinstance(text, str):
         return []
     out = []
-    for piece in _SPLIT.split(clean_text(text)):
-        tokens = _TOKEN.findall(piece)
-        if len(tokens) >= MIN_SENTENCE_TOKENS:
-            out.append(" ".join(tokens))
+    for block in _BLOCK.split(normalize_text(text)):
+        for piece in _SPLIT.split(clean_text(block)):
+            tokens = _TOKEN.findall(piece)
+            if len(tokens) >= MIN_SENTENCE_TOKENS:
+                out.append(" ".join(tokens))
     return out
 
 
@@ -195,13 +273,12 @@ def report_sentences(
 ) -> tuple[list[str], str | None]:
     """``(sentences, None)`` for a usable report, ``([], reason)`` otherwise.
 
-    Reasons: ``report_missing`` (None / not text), ``report_empty`` (no text or no
-    sections with text), ``report_too_short`` (fewer than ``min_words`` kept words).
+    Reasons: ``report_missing`` (None, not text, NaN, or a blank / ``nan`` / ``None`` /
+    ``null`` cell: :func:`is_missing_report`), ``report_empty`` (no sections with text),
+    ``report_too_short`` (fewer than ``min_words`` kept words).
     """
-    if text is None or not isinstance(text, str):
+    if not isinstance(text, str) or is_missing_report(text):
         return [], "report_missing"
-    if not text.strip():
-        return [], "report_empty"
     body = extract_sections(text).text(order)
     if not body.strip():
         return [], "report_empty"

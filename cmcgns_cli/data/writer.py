@@ -109,7 +109,14 @@ def process_one(task: Task) -> Result:
         except ValueError as exc:
             return {"i": idx, "skip": "bad_mask", "detail": str(exc)[:200]}
     images[idx] = img
-    return {"i": idx, "tf": tf.as_dict(), "view": dec.view, "reduced": dec.reduced}
+    return {
+        "i": idx,
+        "tf": tf.as_dict(),
+        "view": dec.view,
+        "reduced": dec.reduced,
+        "orientation": dec.orientation,
+        "fallbacks": ";".join(dec.fallbacks),
+    }
 
 
 def _mask(spec: Any, tf: imageio.Transform, size: int) -> np.ndarray:

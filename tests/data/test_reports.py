@@ -77,7 +77,7 @@ def test_numbered_lists_phi_and_decimals():
 
 def test_short_missing_empty_reports():
     assert report_sentences(None) == ([], "report_missing")
-    assert report_sentences("   \n") == ([], "report_empty")
+    assert report_sentences("   \n") == ([], "report_missing")
     assert report_sentences("FINDINGS:\nIMPRESSION:\n") == ([], "report_empty")
     assert report_sentences("FINDINGS: Normal.") == ([], "report_too_short")
     assert report_sentences("IMPRESSION: No effusion.", min_words=2)[1] is None
@@ -105,4 +105,5 @@ def test_parser_never_crashes_on_arbitrary_text(text):
 def test_parser_total_on_unicode(text):
     extract_sections(text)
     for s in split_sentences(text):
-        assert s.isascii()
+        # letters (accented or not) and digits, single spaces, lower case
+        assert all(w.isalnum() for w in s.split(" ")) and s == s.lower()

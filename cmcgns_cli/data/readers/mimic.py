@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cmcgns_cli.data.readers.base import Item, ReaderResult, Skip, parse_label, read_csv_checked
-from cmcgns_cli.data.reports import report_sentences
+from cmcgns_cli.data.reports import read_report_file, report_sentences
 
 METADATA = "mimic-cxr-2.0.0-metadata.csv.gz"
 SPLIT = "mimic-cxr-2.0.0-split.csv.gz"
@@ -84,7 +84,7 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
         if study not in report_cache:
             report_path = reports / f"p{subject[:2]}/p{subject}/s{study}.txt"
             try:
-                text: str | None = report_path.read_text(encoding="utf-8", errors="replace")
+                text: str | None = read_report_file(report_path)
             except OSError:
                 text = None
             report_cache[study] = report_sentences(text, min_words=min_words)
