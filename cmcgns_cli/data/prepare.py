@@ -295,6 +295,14 @@ def _summary(
     }
     if "boxes" in manifest:
         summary["boxes"] = int(sum(len(b) for b in manifest["boxes"]))
+    if result.meta.get("rle_encoding"):
+        summary["rle_encoding"] = result.meta["rle_encoding"]["encoding"]
+    rerooting = result.meta.get("path_rerooting")
+    if rerooting:
+        summary["paths_rerooted"] = int(
+            rerooting["separators_normalised"] + rerooting["prefix_dropped"]
+        )
+        summary["dropped_prefixes"] = dict(rerooting["dropped_prefixes"])
     return summary
 
 
@@ -315,6 +323,11 @@ def _emit(summary: dict[str, Any], as_json: bool) -> None:
         table.add_row(f"positive {name}", "-" if p is None or math.isnan(p) else f"{p:.3f}")
     if "boxes" in summary:
         table.add_row("boxes", str(summary["boxes"]))
+    if summary.get("rle_encoding"):
+        table.add_row(f"RLE starts: {summary['rle_encoding']}", "")
+    if summary.get("paths_rerooted"):
+        prefixes = ", ".join(summary.get("dropped_prefixes") or {}) or "separators only"
+        table.add_row(f"paths re-rooted ({prefixes})", str(summary["paths_rerooted"]))
     table.add_row("skipped", str(summary["skipped"]))
     for reason, n in summary["skipped_by_reason"].items():
         table.add_row(f"  {reason}", str(n))

@@ -59,7 +59,7 @@ JOURNAL = "journal.jsonl"
 STATE = "state.json"
 CHUNK = 16
 
-# A task: (index, source path, mask spec). Mask spec: None, ("rle", [str]) or
+# A task: (index, source path, mask spec). Mask spec: None, ("rle", [str], encoding) or
 # ("boxes", [[x, y, w, h] original px]).
 Task = tuple[int, str, Any]
 Result = dict[str, Any]
@@ -126,8 +126,9 @@ def _mask(spec: Any, tf: imageio.Transform, size: int) -> np.ndarray:
         from cmcgns_cli.data.readers.siim import rle_decode
 
         full = np.zeros((tf.orig_h, tf.orig_w), dtype=np.uint8)
+        encoding = spec[2] if len(spec) > 2 else "relative"
         for rle in spec[1]:
-            full |= rle_decode(rle, tf.orig_h, tf.orig_w)
+            full |= rle_decode(rle, tf.orig_h, tf.orig_w, encoding)
         return imageio.map_mask(full, tf, size)
     if spec[0] == "boxes":
         return imageio.boxes_mask(imageio.map_boxes(spec[1], tf), size)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cmcgns_cli.data.paths import PathResolver, path_parts
 from cmcgns_cli.data.readers.base import Item, ReaderResult, Skip, parse_label, read_csv_checked
 from cmcgns_cli.errors import BadInputError
 
@@ -42,7 +43,7 @@ def dataset_root(src: Path) -> Path:
 
 
 def _resolve(root: Path, rel: str) -> Path:
-    rel = rel.strip().lstrip("/")
+    rel = "/".join(path_parts(rel))  # Windows separators as on Linux
     first, _, rest = rel.partition("/")
     if first.startswith("CheXpert-v1.0") and rest:
         return root / rest
@@ -112,6 +113,7 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
     elif n_valid:
         split[np.random.RandomState(0).choice(len(rest), size=n_valid, replace=False)] = "validate"
     items: list[Item] = []
+    resolver = PathResolver([root, root.parent], first_guess=lambda r: _resolve(root, r))
     for df, splits_ in ((rest, split), (valid, np.array(["test"] * len(valid), dtype=object))):
         for row, s in zip(df.to_dict("records"), splits_, strict=True):
             rel = row["Path"]
@@ -119,7 +121,7 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
             items.append(
                 Item(
                     id=rel,
-                    source_path=str(_resolve(root, rel)),
+                    source_path=str(resolver.resolve(rel)),
                     split=str(s),
                     patient_id=patient,
                     study_id=study,
@@ -134,8 +136,7 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
     )
     if protocol == "grouped":
         desc += "; grouped: validate drawn by patient so no patient is in two splits"
-    return ReaderResult(
-        items=items,
-        skipped=skipped,
-        meta={"label_names": TASKS, "label_policy": LABEL_POLICY, "split_description": desc},
-    )
+    meta = {"label_names": TASKS, "label_policy": LABEL_POLICY, "split_description": desc}
+    if resolver.rerooted:
+        meta["path_rerooting"] = resolver.report()
+    return ReaderResult(items=items, skipped=skipped, meta=meta)

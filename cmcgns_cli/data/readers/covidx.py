@@ -13,6 +13,35 @@ THREE = ["normal", "pneumonia", "COVID-19"]
 BINARY = ["negative", "positive"]
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+KNOWN_CLASSES = frozenset(c.lower() for c in THREE + BINARY)
+
+
+def parse_list_line(parts: list[str]) -> tuple[str, str, str, str] | None:
+    """``(patient_id, filename, class, source)`` of one COVIDx list line's fields.
+
+    The layout is ``patient_id filename class [source]``: the filename (the rightmost field
+    with an image suffix that a class follows), the class after it and the source after
+    that are found from the right, so a patient id with spaces (``SARS 7 case04.png
+    pneumonia rsna``) keeps its words together. Without a suffixed field, the rightmost
+    known class marks the position; else the fixed layout is read from the end (``id file
+    class source`` for 4+ fields, ``id file class`` for 3). None for fewer than 2 fields.
+    """
+    n = len(parts)
+    if n < 2:
+        return None
+    f = next(
+        (i for i in range(n - 2, -1, -1) if parts[i].lower().endswith(IMAGE_SUFFIXES)),
+        None,
+    )
+    if f is None:
+        c = next((i for i in range(n - 1, 0, -1) if parts[i].lower() in KNOWN_CLASSES), None)
+        f = c - 1 if c is not None else (1 if n == 3 else max(n - 3, 0))
+    if f + 1 >= n:
+        return None
+    return " ".join(parts[:f]), parts[f], parts[f + 1], " ".join(parts[f + 2 :])
+
+
 def _read_split(path: Path) -> list[tuple[str, str, str]]:
     """(patient_id, filename, class) per non-blank line; exit 2 on a line without a class."""
     rows = []
@@ -20,13 +49,13 @@ def _read_split(path: Path) -> list[tuple[str, str, str]]:
         parts = line.split()
         if not parts:
             continue
-        if len(parts) < 3:
+        parsed = parse_list_line(parts) if len(parts) >= 3 else None
+        if parsed is None:
             raise BadInputError(
                 f"{path}: line {n} has {len(parts)} field(s), expected "
                 "'patient_id filename class [source]' (missing column 'class')"
             )
-        # filenames have no spaces in COVIDx; a source with spaces would only add fields
-        rows.append((parts[0], parts[1], parts[2]))
+        rows.append(parsed[:3])
     return rows
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cmcgns_cli.data import splits
+from cmcgns_cli.data.paths import PathResolver
 from cmcgns_cli.data.readers.base import Item, ReaderResult, Skip, parse_label, read_csv_checked
 from cmcgns_cli.data.reports import report_sentences
 from cmcgns_cli.errors import BadInputError
@@ -54,16 +55,13 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
     study_col = next((c for c in ("study_id", "study") if c in df), None)
     skipped: list[Skip] = []
     items: list[Item] = []
+    resolver = PathResolver([base, src])
     for n, row in enumerate(df.to_dict("records")):
         rel = str(row[image_col]).strip()
         if not rel:
             skipped.append(Skip(f"row{n + 1}", "", f"missing_value:{image_col}"))
             continue
-        path = Path(rel).expanduser()
-        if not path.is_absolute():
-            path = (
-                base / path if (base / path).exists() or not (src / path).exists() else src / path
-            )
+        path = resolver.resolve(rel)
         sentences = None
         if report_col:
             sentences, reason = report_sentences(row[report_col] or None, min_words=min_words)
@@ -106,4 +104,6 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
         "csv": str(csv_path),
         "label_policy": "label columns as given: 1/0/-1, blank -> NaN" if label_cols else "",
     }
+    if resolver.rerooted:
+        meta["path_rerooting"] = resolver.report()
     return ReaderResult(items=items, skipped=skipped, meta=meta, paired=bool(report_col))

@@ -10,34 +10,21 @@ import numpy as np
 
 from cmcgns_cli.data import splits
 from cmcgns_cli.data.readers.base import Item, ReaderResult, Skip, read_csv_checked
+from cmcgns_cli.data.rle import RleEncoding, detect_rle_encoding
 
 RLE_CSV = "train-rle.csv"
 IMAGES = "dicom-images-train"
 
 
-def rle_decode(rle: str, height: int, width: int) -> np.ndarray:
-    """SIIM RLE -> 0/1 uint8 (height, width).
+def rle_decode(rle: str, height: int, width: int, encoding: str = "relative") -> np.ndarray:
+    """SIIM RLE -> 0/1 uint8 (height, width); see :func:`cmcgns_cli.data.rle.rle_decode`.
 
-    Pairs ``start length``; each start is relative to the end of the previous run;
-    pixels count down the columns first. ``-1`` or blank -> empty. Raises ValueError.
+    ``encoding``: ``relative`` (stage-1: each start is the gap after the previous run),
+    ``absolute-1`` / ``absolute-0`` (each start a pixel index). Raises ValueError.
     """
-    mask = np.zeros(width * height, dtype=np.uint8)
-    text = str(rle).strip()
-    if text in ("", "-1"):
-        return mask.reshape(width, height).T.copy()
-    nums = [int(t) for t in text.split()]
-    if len(nums) % 2:
-        raise ValueError("odd number of RLE values")
-    pos = 0
-    for start, length in zip(nums[0::2], nums[1::2], strict=True):
-        if start < 0 or length < 0:
-            raise ValueError("negative RLE value")
-        pos += start
-        if pos + length > mask.size:
-            raise ValueError("RLE run past the end of the image")
-        mask[pos : pos + length] = 1
-        pos += length
-    return mask.reshape(width, height).T.copy()
+    from cmcgns_cli.data.rle import rle_decode as _decode
+
+    return _decode(rle, height, width, encoding)
 
 
 def rle_encode(mask: np.ndarray) -> str:
@@ -63,6 +50,24 @@ def _index_dicoms(root: Path) -> dict[str, str]:
     return found
 
 
+def _detect_encoding(
+    csv_path: Path, ids: list[str], rles: list[str], paths: dict[str, str]
+) -> RleEncoding:
+    """The file's RLE encoding, with the image size read from one positive DICOM header."""
+    n_pixels = None
+    for image_id, rle in zip(ids, rles, strict=True):
+        if rle not in ("", "-1") and image_id in paths:
+            try:
+                import pydicom
+
+                ds = pydicom.dcmread(paths[image_id], stop_before_pixels=True, force=True)
+                n_pixels = int(ds.Rows) * int(ds.Columns)
+            except Exception:  # noqa: BLE001 - size unknown: detection works without it
+                n_pixels = None
+            break
+    return detect_rle_encoding(rles, n_pixels=n_pixels, source=str(csv_path))
+
+
 def read(src: Path, options: dict[str, Any]) -> ReaderResult:
     protocol = options.get("protocol", "mgca")
     df = read_csv_checked(src / RLE_CSV, ["ImageId", "EncodedPixels"])
@@ -81,6 +86,7 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
             skipped.append(Skip("", "", "missing_value:ImageId"))
             continue
         groups.setdefault((image_id, split), []).append(rle)
+    encoding = _detect_encoding(src / RLE_CSV, ids, rles, paths)
     items: list[Item] = []
     for (image_id, split), rle_list in groups.items():
         path = paths.get(image_id, str(src / IMAGES / f"{image_id}.dcm"))
@@ -96,7 +102,7 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
                 patient_id=image_id,
                 study_id=image_id,
                 labels=[1.0 if positive else 0.0],
-                mask=("rle", [r for r in rle_list if r != "-1"]),
+                mask=("rle", [r for r in rle_list if r != "-1"], encoding.spec),
             )
         )
     desc = (
@@ -114,5 +120,6 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
         "label_policy": "1 when any RLE row of the image is not -1",
         "split_description": desc,
         "masks": "union of the image's RLE rows, 0/1",
+        "rle_encoding": encoding.as_dict(),
     }
     return ReaderResult(items=items, skipped=skipped, meta=meta, masks=True)
