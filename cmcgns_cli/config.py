@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from cmcgns_cli import jsonio
 from cmcgns_cli.errors import BadInputError
 
 # The five places where the authors' code and the usual form of the method differ
@@ -124,7 +124,7 @@ class Config:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        return jsonio.dumps(self.to_dict(), indent=2)
 
 
 _PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {

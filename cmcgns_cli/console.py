@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +16,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+
+from cmcgns_cli import jsonio
 
 err = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -38,7 +39,7 @@ def progress(*extra_columns: Any) -> Progress:
 
 def emit_json(payload: Any) -> None:
     """Write one JSON document to stdout (for pipelines)."""
-    sys.stdout.write(json.dumps(payload, default=_jsonable, sort_keys=False) + "\n")
+    sys.stdout.write(jsonio.dumps(payload, default=_jsonable, sort_keys=False) + "\n")
     sys.stdout.flush()
 
 

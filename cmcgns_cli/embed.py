@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cmcgns_cli import jsonio
 from cmcgns_cli.console import err, progress
 from cmcgns_cli.embedding.encode import image_embeddings, text_embeddings, to_device
 from cmcgns_cli.embedding.inputs import (
@@ -30,7 +31,7 @@ from cmcgns_cli.embedding.inputs import (
     text_sentences,
 )
 from cmcgns_cli.embedding.runs import open_run
-from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.errors import BadInputError, RunFailedError
 from cmcgns_cli.runtime import resolve_device
 
 FORMATS = ("jsonl", "parquet", "npy")
@@ -144,6 +145,8 @@ def run_embed(
     paths = expand_images(images, stdin) if images is not None else []
     texts = read_reports(reports, stdin) if reports is not None else []
     total = len(paths) + len(texts)
+    if total == 0:
+        raise BadInputError(f"embed: no inputs in {images if images is not None else reports}")
     sink = stdout or sys.stdout
     rows: list[dict[str, Any]] = []
     failed = 0
@@ -160,7 +163,7 @@ def run_embed(
                 failed += 1
                 err.print(f"skipped {row['kind']} {row['id']}: {row['error']}", highlight=False)
             if fmt == "jsonl":
-                line = json.dumps(_jsonable(row))
+                line = jsonio.dumps(_jsonable(row))
                 if out is None:
                     sink.write(line + "\n")
                     sink.flush()
@@ -169,6 +172,13 @@ def run_embed(
             else:
                 rows.append(row)
             bar.advance(task)
+    if total and failed == total:
+        # nothing embedded: no output file that looks like a result, and exit 1
+        first = f"{paths[0] if paths else texts[0][0]}"
+        raise RunFailedError(
+            f"embed: all {total} inputs failed (none embedded; e.g. {first}, see the reasons "
+            "above)" + (f"; {out} not written" if out else "")
+        )
     if fmt == "jsonl" and out is not None:
         _atomic_text(Path(out), "".join(f"{ln}\n" for ln in rows))
     elif fmt == "parquet":

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cmcgns_cli import jsonio
 from cmcgns_cli.console import emit_json
 from cmcgns_cli.console import out as stdout
 from cmcgns_cli.embedding.encode import to_device
@@ -239,7 +240,7 @@ def explain_image(
         "reconstruction": "reconstruction.png",
         "recon_l1": float(np.abs(recon.astype(np.float32) - gray.astype(np.float32)).mean() / 255),
     }
-    (out / "explain.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    (out / "explain.json").write_text(jsonio.dumps(result, indent=1) + "\n", encoding="utf-8")
     return result
 
 

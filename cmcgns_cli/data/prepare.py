@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cmcgns_cli import jsonio
 from cmcgns_cli.data import imageio, writer
 from cmcgns_cli.data.prepared import (
     FORMAT_VERSION,
@@ -29,7 +30,7 @@ from cmcgns_cli.data.prepared import (
 )
 from cmcgns_cli.data.readers import get_reader
 from cmcgns_cli.data.readers.base import Item, ReaderResult
-from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.errors import BadInputError, RunFailedError
 
 DATASETS = ("mimic", "chexpert", "rsna", "siim", "covidx", "object-cxr", "folder")
 VERSION_PACKAGES = (
@@ -181,8 +182,10 @@ def run_prepare(
         kept.append(rec["i"])
         rows.append(_row(item, rec, result))
     manifest = _manifest(rows, result)
-    writer.finalize(out, kept, size=size, with_masks=result.masks)
     skipped_df = pd.DataFrame(skipped, columns=["id", "source_path", "reason", "detail"])
+    if not kept:
+        _fail_empty(dataset, src, out, skipped_df)
+    writer.finalize(out, kept, size=size, with_masks=result.masks)
     _atomic_parquet(manifest, out / MANIFEST)
     tmp = out / f".{SKIPPED}.tmp"
     skipped_df.to_csv(tmp, index=False)
@@ -206,7 +209,7 @@ def run_prepare(
         "job": job,
         "summary": summary,
     }
-    atomic_write_text(out / META, json.dumps(meta, indent=2, default=str))
+    atomic_write_text(out / META, jsonio.dumps(meta, indent=2, default=str))
     writer.cleanup(out)
     summary = {
         **summary,
@@ -216,6 +219,27 @@ def run_prepare(
     }
     _emit(summary, as_json)
     return summary
+
+
+def _fail_empty(dataset: str, src: Path, out: Path, skipped: pd.DataFrame) -> None:
+    """A prepare that kept nothing is a failed run: skipped.csv is written (it says why),
+    meta.json (the mark of a finished dataset) is not; exit 1 with the commonest reason."""
+    tmp = out / f".{SKIPPED}.tmp"
+    skipped.to_csv(tmp, index=False)
+    os.replace(tmp, out / SKIPPED)
+    writer.cleanup(out)
+    if skipped.empty:
+        raise RunFailedError(
+            f"prepare {dataset}: 0 images taken: the layout in {src} lists no image rows"
+        )
+    reason, n = Counter(skipped["reason"]).most_common(1)[0]
+    example = skipped.loc[skipped["reason"] == reason].iloc[0]
+    where = str(example["source_path"] or example["id"])
+    raise RunFailedError(
+        f"prepare {dataset}: 0 of {len(skipped)} images taken; commonest skip reason "
+        f"{reason} ({n} rows), e.g. {where}; all reasons in {out / SKIPPED}; no meta.json "
+        "written"
+    )
 
 
 def _row(item: Item, rec: dict[str, Any], result: ReaderResult) -> dict[str, Any]:

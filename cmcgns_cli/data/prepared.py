@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cmcgns_cli import jsonio
 from cmcgns_cli.errors import BadInputError
 
 FORMAT_VERSION = 1
@@ -142,7 +143,7 @@ def write_prepared(
         "skipped": int(len(skipped)),
     }
     meta.update(extra_meta or {})
-    atomic_write_text(root / META, json.dumps(meta, indent=2, default=str))
+    atomic_write_text(root / META, jsonio.dumps(meta, indent=2, default=str))
     return root
 
 

@@ -10,12 +10,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from cmcgns_cli import jsonio
 from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
 from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
 from cmcgns_cli.downstream.features import cached_features, extract
 from cmcgns_cli.downstream.fractions import sample_fraction
 from cmcgns_cli.downstream.full import fit_full
 from cmcgns_cli.downstream.linear import fit_linear_head, score
+from cmcgns_cli.downstream.selectable import check_selectable
 from cmcgns_cli.downstream.tasks import get_cls_task
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.train.checkpoint import save_weights
@@ -44,6 +46,7 @@ def finetune_cls(
     prepared = open_prepared(data)
     task = get_cls_task(task_name, prepared)
     targets, names = task.targets(prepared)
+    check_selectable(task_name, task.kind, task.metric, prepared, targets=targets)
     train_rows, val_rows = split_rows(prepared, "train"), split_rows(prepared, "validate")
     chosen = train_rows[sample_fraction(targets[train_rows], fraction, seed)]
     source = resolve_source(checkpoint, arch, image_weights, init_seed=seed)
@@ -82,7 +85,7 @@ def finetune_cls(
         "best_validate": fit.best_val,
         "validate_metric": task.metric,
     }
-    atomic_write_text(out / FINETUNE_FILE, json.dumps(record, indent=2))
+    atomic_write_text(out / FINETUNE_FILE, jsonio.dumps(record, indent=2))
     return record
 
 
@@ -122,7 +125,7 @@ def evaluate_cls(task_name: str, data: Path, finetuned: Path, device: torch.devi
             "encoder": record["encoder"],
         },
     }
-    atomic_write_text(finetuned / "metrics.json", json.dumps(result, indent=2))
+    atomic_write_text(finetuned / "metrics.json", jsonio.dumps(result, indent=2))
     return result
 
 
@@ -149,4 +152,4 @@ def write_subset_and_history(
     """``train_ids.txt`` (the label-fraction subset, to reproduce it) and ``history.jsonl``."""
     ids = prepared.manifest["id"].iloc[chosen].astype(str)
     atomic_write_text(out / "train_ids.txt", "\n".join(ids) + "\n")
-    atomic_write_text(out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    atomic_write_text(out / "history.jsonl", "".join(jsonio.dumps(h) + "\n" for h in history))

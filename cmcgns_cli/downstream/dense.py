@@ -8,7 +8,6 @@ prepared-image pixels before scoring, so metrics and COCO files are in manifest 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cmcgns_cli import jsonio
 from cmcgns_cli.console import err, progress
 from cmcgns_cli.data.prepared import Prepared, atomic_write_text
 from cmcgns_cli.downstream.encoder import EncoderSource
@@ -181,8 +181,9 @@ def train(
                     **scores,
                 }
             )
-            if math.isfinite(value) and value > fit.best_val or best_state is None:
-                fit.best_val = float(value) if math.isfinite(value) else fit.best_val
+            # no finite validate score yet (no positive there): keep the latest epoch
+            if (math.isfinite(value) and value > fit.best_val) or not math.isfinite(fit.best_val):
+                fit.best_val = float(value) if math.isfinite(value) else -math.inf
                 fit.best_epoch = epoch
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             bar.advance(job)
@@ -215,7 +216,7 @@ def common_record(
 
 
 def write_record(out: Path, record: dict[str, Any]) -> None:
-    atomic_write_text(out / FINETUNE_FILE, json.dumps(record, indent=2))
+    atomic_write_text(out / FINETUNE_FILE, jsonio.dumps(record, indent=2))
 
 
 def protocol(prepared: Prepared, record: dict[str, Any], n_test: int) -> dict[str, Any]:

@@ -8,7 +8,6 @@ mAP is kept. ``evaluate`` writes ``metrics.json``, ``coco_gt.json`` and
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 from torchvision.ops import box_convert
 
+from cmcgns_cli import jsonio
 from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
 from cmcgns_cli.downstream import dense
 from cmcgns_cli.downstream.classification import (
@@ -26,6 +26,7 @@ from cmcgns_cli.downstream.classification import (
 )
 from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
 from cmcgns_cli.downstream.fractions import sample_fraction
+from cmcgns_cli.downstream.selectable import check_selectable
 from cmcgns_cli.downstream.tasks import get_dense_task
 from cmcgns_cli.downstream.yolo import STAGES, YoloHead, default_anchors, postprocess, yolo_loss
 from cmcgns_cli.errors import BadInputError
@@ -119,6 +120,7 @@ def finetune_det(
 ) -> dict[str, Any]:  # fmt: skip
     prepared = open_prepared(data)
     task = get_dense_task(task_name, prepared)
+    check_selectable(task_name, task.kind, task.metric, prepared)
     boxes, labels, names = dense.box_targets(prepared, task)
     train_rows, val_rows = split_rows(prepared, "train"), split_rows(prepared, "validate")
     flags = dense.has_target_flags(task, boxes, None)
@@ -184,15 +186,15 @@ def evaluate_det(task_name: str, data: Path, finetuned: Path, device: torch.devi
     det.head.to(device)
     preds = det.predict(test_rows)
     metrics, gt, dets = score_detections(prepared, test_rows, preds, boxes, labels, names)
-    atomic_write_text(finetuned / "coco_gt.json", json.dumps(gt))
-    atomic_write_text(finetuned / "coco_predictions.json", json.dumps(dets))
+    atomic_write_text(finetuned / "coco_gt.json", jsonio.dumps(gt))
+    atomic_write_text(finetuned / "coco_predictions.json", jsonio.dumps(dets))
     result = {
         "task": task.name, "metric": task.metric, "value": metrics[task.metric],
         "metrics": metrics, "iou_thresholds": "0.4:0.05:0.75",
         "files": {"ground_truth": "coco_gt.json", "predictions": "coco_predictions.json"},
         "protocol": dense.protocol(prepared, record, len(test_rows)),
     }  # fmt: skip
-    atomic_write_text(finetuned / "metrics.json", json.dumps(result, indent=2))
+    atomic_write_text(finetuned / "metrics.json", jsonio.dumps(result, indent=2))
     if save_examples:
         from cmcgns_cli.downstream.examples import save_box_examples
 

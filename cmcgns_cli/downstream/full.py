@@ -63,8 +63,11 @@ def fit_full(
             logits = head(torch.from_numpy(feats).to(device)).cpu().numpy()
         scores = score(task, targets[val_rows], logits, names)
         fit.history.append({"epoch": epoch, **scores})
-        if np.isfinite(scores[task.metric]) and scores[task.metric] > fit.best_val:
-            fit.best_val, fit.best_epoch = float(scores[task.metric]), epoch
+        value = scores[task.metric]
+        # no finite validate score yet (no positive there): keep the latest epoch
+        if (np.isfinite(value) and value > fit.best_val) or not np.isfinite(fit.best_val):
+            fit.best_val = float(value) if np.isfinite(value) else -np.inf
+            fit.best_epoch = epoch
             best_state = (_copy(encoder), _copy(head))
     if best_state is not None:
         encoder.load_state_dict(best_state[0])

@@ -74,8 +74,9 @@ def fit_linear_head(
             val_scores = score(task, val[1], head(x_va).numpy(), names)
         value = val_scores[task.metric]
         best.history.append({"epoch": epoch, "train_loss": total / len(perm), **val_scores})
-        if np.isfinite(value) and value > best.best_val:
-            best.best_val, best.best_epoch = float(value), epoch
+        # no finite validate score yet (no positive there): keep the latest epoch
+        if (np.isfinite(value) and value > best.best_val) or not np.isfinite(best.best_val):
+            best.best_val, best.best_epoch = float(value) if np.isfinite(value) else -np.inf, epoch
             best_state = {k: v.clone() for k, v in head.state_dict().items()}
     head.load_state_dict(best_state)
     return best

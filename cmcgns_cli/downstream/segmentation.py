@@ -14,7 +14,6 @@ Defaults: 50 epochs, AdamW lr 5e-4, batch 16; best validation Dice kept.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
+from cmcgns_cli import jsonio
 from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
 from cmcgns_cli.downstream import dense
 from cmcgns_cli.downstream.classification import (
@@ -34,6 +34,7 @@ from cmcgns_cli.downstream.classification import (
 )
 from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
 from cmcgns_cli.downstream.fractions import sample_fraction
+from cmcgns_cli.downstream.selectable import check_selectable
 from cmcgns_cli.downstream.tasks import get_dense_task
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.metrics import dice
@@ -197,6 +198,7 @@ def finetune_seg(
 ) -> dict[str, Any]:  # fmt: skip
     prepared = open_prepared(data)
     task = get_dense_task(task_name, prepared)
+    check_selectable(task_name, task.kind, task.metric, prepared)
     masks = dense.mask_targets(prepared)
     train_rows, val_rows = split_rows(prepared, "train"), split_rows(prepared, "validate")
     flags = dense.has_target_flags(task, None, masks)
@@ -262,7 +264,7 @@ def evaluate_seg(task_name: str, data: Path, finetuned: Path, device: torch.devi
         "scores 1 if the prediction is empty, else 0",
         "protocol": dense.protocol(prepared, record, len(test_rows)),
     }  # fmt: skip
-    atomic_write_text(finetuned / "metrics.json", json.dumps(result, indent=2))
+    atomic_write_text(finetuned / "metrics.json", jsonio.dumps(result, indent=2))
     if save_examples:
         from cmcgns_cli.downstream.examples import save_mask_examples
 

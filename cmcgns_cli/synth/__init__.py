@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cmcgns_cli import jsonio
 from cmcgns_cli.errors import BadInputError
 
 LAYOUTS = ("mimic", "chexpert", "rsna", "siim", "covidx", "object-cxr")
@@ -77,8 +78,6 @@ def write_world(
     progress=None,
 ) -> dict:
     """Write the chosen layouts (all six by default) and their truth; return counts."""
-    import json
-
     from cmcgns_cli.synth.common import write_truth
 
     chosen = _check(n, layouts, image_size)
@@ -93,7 +92,7 @@ def write_world(
         summary["layouts"][name] = counts
     (out / "truth").mkdir(exist_ok=True)
     on_disk = {k: v for k, v in summary.items() if k != "out"}  # same bytes wherever written
-    (out / "truth" / "summary.json").write_text(json.dumps(on_disk, indent=1) + "\n")
+    (out / "truth" / "summary.json").write_text(jsonio.dumps(on_disk, indent=1) + "\n")
     return summary
 
 

@@ -6,13 +6,13 @@ import csv
 import gzip
 import hashlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from cmcgns_cli import jsonio
 from cmcgns_cli.synth.anatomy import Anatomy, sample_anatomy, sample_pose
 from cmcgns_cli.synth.findings import DEVICE_KINDS, OBJECT_KINDS, Finding, sample_pathology
 from cmcgns_cli.synth.render import Rendered, render_image
@@ -157,5 +157,5 @@ def truth_record(image_id: str, r: Rendered, findings: list[Finding], label) -> 
 
 
 def write_truth(out: Path, layout: str, records: list[dict]) -> None:
-    text = "".join(json.dumps(rec, sort_keys=False) + "\n" for rec in records)
+    text = "".join(jsonio.dumps(rec, sort_keys=False) + "\n" for rec in records)
     write_bytes(out / "truth" / f"{layout}.jsonl", text.encode())

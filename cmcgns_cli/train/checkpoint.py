@@ -35,6 +35,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from cmcgns_cli import jsonio
 from cmcgns_cli.errors import BadInputError
 
 CONFIG = "config.json"
@@ -48,7 +49,7 @@ METRICS = "metrics.jsonl"
 
 def atomic_write_json(path: Path, payload: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    tmp.write_text(jsonio.dumps(payload, indent=2, default=str), encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -18,7 +18,6 @@ Helpers live beside this file: ``records.py`` (progress, step records), ``valida
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from rich.progress import TextColumn
 from torch.utils.data import DataLoader
 
+from cmcgns_cli import jsonio
 from cmcgns_cli.console import err, progress
 from cmcgns_cli.data.paired import DistributedEpochSampler, EpochSampler, PadCollate, PairedDataset
 from cmcgns_cli.errors import BadInputError
@@ -170,7 +170,7 @@ class Trainer:
             return
         if self._metrics_fh is None:
             self._metrics_fh = open(self.run / ckpt.METRICS, "a", encoding="utf-8")  # noqa: SIM115
-        self._metrics_fh.write(json.dumps(record) + "\n")
+        self._metrics_fh.write(jsonio.dumps(record) + "\n")
         self._metrics_fh.flush()
 
     def _metrics_size(self) -> int:
