@@ -78,10 +78,8 @@ def test_folder_csv_paths_from_another_machine(cli, tmp_path, fmt):
     names = [f"xr_{i}.png" for i in range(4)]
     for i, n in enumerate(names):
         write_png(src / "images" / n, gray(40, 36, seed=i))
-    if fmt == "{n}":  # bare names: the resolver may not invent a folder
-        expected = 0
-    else:
-        expected = 4
+    # bare names: the resolver drops leading parts, it never invents a folder (no walk)
+    expected = 0 if fmt == "{n}" else 4
     pd.DataFrame({"path": [fmt.format(n=n) for n in names], "effusion": [0, 1, 0, 1]}).to_csv(
         src / "list.csv", index=False
     )
