@@ -69,15 +69,20 @@ def preprocess_params(dataset: str, size: int, options: dict[str, Any], reduce: 
             if reduce
             else "off"
         ),
-        "dicom": "modality LUT, VOI LUT or first window (LINEAR/LINEAR_EXACT/SIGMOID) to "
-        "0..255; no window: full data range (8-bit data kept as stored); MONOCHROME1 inverted",
+        "dicom": "colour (YBR_*/RGB) to RGB once by pydicom, then luma; modality LUT, VOI LUT "
+        "or first window (LINEAR/LINEAR_EXACT/SIGMOID) to 0..255; no window: full data range "
+        "(8-bit data kept as stored); MONOCHROME1 or Presentation LUT Shape INVERSE inverted "
+        "once; no preamble/file meta: read with force, defaults in decode_fallback",
+        "exif_orientation": "applied (JPEG, PNG eXIf, TIFF, WebP); recorded per row",
         "masks": "uint8 0/1",
     }
     if dataset in ("mimic", "folder"):
         params["min_words"] = int(options.get("min_words", 3))
         params["sentence_rule"] = (
-            "split on periods, ?/!/; and numbered items; >= 2 word tokens per sentence; "
-            "lower-cased ASCII letter/digit tokens joined by spaces; ___ removed"
+            "split on periods, ?/!/;, numbered items, section ends, blank lines and list-item "
+            "line breaks; >= 2 word tokens per sentence; NFKC, Unicode dashes and spaces "
+            "separate words; lower-cased Unicode letter/digit tokens joined by spaces; ___ "
+            "removed"
         )
     if dataset == "object-cxr":
         params["polygon_box"] = options.get("polygon_box") or "pole"
