@@ -88,7 +88,15 @@ def preprocess_params(dataset: str, size: int, options: dict[str, Any], reduce: 
     return params
 
 
-RULE_KEYS = ("split_description", "box_rule", "box_versions", "train_pool", "text", "validation")
+RULE_KEYS = (
+    "split_description",
+    "box_rule",
+    "box_versions",
+    "train_pool",
+    "text",
+    "pretrain_validate_split",
+    "validate_in_train",
+)
 
 
 def protocol_record(name: str, reader_meta: dict[str, Any]) -> dict[str, Any]:
