@@ -197,6 +197,11 @@ def finetune(
     batch_size: int | None = typer.Option(None, "--batch-size"),
     device: Device = DeviceOpt,
     seed: int = SeedOpt,
+    fraction_sampler: str = typer.Option(
+        "auto",
+        "--fraction-sampler",
+        help="auto (the data's protocol: mgca -> mgca, else stratified), mgca or stratified.",
+    ),
     workers: int = typer.Option(0, "--workers"),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -219,6 +224,7 @@ def finetune(
         seed=seed,
         workers=workers,
         as_json=as_json,
+        fraction_sampler=fraction_sampler,
     )
 
 
@@ -230,6 +236,9 @@ def evaluate(
     seeds: int = typer.Option(1, "--seeds", help="Repeat finetuning with N seeds: mean, std."),
     save_examples: int = typer.Option(0, "--save-examples", help="Write N example PNGs."),
     prompts: Path | None = typer.Option(None, "--prompts", help="zero-shot prompts file."),
+    split: str = typer.Option(
+        "test", "--split", help="retrieval / zeroshot-*: split to score (e.g. test, 5x200)."
+    ),
     device: Device = DeviceOpt,
     workers: int = typer.Option(0, "--workers"),
     as_json: bool = JsonOpt,
@@ -247,6 +256,7 @@ def evaluate(
         device=device.value,
         workers=workers,
         as_json=as_json,
+        split=split,
     )
 
 

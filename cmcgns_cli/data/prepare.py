@@ -28,6 +28,7 @@ from cmcgns_cli.data.prepared import (
     SKIPPED,
     atomic_write_text,
 )
+from cmcgns_cli.data.protocol import describe as describe_protocol
 from cmcgns_cli.data.readers import get_reader
 from cmcgns_cli.data.readers.base import Item, ReaderResult
 from cmcgns_cli.errors import BadInputError, RunFailedError
@@ -44,6 +45,7 @@ VERSION_PACKAGES = (
     "pylibjpeg-libjpeg",
     "pylibjpeg-openjpeg",
     "scikit-learn",
+    "shapely",
 )
 
 
@@ -90,6 +92,23 @@ def preprocess_params(dataset: str, size: int, options: dict[str, Any], reduce: 
         for k in ("csv", "image_col", "report_col", "label_cols", "split_col"):
             params[k] = options.get(k) if k != "csv" else str(options.get(k) or "")
     return params
+
+
+RULE_KEYS = (
+    "split_description",
+    "box_rule",
+    "box_versions",
+    "train_pool",
+    "text",
+    "pretrain_validate_split",
+    "validate_in_train",
+)
+
+
+def protocol_record(name: str, reader_meta: dict[str, Any]) -> dict[str, Any]:
+    """meta.json's ``protocol``: its name, the reader's split/box/pool/text rules, the
+    default fraction sampler and the library versions that decide them."""
+    return describe_protocol(name, {k: reader_meta[k] for k in RULE_KEYS if k in reader_meta})
 
 
 def _task(i: int, item: Item, masks: bool) -> writer.Task:
@@ -209,6 +228,7 @@ def run_prepare(
         "skipped_by_reason": summary["skipped_by_reason"],
         "label_names": list(result.meta.get("label_names", [])),
         **{k: v for k, v in result.meta.items() if k != "label_names"},
+        "protocol": protocol_record(options.get("protocol", "mgca"), result.meta),
         "paired": result.paired,
         "has_masks": result.masks,
         "job": job,
@@ -305,7 +325,10 @@ def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
 def _summary(
     dataset: str, manifest: pd.DataFrame, skipped: pd.DataFrame, result: ReaderResult, n_tasks: int
 ) -> dict[str, Any]:
-    splits = {s: int((manifest["split"] == s).sum()) for s in ("train", "validate", "test")}
+    names = ["train", "validate", "test"]
+    if len(manifest):  # extra splits such as CheXpert's 5x200
+        names += sorted(set(manifest["split"]) - set(names))
+    splits = {s: int((manifest["split"] == s).sum()) for s in names}
     prevalence: dict[str, float | None] = {}
     names = list(result.meta.get("label_names", []))
     if "labels" in manifest and len(manifest) and names:

@@ -51,8 +51,10 @@ class Prepared:
         return list(self.meta.get("label_names", []))
 
     def split_indices(self, split: str) -> np.ndarray:
-        """Row indices of one split (``train``, ``validate`` or ``test``)."""
-        return np.flatnonzero(self.manifest["split"].to_numpy() == split)
+        """Row indices of one split (``train``, ``validate``, ``test``, ``5x200``), or of
+        several joined by ``+`` (``validate+test``), in manifest order."""
+        values = self.manifest["split"].to_numpy()
+        return np.flatnonzero(np.isin(values, split.split("+")))
 
     def labels_array(self) -> np.ndarray:
         """Labels as a float (N, C) array (1/0/-1/NaN), from the ``labels`` list column."""

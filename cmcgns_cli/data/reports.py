@@ -237,6 +237,20 @@ def extract_sections(text: str) -> Sections:
     return Sections(findings, impression, fallback)
 
 
+def break_inline_headers(text: str) -> str:
+    """``text`` with every inline known section header moved to the start of its own line.
+
+    A one-line export (``INDICATION: ... FINDINGS: ... IMPRESSION: ...``) then reads like a
+    report with one header per line, so a line-based section parser (the published
+    protocol's) finds its sections. Headers are found as in :func:`extract_sections`: a
+    known name in upper case after any non-letter, or in any case after a sentence end.
+    """
+    text = _HEADER_INLINE_UPPER.sub(lambda m: "\n" + m.group(0), text)
+    return _HEADER_INLINE_SENTENCE.sub(
+        lambda m: m.group(0)[0] + "\n" + m.group(0)[1:].lstrip(" \t"), text
+    )
+
+
 def clean_text(text: str) -> str:
     """Normalise Unicode (:func:`normalize_text`), remove ``___``, collapse whitespace,
     lower-case. Letters with accents are kept."""

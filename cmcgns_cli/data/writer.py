@@ -48,7 +48,8 @@ SKIP_REASONS: dict[str, str] = {
     "report_too_short": "fewer than --min-words words in the kept sentences",
     "not_frontal": "lateral or unknown view (mimic, chexpert keep PA / AP / frontal)",
     "not_in_split": "mimic image absent from the official split file",
-    "held_out_5x200": "chexpert 5x200 zero-shot subset, held out as MGCA does",
+    "no_findings_or_impression": "mimic --protocol mgca: report has neither an IMPRESSION "
+    "nor a FINDINGS section (no fall-back, as the authors' code)",
     "unknown_class": "covidx class that is not one of the known labels",
     "bad_annotation": "object-cxr annotation string that cannot be parsed",
     "missing_value:<col>": "a blank value in a required CSV column <col>",

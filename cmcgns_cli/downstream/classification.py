@@ -14,9 +14,9 @@ from cmcgns_cli import jsonio
 from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
 from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
 from cmcgns_cli.downstream.features import cached_features, extract
-from cmcgns_cli.downstream.fractions import sample_fraction
 from cmcgns_cli.downstream.full import fit_full
 from cmcgns_cli.downstream.linear import fit_linear_head, score
+from cmcgns_cli.downstream.pools import cls_subset, resolve_sampler
 from cmcgns_cli.downstream.selectable import check_selectable
 from cmcgns_cli.downstream.tasks import get_cls_task
 from cmcgns_cli.errors import BadInputError
@@ -41,6 +41,7 @@ def finetune_cls(
     batch_size: int | None,
     seed: int,
     device: torch.device,
+    fraction_sampler: str | None = None,
 ) -> dict[str, Any]:
     """Train the head (and with ``full`` the encoder) and save it to ``out``."""
     prepared = open_prepared(data)
@@ -48,7 +49,8 @@ def finetune_cls(
     targets, names = task.targets(prepared)
     check_selectable(task_name, task.kind, task.metric, prepared, targets=targets)
     train_rows, val_rows = split_rows(prepared, "train"), split_rows(prepared, "validate")
-    chosen = train_rows[sample_fraction(targets[train_rows], fraction, seed)]
+    sampler = resolve_sampler(prepared, fraction_sampler)
+    chosen = cls_subset(prepared, train_rows, targets, fraction, seed, sampler)
     source = resolve_source(checkpoint, arch, image_weights, init_seed=seed)
     encoder = build_encoder(source)
     hp = {
@@ -74,6 +76,7 @@ def finetune_cls(
         "data": str(data),
         "encoder": source.to_dict(),
         "fraction": fraction,
+        "fraction_sampler": sampler,
         "seed": seed,
         "full": full,
         **hp,
@@ -116,6 +119,8 @@ def evaluate_cls(task_name: str, data: Path, finetuned: Path, device: torch.devi
         "value": metrics[task.metric],
         "metrics": metrics,
         "protocol": {
+            "data_protocol": prepared.meta.get("protocol"),
+            "fraction_sampler": record.get("fraction_sampler", "stratified"),
             "split_sizes": {
                 s: int(len(prepared.split_indices(s))) for s in ("train", "validate", "test")
             },

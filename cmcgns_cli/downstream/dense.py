@@ -200,13 +200,37 @@ def has_target_flags(
     return (np.asarray(masks).reshape(len(masks), -1).max(1) > 0).astype(np.int64)
 
 
+def split_columns(prepared: Prepared) -> tuple[str, str]:
+    """(split column, published-order column) of the detection/segmentation split.
+
+    RSNA prepared by this version carries the authors' separate detection/segmentation
+    split (``dense_split``, ``dense_order``); every other dataset uses ``split``.
+    """
+    if "dense_split" in prepared.manifest:
+        return "dense_split", "dense_order"
+    return "split", "mgca_order"
+
+
+def dense_rows(prepared: Prepared, split: str) -> np.ndarray:
+    """Row indices of ``split`` in the detection/segmentation split. Raises BadInputError."""
+    column, _ = split_columns(prepared)
+    rows = np.flatnonzero(prepared.manifest[column].to_numpy() == split)
+    if len(rows) == 0:
+        raise BadInputError(
+            f"{prepared.root / 'manifest.parquet'}: no rows in split {split!r} ({column})"
+        )
+    return rows
+
+
 def common_record(
     task: Any, data: Path, source: Any, fraction: float, seed: int, full: bool,
     hp: dict[str, Any], fit: Any, chosen: np.ndarray, flags: np.ndarray,
-    train_rows: np.ndarray, val_rows: np.ndarray,
+    train_rows: np.ndarray, val_rows: np.ndarray, sampler: str = "stratified",
+    pool: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The finetune.json fields detection and segmentation share (protocol and selection)."""
     return {
+        "fraction_sampler": sampler, "train_pool": pool or {},
         "task": task.name, "data": str(data), "encoder": source.to_dict(), "fraction": fraction,
         "seed": seed, "full": full, **hp,
         "n_train": int(len(chosen)), "n_train_positive": int(flags[chosen].sum()),
@@ -220,10 +244,14 @@ def write_record(out: Path, record: dict[str, Any]) -> None:
 
 
 def protocol(prepared: Prepared, record: dict[str, Any], n_test: int) -> dict[str, Any]:
+    column, _ = split_columns(prepared)
+    values = prepared.manifest[column].to_numpy()
     return {
-        "split_sizes": {
-            s: int(len(prepared.split_indices(s))) for s in ("train", "validate", "test")
-        },
+        "data_protocol": prepared.meta.get("protocol"),
+        "split_column": column,
+        "fraction_sampler": record.get("fraction_sampler", "stratified"),
+        "train_pool": record.get("train_pool", {}),
+        "split_sizes": {s: int((values == s).sum()) for s in ("train", "validate", "test")},
         "n_test": int(n_test),
         **{k: record[k] for k in ("fraction", "seed", "epochs", "lr", "batch_size", "full")},
         "n_train": record["n_train"],

@@ -21,11 +21,10 @@ from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
 from cmcgns_cli.downstream import dense
 from cmcgns_cli.downstream.classification import (
     load_finetune_record,
-    split_rows,
     write_subset_and_history,
 )
 from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
-from cmcgns_cli.downstream.fractions import sample_fraction
+from cmcgns_cli.downstream.pools import dense_subset, resolve_sampler
 from cmcgns_cli.downstream.selectable import check_selectable
 from cmcgns_cli.downstream.tasks import get_dense_task
 from cmcgns_cli.downstream.yolo import STAGES, YoloHead, default_anchors, postprocess, yolo_loss
@@ -116,15 +115,20 @@ def score_detections(prepared: Prepared, rows: np.ndarray, preds: list, boxes: l
 def finetune_det(
     *, task_name: str, data: Path, checkpoint: str, out: Path, fraction: float, full: bool,
     arch: str | None, image_weights: Path | None, epochs: int | None, lr: float | None,
-    batch_size: int | None, seed: int, device: torch.device,
+    batch_size: int | None, seed: int, device: torch.device, fraction_sampler: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     prepared = open_prepared(data)
     task = get_dense_task(task_name, prepared)
     check_selectable(task_name, task.kind, task.metric, prepared)
     boxes, labels, names = dense.box_targets(prepared, task)
-    train_rows, val_rows = split_rows(prepared, "train"), split_rows(prepared, "validate")
+    train_rows, val_rows = (
+        dense.dense_rows(prepared, "train"),
+        dense.dense_rows(prepared, "validate"),
+    )
     flags = dense.has_target_flags(task, boxes, None)
-    chosen = train_rows[sample_fraction(flags[train_rows], fraction, seed)]
+    sampler = resolve_sampler(prepared, fraction_sampler)
+    chosen, pool = dense_subset(prepared, task.name, train_rows, flags, fraction, seed, sampler,
+                                dense.split_columns(prepared)[1])  # fmt: skip
     source = resolve_source(checkpoint, arch, image_weights, init_seed=seed)
     torch.manual_seed(seed)
     det = Detector(build_encoder(source), source, len(names), full, prepared, device)
@@ -151,7 +155,7 @@ def finetune_det(
     write_subset_and_history(out, prepared, chosen, fit.history)
     record = {
         **dense.common_record(task, data, source, fraction, seed, full, hp, fit, chosen, flags,
-                              train_rows, val_rows),
+                              train_rows, val_rows, sampler, pool),
         "saved_encoder": keep_encoder, "class_names": names, "input_size": det.size,
         "anchors": det.anchors.cpu().tolist(), "anchors_rule": "YOLOv3 defaults x size/416",
     }  # fmt: skip
@@ -176,7 +180,7 @@ def evaluate_det(task_name: str, data: Path, finetuned: Path, device: torch.devi
         index = {n: i for i, n in enumerate(record["class_names"])}
         labels = [np.asarray([index[names[v]] for v in lab], dtype=np.int64) for lab in labels]
         names = record["class_names"]
-    test_rows = split_rows(prepared, "test")
+    test_rows = dense.dense_rows(prepared, "test")
     source = EncoderSource(**record["encoder"])
     encoder = build_encoder(source)
     if record["saved_encoder"]:

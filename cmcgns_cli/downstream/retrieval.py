@@ -111,5 +111,11 @@ def evaluate_retrieval(
         "task": "retrieval",
         "metric": "i2t_R@1",
         "metrics": metrics,
-        "protocol": {"seed": 0, "split": split, "weights": run.weights, "pairs": len(ds)},
+        "protocol": {
+            "seed": 0,
+            "split": split,
+            "weights": run.weights,
+            "pairs": len(ds),
+            "data_protocol": prepared.meta.get("protocol"),
+        },
     }

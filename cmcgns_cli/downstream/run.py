@@ -59,6 +59,7 @@ def run_finetune(
     seed: int,
     workers: int,
     as_json: bool,
+    fraction_sampler: str | None = None,
 ) -> None:
     _check_task(task, finetune=True)
     if not 0.0 < fraction <= 1.0:
@@ -67,11 +68,13 @@ def run_finetune(
         task_name=task, data=data, checkpoint=checkpoint, out=out, fraction=fraction,
         full=full, arch=arch, image_weights=image_weights, epochs=epochs, lr=lr,
         batch_size=batch_size, seed=seed, device=resolve_device(device),
+        fraction_sampler=fraction_sampler,
     )  # fmt: skip
     if as_json:
         emit_json(record)
         return
-    keys = ("fraction", "n_train", "n_validate", "epochs", "best_epoch", "best_validate")
+    keys = ("fraction", "fraction_sampler", "n_train", "n_validate", "epochs", "best_epoch",
+            "best_validate")  # fmt: skip
     stdout.print(kv_table(f"finetune {task} -> {out}", {k: record[k] for k in keys}))
 
 
@@ -86,6 +89,7 @@ def run_evaluate(
     device: str,
     workers: int,
     as_json: bool,
+    split: str = "test",
 ) -> None:
     _check_task(task)
     if save_examples < 0:
@@ -96,7 +100,7 @@ def run_evaluate(
     if task in EVAL_ONLY:
         if seeds > 1:
             err.print(f"note: {task} has no training randomness; --seeds {seeds} ignored")
-        result = _evaluate_pretrained(task, data, checkpoint, dev, prompts)
+        result = _evaluate_pretrained(task, data, checkpoint, dev, prompts, split)
         summary = _summarise([result])
         summary["protocol"] = result["protocol"]
         if as_json:
@@ -106,6 +110,8 @@ def run_evaluate(
         return
     if prompts is not None:
         err.print("note: --prompts applies to zeroshot-* tasks; ignored")
+    if split != "test":
+        raise BadInputError(f"--split {split}: finetuned tasks are scored on the test split")
     results = [_evaluate(task, data, checkpoint, dev, save_examples)]
     if seeds > 1:
         results += _other_seeds(task, data, checkpoint, seeds, dev)
@@ -130,7 +136,7 @@ def _other_seeds(task: str, data: Path, finetuned: Path, seeds: int, dev) -> lis
             image_weights=Path(enc["weights_file"]) if enc["checkpoint"] == "none"
             and enc["weights_file"] else None,
             epochs=record["epochs"], lr=record["lr"], batch_size=record["batch_size"],
-            seed=seed, device=dev,
+            seed=seed, device=dev, fraction_sampler=record.get("fraction_sampler", "stratified"),
         )  # fmt: skip
         results.append(_evaluate(task, data, sub, dev, 0))
     return results
@@ -160,14 +166,16 @@ def _evaluate(task: str, data: Path, finetuned: Path, dev, save_examples: int) -
     return evaluate_seg(task, data, finetuned, dev, save_examples)
 
 
-def _evaluate_pretrained(task: str, data: Path, run: Path, dev, prompts: Path | None) -> dict:
+def _evaluate_pretrained(
+    task: str, data: Path, run: Path, dev, prompts: Path | None, split: str = "test"
+) -> dict:
     if task == "retrieval":
         from cmcgns_cli.downstream.retrieval import evaluate_retrieval
 
-        return evaluate_retrieval(data, run, dev)
+        return evaluate_retrieval(data, run, dev, split=split)
     from cmcgns_cli.downstream.zeroshot import evaluate_zeroshot
 
-    return evaluate_zeroshot(task, data, run, dev, prompts_file=prompts)
+    return evaluate_zeroshot(task, data, run, dev, prompts_file=prompts, split=split)
 
 
 def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -29,11 +29,10 @@ from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
 from cmcgns_cli.downstream import dense
 from cmcgns_cli.downstream.classification import (
     load_finetune_record,
-    split_rows,
     write_subset_and_history,
 )
 from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
-from cmcgns_cli.downstream.fractions import sample_fraction
+from cmcgns_cli.downstream.pools import dense_subset, resolve_sampler
 from cmcgns_cli.downstream.selectable import check_selectable
 from cmcgns_cli.downstream.tasks import get_dense_task
 from cmcgns_cli.errors import BadInputError
@@ -194,15 +193,20 @@ class Segmenter:
 def finetune_seg(
     *, task_name: str, data: Path, checkpoint: str, out: Path, fraction: float, full: bool,
     arch: str | None, image_weights: Path | None, epochs: int | None, lr: float | None,
-    batch_size: int | None, seed: int, device: torch.device,
+    batch_size: int | None, seed: int, device: torch.device, fraction_sampler: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     prepared = open_prepared(data)
     task = get_dense_task(task_name, prepared)
     check_selectable(task_name, task.kind, task.metric, prepared)
     masks = dense.mask_targets(prepared)
-    train_rows, val_rows = split_rows(prepared, "train"), split_rows(prepared, "validate")
+    train_rows, val_rows = (
+        dense.dense_rows(prepared, "train"),
+        dense.dense_rows(prepared, "validate"),
+    )
     flags = dense.has_target_flags(task, None, masks)
-    chosen = train_rows[sample_fraction(flags[train_rows], fraction, seed)]
+    sampler = resolve_sampler(prepared, fraction_sampler)
+    chosen, pool = dense_subset(prepared, task.name, train_rows, flags, fraction, seed, sampler,
+                                dense.split_columns(prepared)[1])  # fmt: skip
     source = resolve_source(checkpoint, arch, image_weights, init_seed=seed)
     torch.manual_seed(seed)
     seg = Segmenter(SegNet(build_encoder(source), source), source, full, prepared, device)
@@ -226,7 +230,7 @@ def finetune_seg(
     write_subset_and_history(out, prepared, chosen, fit.history)
     record = {
         **dense.common_record(task, data, source, fraction, seed, full, hp, fit, chosen, flags,
-                              train_rows, val_rows),
+                              train_rows, val_rows, sampler, pool),
         "input_size": seg.size, "saved_encoder": keep_encoder,
         "decoder": "smp.Unet" if seg.net.kind == "resnet" else "PUP",
         "loss": "10 x focal(gamma=2) + (1 - soft dice)",
@@ -242,7 +246,7 @@ def evaluate_seg(task_name: str, data: Path, finetuned: Path, device: torch.devi
     prepared = open_prepared(data)
     task = get_dense_task(task_name, prepared)
     masks = dense.mask_targets(prepared)
-    test_rows = split_rows(prepared, "test")
+    test_rows = dense.dense_rows(prepared, "test")
     source = EncoderSource(**record["encoder"])
     net = SegNet(build_encoder(source), source)
     missing, unexpected = net.load_state_dict(

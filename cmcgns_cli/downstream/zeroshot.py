@@ -252,5 +252,6 @@ def evaluate_zeroshot(
             "weights": run.weights,
             "classes": classes,
             "prompts": str(prompts_file) if prompts_file else "default",
+            "data_protocol": prepared.meta.get("protocol"),
         },
     }

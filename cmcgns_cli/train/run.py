@@ -183,7 +183,9 @@ def _run_pretrain(
         raise BadInputError(f"{run / ckpt.TOKENIZER}: does not match the run's config.json")
     cache = token_cache(prepared, tok, fallback_dir=run)
     train_ds = PairedDataset(prepared, "train", cache, cfg.data, train=True, seed=cfg.train.seed)
-    val_ds = PairedDataset(prepared, "validate", cache, cfg.data, train=False, seed=cfg.train.seed)
+    # MIMIC prepared with --protocol mgca validates on validate + test, as the authors do
+    val_split = str(prepared.meta.get("pretrain_validate_split") or "validate")
+    val_ds = PairedDataset(prepared, val_split, cache, cfg.data, train=False, seed=cfg.train.seed)
     if train_ds.dropped or val_ds.dropped:
         err.print(
             f"skipped {train_ds.dropped} train and {val_ds.dropped} validate rows with an "

@@ -28,6 +28,18 @@ LABEL_POLICY = (
     "blank (unmentioned) -> 0; uncertain (-1) -> 1 for Atelectasis, Edema, Pleural Effusion "
     "(U-Ones) and -> 0 for Cardiomegaly, Consolidation (U-Zeros), as in MGCA."
 )
+# The 14 CheXpert observations less No Finding: the 5x200 rule checks all of them.
+OBSERVATIONS = [
+    *TASKS,
+    "Enlarged Cardiomediastinum",
+    "Lung Lesion",
+    "Lung Opacity",
+    "Pneumonia",
+    "Pneumothorax",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+]
 VALID_NUM = 5000
 PER_TASK_5X200 = 200
 
@@ -67,76 +79,124 @@ def _patient(path: str) -> tuple[str, str]:
     return (m.group(1), f"{m.group(1)}/{m.group(2)}") if m else ("", "")
 
 
+def _candidates_5x200(train: pd.DataFrame, per_task: int) -> list[np.ndarray]:
+    """Per competition task, positions (in ``train``, frontal rows) of its 5x200 images.
+
+    A candidate for a task is positive for it and 0 (blank counts as 0) for all twelve
+    other observations except No Finding; ``per_task`` of them are drawn with pandas
+    ``sample(n, random_state=0)``, as the authors' CheXpert preprocessing does.
+    """
+    vals = np.stack(
+        [train[c].map(parse_label).fillna(0.0).to_numpy(dtype=float) for c in OBSERVATIONS], 1
+    )
+    out = []
+    for i in range(len(TASKS)):
+        want = np.zeros(len(OBSERVATIONS))
+        want[i] = 1.0
+        cand = pd.DataFrame({"pos": np.flatnonzero((vals == want).all(1))})
+        n = min(per_task, len(cand))
+        out.append(cand.sample(n=n, random_state=0)["pos"].to_numpy() if n else cand["pos"].values)
+    return out
+
+
 def read(src: Path, options: dict[str, Any]) -> ReaderResult:
     protocol = options.get("protocol", "mgca")
     root = dataset_root(src)
-    required = ["Path", "Frontal/Lateral", *TASKS]
-    train = read_csv_checked(root / "train.csv", required)
-    valid = read_csv_checked(root / "valid.csv", required)
+    required = ["Path", "Frontal/Lateral", *OBSERVATIONS]
+    train_all = read_csv_checked(root / "train.csv", required)
+    valid = read_csv_checked(root / "valid.csv", ["Path", "Frontal/Lateral", *TASKS])
     skipped: list[Skip] = []
 
+    def is_frontal(df: pd.DataFrame) -> np.ndarray:
+        return (df["Frontal/Lateral"].str.strip().str.lower() == "frontal").to_numpy()
+
     def frontal(df: pd.DataFrame) -> pd.DataFrame:
-        keep = df["Frontal/Lateral"].str.strip().str.lower() == "frontal"
+        keep = is_frontal(df)
         for rel, fl in df.loc[~keep, ["Path", "Frontal/Lateral"]].itertuples(index=False):
             skipped.append(Skip(rel, str(_resolve(root, rel)), "not_frontal", fl))
-        return df.loc[keep].reset_index(drop=True)
+        return df.loc[keep]  # keeps train.csv's row labels
 
-    train, valid = frontal(train), frontal(valid)
-    # 5x200: per task, images positive for that task and negative (after blank->0) for the
-    # other four; MGCA holds these out for zero-shot evaluation. Scaled down for small sets.
+    train, valid = frontal(train_all), frontal(valid).reset_index(drop=True)
     per_task = min(PER_TASK_5X200, len(train) // 100)
-    held = np.zeros(len(train), dtype=bool)
-    if per_task > 0:
-        vals = np.stack(
-            [train[t].map(parse_label).fillna(0.0).to_numpy(dtype=float) for t in TASKS], 1
-        )
-        for i in range(len(TASKS)):
-            want = np.zeros(len(TASKS))
-            want[i] = 1.0
-            cand = train.loc[(vals == want).all(1)]
-            n = min(per_task, len(cand))
-            if n:
-                held[cand.sample(n=n, random_state=0).index.to_numpy()] = True
-    for rel in train.loc[held, "Path"]:
-        skipped.append(Skip(rel, str(_resolve(root, rel)), "held_out_5x200"))
-    rest = train.loc[~held].reset_index(drop=True)
-    n_valid = min(VALID_NUM, len(rest) // 10)
-    split = np.array(["train"] * len(rest), dtype=object)
+    picks = _candidates_5x200(train, per_task) if per_task > 0 else []
+    held_labels = [train.index[p] for pos in picks for p in pos]  # train.csv row labels
+    held = set(held_labels)
+    # The authors draw the validation rows from ALL views of train.csv less the 5x200
+    # images (np.random.seed(0); choice(len, 5000, replace=False)); the frontal ones of
+    # them are the validation images.
+    pop = train_all.loc[~train_all.index.isin(held_labels)]
+    n_valid = min(VALID_NUM, len(pop) // 10)
+    drawn = np.random.RandomState(0).choice(len(pop), size=n_valid, replace=False)
+    frontal_pop = is_frontal(pop)
+    parts: list[tuple[str, list[int], list[int]]] = []  # (split, row labels, mgca order)
     if protocol == "grouped":
-        patients = [_patient(p)[0] or p for p in rest["Path"]]
-        order = {p: i for i, p in enumerate(dict.fromkeys(patients))}
-        k = round(len(order) * n_valid / max(len(rest), 1))
+        rest = [i for i in train.index if i not in held]
+        patients = [_patient(train.at[i, "Path"])[0] or train.at[i, "Path"] for i in rest]
+        order = {p: k for k, p in enumerate(dict.fromkeys(patients))}
+        k = round(len(order) * int(frontal_pop[drawn].sum()) / max(len(rest), 1))
         chosen = set(np.random.RandomState(0).choice(len(order), size=k, replace=False).tolist())
-        for i, p in enumerate(patients):
-            if order[p] in chosen:
-                split[i] = "validate"
-    elif n_valid:
-        split[np.random.RandomState(0).choice(len(rest), size=n_valid, replace=False)] = "validate"
+        val_mask = [order[p] in chosen for p in patients]
+        parts.append(("train", [i for i, v in zip(rest, val_mask, strict=True) if not v], []))
+        parts.append(("validate", [i for i, v in zip(rest, val_mask, strict=True) if v], []))
+    else:
+        val_labels = [pop.index[p] for p in drawn if frontal_pop[p]]
+        # The authors then drop the drawn POSITIONS as row LABELS (df.drop(valid_ids)):
+        # reproduced, so most validation images also stay in train (see README).
+        dropped = set(drawn.tolist())
+        train_labels = [i for i in pop.index[frontal_pop] if i not in dropped]
+        parts.append(("train", train_labels, []))
+        parts.append(("validate", val_labels, []))
+    parts.append(("5x200", held_labels, []))
     items: list[Item] = []
     resolver = PathResolver([root, root.parent], first_guess=lambda r: _resolve(root, r))
-    for df, splits_ in ((rest, split), (valid, np.array(["test"] * len(valid), dtype=object))):
-        for row, s in zip(df.to_dict("records"), splits_, strict=True):
+    frames = [(name, train_all.loc[labels]) for name, labels, _ in parts]
+    frames.append(("test", valid))
+    for split, df in frames:
+        for order, row in enumerate(df.to_dict("records")):
             rel = row["Path"]
             patient, study = _patient(rel)
             items.append(
                 Item(
                     id=rel,
                     source_path=str(resolver.resolve(rel)),
-                    split=str(s),
+                    split=split,
                     patient_id=patient,
                     study_id=study,
                     view=(row.get("AP/PA") or "").strip().upper(),
                     labels=_labels(row),
+                    extra={"mgca_order": order},
                 )
             )
     desc = (
-        "test = official valid.csv (frontal); from train.csv (frontal) the 5x200 subset "
-        f"({per_task} per task, pandas sample random_state=0) is held out, then "
-        f"{n_valid} images (min(5000, 10%)) drawn with numpy RandomState(0) become validate"
+        "test = official valid.csv (frontal); 5x200 (its own split) = per task "
+        f"{per_task} frontal train.csv images positive for that task and 0 for the twelve "
+        "other observations except No Finding (pandas sample(n, random_state=0)); "
+        f"validate = the frontal ones of {n_valid} rows (min(5000, 10%)) drawn with numpy "
+        "RandomState(0) from all views of train.csv less the 5x200 images"
     )
     if protocol == "grouped":
-        desc += "; grouped: validate drawn by patient so no patient is in two splits"
-    meta = {"label_names": TASKS, "label_policy": LABEL_POLICY, "split_description": desc}
-    if resolver.rerooted:
-        meta["path_rerooting"] = resolver.report()
-    return ReaderResult(items=items, skipped=skipped, meta=meta)
+        desc += (
+            "; grouped: as many validation images drawn by patient (RandomState(0)) so no "
+            "patient is in two splits; train = the rest"
+        )
+    else:
+        desc += (
+            "; train = the frontal rows left after dropping the drawn positions as row labels, "
+            "as the authors' code does: most validation images stay in train (model "
+            "selection only; use --protocol grouped for a leak-free validation)"
+        )
+    leak = None
+    if protocol != "grouped":
+        val_set = {i for i in parts[1][1]}
+        leak = sum(1 for i in parts[0][1] if i in val_set)
+    return ReaderResult(
+        items=items,
+        skipped=skipped,
+        meta={
+            "label_names": TASKS,
+            "label_policy": LABEL_POLICY,
+            "split_description": desc,
+            "validate_in_train": leak,
+            **({"path_rerooting": resolver.report()} if resolver.rerooted else {}),
+        },
+    )

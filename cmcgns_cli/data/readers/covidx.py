@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cmcgns_cli.data import protocol as mgca
 from cmcgns_cli.data import splits
 from cmcgns_cli.data.readers.base import Item, ReaderResult, Skip, require_file
 from cmcgns_cli.errors import BadInputError
@@ -67,6 +68,7 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
     classes_seen = {c.lower() for _, _, c in train + test + (val or [])}
     names = BINARY if classes_seen <= {"positive", "negative"} else THREE
     index = {c.lower(): i for i, c in enumerate(names)}
+    train_order = list(range(len(train)))  # position in the published split table
     if val is not None:
         train_split = ["train"] * len(train)
         desc = "train.txt -> train, val.txt -> validate, test.txt -> test"
@@ -80,18 +82,18 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
         )
         folders = {"train": "train", "validate": "train", "test": "test"}
     else:
-        train_split = splits.split_train_valid(len(train), 0.2, seed=0)
+        train_split, train_order = mgca.split_train_valid_ordered(len(train), 0.2)
         desc = (
             "train.txt split 80/20 into train / validate with scikit-learn "
             "train_test_split(test_size=0.2, random_state=0) (MGCA); test = test.txt"
         )
         folders = {"train": "train", "validate": "train", "test": "test"}
-    rows = [(r, s, "train") for r, s in zip(train, train_split, strict=True)]
-    rows += [(r, "validate", "validate") for r in val or []]
-    rows += [(r, "test", "test") for r in test]
+    rows = [(r, s, "train", o) for r, s, o in zip(train, train_split, train_order, strict=True)]
+    rows += [(r, "validate", "validate", k) for k, r in enumerate(val or [])]
+    rows += [(r, "test", "test", k) for k, r in enumerate(test)]
     items: list[Item] = []
     skipped: list[Skip] = []
-    for (patient, fname, cls), split, origin in rows:
+    for (patient, fname, cls), split, origin, order in rows:
         path = str(src / folders[origin] / fname)
         k = index.get(cls.lower())
         if k is None:
@@ -106,7 +108,7 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
                 split=split,
                 patient_id=patient,
                 labels=onehot,
-                extra={"class_index": k},
+                extra={"class_index": k, "mgca_order": order},
             )
         )
     meta = {

@@ -6,8 +6,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+from cmcgns_cli.data.mgca_text import mgca_report_text
 from cmcgns_cli.data.readers.base import Item, ReaderResult, Skip, parse_label, read_csv_checked
-from cmcgns_cli.data.reports import read_report_file, report_sentences
+from cmcgns_cli.data.reports import (
+    count_words,
+    is_missing_report,
+    read_report_file,
+    report_sentences,
+    split_sentences,
+)
 
 METADATA = "mimic-cxr-2.0.0-metadata.csv.gz"
 SPLIT = "mimic-cxr-2.0.0-split.csv.gz"
@@ -46,8 +53,26 @@ def _report_root(src: Path) -> Path:
     return src / "files"
 
 
+def mgca_sentences(text: str | None, min_words: int) -> tuple[list[str], str | None]:
+    """``--protocol mgca`` text: last IMPRESSION then last FINDINGS, no fall-back.
+
+    ``(sentences, None)`` or ``([], reason)``: ``report_missing``,
+    ``no_findings_or_impression``, ``report_too_short``.
+    """
+    if not isinstance(text, str) or is_missing_report(text):
+        return [], "report_missing"
+    body = mgca_report_text(text)
+    if body is None:
+        return [], "no_findings_or_impression"
+    sentences = split_sentences(body)
+    if count_words(sentences) < max(min_words, 1):
+        return [], "report_too_short"
+    return sentences, None
+
+
 def read(src: Path, options: dict[str, Any]) -> ReaderResult:
     min_words = int(options.get("min_words", 3))
+    protocol = options.get("protocol", "mgca")
     meta_df = read_csv_checked(
         _find(src, METADATA), ["dicom_id", "subject_id", "study_id", "ViewPosition"]
     )
@@ -87,7 +112,11 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
                 text: str | None = read_report_file(report_path)
             except OSError:
                 text = None
-            report_cache[study] = report_sentences(text, min_words=min_words)
+            report_cache[study] = (
+                mgca_sentences(text, min_words)
+                if protocol == "mgca"
+                else report_sentences(text, min_words=min_words)
+            )
         sentences, reason = report_cache[study]
         if reason:
             skipped.append(Skip(dicom_id, path, reason))
@@ -110,6 +139,14 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
         "-1 uncertain, NaN unmentioned (or study absent from the labels file).",
         "split_description": "official mimic-cxr-2.0.0-split.csv.gz (train / validate / test); "
         "frontal views (PA, AP) only",
-        "text": "FINDINGS then IMPRESSION, cleaned, split into sentences (data/reports.py)",
+        "text": (
+            "the last IMPRESSION then the last FINDINGS section (the authors' choice); studies "
+            "with neither are dropped; cleaned and split into sentences"
+            if protocol == "mgca"
+            else "FINDINGS then IMPRESSION (all sections of each), falling back to the body "
+            "when a report has neither; cleaned and split into sentences"
+        ),
+        # the authors validate pretraining on the official validate and test studies
+        "pretrain_validate_split": "validate+test" if protocol == "mgca" else "validate",
     }
     return ReaderResult(items=items, skipped=skipped, meta=meta, paired=True)

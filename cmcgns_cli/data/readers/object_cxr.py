@@ -5,31 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from cmcgns_cli.data import protocol as mgca
 from cmcgns_cli.data import splits
 from cmcgns_cli.data.readers.base import Item, ReaderResult, Skip, read_csv_checked
 
 SHAPES = {0: "rectangle", 1: "ellipse", 2: "polygon"}
-
-
-def polygon_pole_box(points: np.ndarray) -> list[float]:
-    """A square around the polygon's pole of inaccessibility (the point inside it farthest
-    from its edges): side = 2 x that distance, found on a 1-px raster of the polygon."""
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    x0, y0 = np.floor(pts.min(0)) - 1
-    x1, y1 = np.ceil(pts.max(0)) + 1
-    w, h = int(x1 - x0) + 1, int(y1 - y0) + 1
-    raster = np.zeros((h, w), dtype=np.uint8)
-    cv2.fillPoly(raster, [np.rint(pts - [x0, y0]).astype(np.int32)], 1)
-    if not raster.any():
-        return polygon_bbox(pts)
-    dist = cv2.distanceTransform(raster, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    py, px = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    r = float(dist[py, px])
-    cx, cy = px + x0, py + y0
-    return [cx - r, cy - r, 2 * r, 2 * r]
+VALID_FRACTION = 0.1  # the authors' object_cxr preprocessing: test_size=0.1
 
 
 def polygon_bbox(points: np.ndarray) -> list[float]:
@@ -56,7 +39,7 @@ def parse_annotation(text: str, polygon_box: str = "pole") -> list[tuple[int, li
         elif polygon_box == "bbox":
             box = polygon_bbox(pts)
         else:
-            box = polygon_pole_box(pts)
+            box = mgca.polylabel_box(pts)
         out.append((shape, box))
     return out
 
@@ -72,19 +55,23 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
     dev = read_csv_checked(src / "dev.csv", ["image_name", "annotation"])
     names = [n.strip() for n in train["image_name"]]
     if protocol == "grouped":
-        split_of = splits.grouped(names, splits.split_train_valid, seed=0)
-    else:
-        split_of = splits.split_train_valid(len(names), 0.2, seed=0)
+        split_of = splits.grouped(
+            names, lambda n, seed: splits.split_train_valid(n, VALID_FRACTION, seed), seed=0
+        )
+        order_of = list(range(len(names)))
+    else:  # the authors' split keeps 10 % of train.csv for validation
+        split_of, order_of = mgca.split_train_valid_ordered(len(names), VALID_FRACTION)
     rows = [
-        (n, a, s, "train") for n, a, s in zip(names, train["annotation"], split_of, strict=True)
+        (n, a, s, "train", o)
+        for n, a, s, o in zip(names, train["annotation"], split_of, order_of, strict=True)
     ]
     rows += [
-        (n.strip(), a, "test", "dev")
-        for n, a in zip(dev["image_name"], dev["annotation"], strict=True)
+        (n.strip(), a, "test", "dev", k)
+        for k, (n, a) in enumerate(zip(dev["image_name"], dev["annotation"], strict=True))
     ]
     items: list[Item] = []
     skipped: list[Skip] = []
-    for name, ann, split, folder in rows:
+    for name, ann, split, folder, order in rows:
         fname = name if name.lower().endswith((".jpg", ".jpeg", ".png")) else f"{name}.jpg"
         path = str(src / folder / fname)
         if not name:
@@ -105,7 +92,7 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
                 labels=[1.0 if objects else 0.0],
                 boxes=[b for _, b in objects],
                 box_labels=[0] * len(objects),
-                extra={"box_shapes": [SHAPES[s] for s, _ in objects]},
+                extra={"box_shapes": [SHAPES[s] for s, _ in objects], "mgca_order": order},
             )
         )
     meta = {
@@ -115,13 +102,16 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
         "polygon_box": polygon_box,
         "box_rule": "rectangles and ellipses -> their bounding rectangle; polygons -> "
         + (
-            "a square of side 2r around the pole of inaccessibility (r = its distance to the "
-            "edge), the MGCA protocol"
+            "the authors' rule: the point list closed into a ring (a line), buffered by 100 px; "
+            "box centred on the pole of inaccessibility of that shape (shapely polylabel, "
+            "tolerance 10 px), half-width/height = the larger distance from the pole to the "
+            "ring's bounding-box edges (contains the polygon's bounding box)"
             if polygon_box == "pole"
             else "their bounding box"
         ),
-        "split_description": "test = dev.csv; train.csv split 80/20 into train / validate with "
-        "scikit-learn train_test_split(test_size=0.2, random_state=0)"
+        "box_versions": mgca.box_versions(),
+        "split_description": "test = dev.csv; train.csv split 90/10 into train / validate with "
+        "scikit-learn train_test_split(test_size=0.1, random_state=0)"
         + (" over unique image names" if protocol == "grouped" else " (MGCA)"),
     }
     return ReaderResult(items=items, skipped=skipped, meta=meta)

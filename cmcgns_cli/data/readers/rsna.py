@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cmcgns_cli.data import splits
+from cmcgns_cli.data import protocol as mgca
 from cmcgns_cli.data.readers.base import Item, ReaderResult, Skip, read_csv_checked
 
 LABELS = "stage_2_train_labels.csv"
@@ -45,9 +45,11 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
             g["target"] = 1.0
     pids = sorted(grouped)
     # Grouping by patient already keeps every patient in one split: mgca == grouped here.
-    split_of = splits.split_70_15_15(len(pids), seed=0)
+    split_of, order_of = mgca.split_70_15_15_ordered(len(pids))
+    # Detection and segmentation use the authors' own split of the same patients.
+    dense_of, dense_order = mgca.rsna_dense_split(len(pids))
     items: list[Item] = []
-    for pid, split in zip(pids, split_of, strict=True):
+    for k, (pid, split) in enumerate(zip(pids, split_of, strict=True)):
         g = grouped[pid]
         path = str(src / IMAGES / f"{pid}.dcm")
         if g["bad"]:
@@ -64,8 +66,19 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
                 boxes=g["boxes"],
                 box_labels=[0] * len(g["boxes"]),
                 mask=("boxes",),
+                extra={
+                    "mgca_order": order_of[k],
+                    "dense_split": dense_of[k],
+                    "dense_order": dense_order[k],
+                },
             )
         )
+    holdout = mgca.rsna_dense_holdout(len(pids))
+    dense_desc = (
+        f"train_test_split(test_size={holdout}, random_state=0) over the {len(pids)} patients "
+        f"(10,674 of 26,684 in the authors' code, scaled to this patient count), the held-out "
+        "part train_test_split(test_size=0.5, random_state=0): first half test, second validate"
+    )
     meta = {
         "label_names": ["Pneumonia"],
         "box_classes": ["Lung Opacity"],
@@ -73,7 +86,8 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
         "split_description": "rows grouped by patientId (sorted), then scikit-learn "
         "train_test_split(test_size=0.3, random_state=0) -> train 70%; the rest "
         "train_test_split(test_size=0.5, random_state=0) -> test 15% / validate 15% (MGCA). "
-        "Grouping by patient makes this leak-free, so --protocol grouped is the same.",
+        "Grouping by patient makes this leak-free, so --protocol grouped is the same. "
+        f"Detection and segmentation (column dense_split): {dense_desc}.",
         "masks": "boxes filled, 0/1",
     }
     return ReaderResult(items=items, skipped=skipped, meta=meta, masks=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from cmcgns_cli.data import protocol as mgca
 from cmcgns_cli.data import splits
 from cmcgns_cli.data.readers.base import Item, ReaderResult, Skip, read_csv_checked
 from cmcgns_cli.data.rle import RleEncoding, detect_rle_encoding
@@ -76,8 +77,14 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
     rles = [s.strip() for s in df["EncodedPixels"]]
     if protocol == "grouped":
         split_of = splits.grouped(ids, splits.split_70_15_15, seed=0)
+        row_order = list(range(len(ids)))
     else:  # MGCA splits the CSV rows: an image with several rows can land in two splits
-        split_of = splits.split_70_15_15(len(ids), seed=0)
+        split_of, row_order = mgca.split_70_15_15_ordered(len(ids))
+    # an image's position in its published split table = that of its first row there
+    first_pos: dict[tuple[str, str], int] = {}
+    for image_id, split, pos in zip(ids, split_of, row_order, strict=True):
+        key = (image_id, split)
+        first_pos[key] = min(pos, first_pos.get(key, pos))
     # one item per (ImageId, split), first-seen order; its mask = union of its rows there
     groups: dict[tuple[str, str], list[str]] = {}
     skipped: list[Skip] = []
@@ -103,6 +110,7 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
                 study_id=image_id,
                 labels=[1.0 if positive else 0.0],
                 mask=("rle", [r for r in rle_list if r != "-1"], encoding.spec),
+                extra={"mgca_order": first_pos[(image_id, split)]},
             )
         )
     desc = (
@@ -121,5 +129,9 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
         "split_description": desc,
         "masks": "union of the image's RLE rows, 0/1",
         "rle_encoding": encoding.as_dict(),
+        "train_pool": "segmentation trains on a balanced pool drawn at finetune time: every "
+        "positive training image plus as many negative training images, drawn with numpy's "
+        "legacy generator seeded with the run seed (the authors' SIIM dataset); label "
+        "fractions are drawn from that pool; validate and test keep all their images",
     }
     return ReaderResult(items=items, skipped=skipped, meta=meta, masks=True)

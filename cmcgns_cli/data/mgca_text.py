@@ -1,0 +1,101 @@
+"""MIMIC-CXR report text as the published protocol chooses it (``--protocol mgca``).
+
+The authors' preprocessing (MGCA, after the MIMIC-CXR section parser of the dataset's
+maintainers) splits a report at upper-case ``HEADER:`` lines, normalises the header names
+(``CONCLUSION`` -> impression, ``FINDINGS AND IMPRESSION`` -> impression, ``PA AND
+LATERAL`` -> findings, common misspellings, ...), drops empty findings/impression
+sections, keeps only the LAST impression and the LAST findings section, and pairs the
+image with ``impression + " " + findings`` (here joined by a blank line, so that an impression
+without a final full stop never merges with the first findings sentence; the words are the
+same). A study with neither is dropped: there is no
+fall-back to other text. Sentence splitting afterwards is the project's own
+(:func:`cmcgns_cli.data.reports.split_sentences`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from cmcgns_cli.data.reports import break_inline_headers, normalize_text
+
+# header at a line start: upper-case words, spaces and ( ) / , - then a colon and space
+_HEADER = re.compile(r"^[ \t]*([A-Z][A-Z ()/,\-]*):\s", re.MULTILINE)
+_EXACT = {
+    "conclusion": "impression",
+    "findings and impression": "impression",
+    "findings/impression": "impression",
+    "findings/ impression": "impression",
+    "chest, two views": "findings",
+    "reference findings": "findings",
+    "finding": "findings",
+    "ndication": "impression",
+    **{
+        typo: "impression"
+        for typo in (
+            "impresson",
+            "imprression",
+            "imoression",
+            "impressoin",
+            "imprssion",
+            "impresion",
+            "imperssion",
+            "mpression",
+            "impession",
+        )
+    },  # fmt: skip
+    **{
+        typo: "findings"
+        for typo in (
+            "findins",
+            "findindgs",
+            "findgings",
+            "findngs",
+            "findnings",
+            "finidngs",
+        )
+    },  # fmt: skip
+}
+_OTHER_MAIN = ("history", "comparison", "addendum")
+_FINDINGS_LIKE = re.compile(
+    "chest|portable|pa and lateral|lateral and pa|ap and lateral|lateral and ap|frontal and|"
+    "two views|frontal view|pa view|ap view|one view|lateral view|bone window|"
+    "frontal upright|frontal semi-upright|ribs|pa and lat"
+)
+
+
+def section_kind(header: str) -> str:
+    """Normalised name of a section header: ``impression``, ``findings`` or other text."""
+    name = header.strip().lower()
+    if name in _EXACT:
+        return _EXACT[name]
+    for main in ("impression", "findings", *_OTHER_MAIN):
+        if main in name:
+            return main
+    return "findings" if _FINDINGS_LIKE.search(name) else name
+
+
+def mgca_report_text(text: str | None) -> str | None:
+    """``last IMPRESSION + "\n\n" + last FINDINGS`` of a report, or None when it has neither.
+
+    Sections are the text between one header and the next; empty ones do not count.
+    Never raises.
+    """
+    if not isinstance(text, str):
+        return None
+    # Unicode spaces/dashes normalised and inline headers put on their own lines, so a
+    # one-line export is parsed like the line-per-header reports the authors' parser reads.
+    text = break_inline_headers(normalize_text(text.replace("\r\n", "\n").replace("\r", "\n")))
+    heads = list(_HEADER.finditer(text))
+    last: dict[str, str] = {}
+    for k, m in enumerate(heads):
+        kind = section_kind(m.group(1))
+        if kind not in ("impression", "findings"):
+            continue
+        stop = heads[k + 1].start() if k + 1 < len(heads) else len(text)
+        body = text[m.end() : stop].strip()
+        if body:
+            last[kind] = body
+    parts = [last[k] for k in ("impression", "findings") if k in last]
+    # a blank line between the two: a section end always ends a sentence, even when the
+    # impression has no final full stop
+    return "\n\n".join(parts) if parts else None
