@@ -279,6 +279,23 @@ def embed(
 
 
 @app.command()
+def export(
+    run: Path = typer.Argument(..., help="Pretrain run directory."),
+    out: Path = typer.Option(..., "--out", help="New folder for the bundle."),
+    data: Path | None = typer.Option(
+        None, "--data", help="The run's prepared training data, if it has moved."
+    ),
+    license_id: str = typer.Option("other", "--license", help="Model-card license id."),
+    weights: str = typer.Option("auto", "--weights", help="auto, best or last."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write a self-describing, checksummed bundle of a run (for a model hub)."""
+    from cmcgns_cli.export import run_export
+
+    run_export(run=run, out=out, data=data, license_id=license_id, weights=weights, as_json=as_json)
+
+
+@app.command()
 def synth(
     out: Path = typer.Option(..., "--out", help="Folder for the six raw layouts."),
     n: int = typer.Option(200, "--n", min=1, help="Studies to draw."),
