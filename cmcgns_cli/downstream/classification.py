@@ -39,6 +39,7 @@ def finetune_cls(
     batch_size: int | None,
     seed: int,
     device: torch.device,
+    allow_partial: bool = False,
 ) -> dict[str, Any]:
     """Train the head (and with ``full`` the encoder) and save it to ``out``."""
     prepared = open_prepared(data)
@@ -46,7 +47,9 @@ def finetune_cls(
     targets, names = task.targets(prepared)
     train_rows, val_rows = split_rows(prepared, "train"), split_rows(prepared, "validate")
     chosen = train_rows[sample_fraction(targets[train_rows], fraction, seed)]
-    source = resolve_source(checkpoint, arch, image_weights, init_seed=seed)
+    source = resolve_source(
+        checkpoint, arch, image_weights, init_seed=seed, allow_partial=allow_partial
+    )
     encoder = build_encoder(source)
     hp = {
         "epochs": epochs if epochs is not None else DEFAULTS["epochs"],

@@ -115,7 +115,7 @@ def score_detections(prepared: Prepared, rows: np.ndarray, preds: list, boxes: l
 def finetune_det(
     *, task_name: str, data: Path, checkpoint: str, out: Path, fraction: float, full: bool,
     arch: str | None, image_weights: Path | None, epochs: int | None, lr: float | None,
-    batch_size: int | None, seed: int, device: torch.device,
+    batch_size: int | None, seed: int, device: torch.device, allow_partial: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     prepared = open_prepared(data)
     task = get_dense_task(task_name, prepared)
@@ -123,7 +123,9 @@ def finetune_det(
     train_rows, val_rows = split_rows(prepared, "train"), split_rows(prepared, "validate")
     flags = dense.has_target_flags(task, boxes, None)
     chosen = train_rows[sample_fraction(flags[train_rows], fraction, seed)]
-    source = resolve_source(checkpoint, arch, image_weights, init_seed=seed)
+    source = resolve_source(
+        checkpoint, arch, image_weights, init_seed=seed, allow_partial=allow_partial
+    )
     torch.manual_seed(seed)
     det = Detector(build_encoder(source), source, len(names), full, prepared, device)
     hp = {k: v if v is not None else DEFAULTS[k]

@@ -59,6 +59,7 @@ def run_finetune(
     seed: int,
     workers: int,
     as_json: bool,
+    allow_partial: bool = False,
 ) -> None:
     _check_task(task, finetune=True)
     if not 0.0 < fraction <= 1.0:
@@ -67,6 +68,7 @@ def run_finetune(
         task_name=task, data=data, checkpoint=checkpoint, out=out, fraction=fraction,
         full=full, arch=arch, image_weights=image_weights, epochs=epochs, lr=lr,
         batch_size=batch_size, seed=seed, device=resolve_device(device),
+        allow_partial=allow_partial,
     )  # fmt: skip
     if as_json:
         emit_json(record)
@@ -130,7 +132,7 @@ def _other_seeds(task: str, data: Path, finetuned: Path, seeds: int, dev) -> lis
             image_weights=Path(enc["weights_file"]) if enc["checkpoint"] == "none"
             and enc["weights_file"] else None,
             epochs=record["epochs"], lr=record["lr"], batch_size=record["batch_size"],
-            seed=seed, device=dev,
+            seed=seed, device=dev, allow_partial=bool(enc.get("allow_partial", False)),
         )  # fmt: skip
         results.append(_evaluate(task, data, sub, dev, 0))
     return results
