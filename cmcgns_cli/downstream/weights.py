@@ -15,12 +15,13 @@ Accepted files (``finetune --image-weights FILE``):
 The prefix is found, not configured: for every key of the file and every ``.`` boundary in it,
 the part after the boundary is looked up among the encoder's own keys; the prefix that
 explains the most encoder keys wins (ties: the shortest). Pickles are read with
-``torch.load(weights_only=True)`` only: a file that needs arbitrary code to unpickle is
-refused, never executed.
+``torch.load(weights_only=True)`` (plus ``argparse.Namespace``, which timm's training script
+saves) only: a file that needs arbitrary code to unpickle is refused, never executed.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass
@@ -89,7 +90,10 @@ def read_weights(path: Path) -> tuple[dict[str, Tensor], str]:
             from safetensors.torch import load_file
 
             return load_file(str(path)), "safetensors"
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        # timm's train.py stores its argparse Namespace beside the weights: a plain attribute
+        # bag, safe to rebuild; anything else outside torch's allow-list is refused
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any read failure is a bad input file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInputError(

@@ -8,6 +8,7 @@ never the loader's output.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -85,7 +86,9 @@ def test_lightning_checkpoint_prefix_is_found_and_stripped(tmp_path: Path) -> No
 def test_timm_checkpoint_and_safetensors_with_ddp_prefix(tmp_path: Path) -> None:
     ref = _vit_tiny().state_dict()
     path = tmp_path / "timm.pth.tar"
-    torch.save({"epoch": 3, "arch": "vit_tiny_patch16_224", "state_dict": ref, "version": 2}, path)
+    args = argparse.Namespace(model="vit_tiny_patch16_224", lr=5e-4)  # timm's train.py saves it
+    torch.save({"epoch": 3, "arch": "vit_tiny_patch16_224", "state_dict": ref, "version": 2,
+                "args": args}, path)  # fmt: skip
     enc = _encoder("vit_tiny")
     rep = load_encoder_weights(enc.backbone, path, ("head.",))
     assert (rep.layout, rep.prefix, rep.missing) == ("timm", "", 0)
@@ -150,9 +153,14 @@ def test_other_architecture_is_refused_with_counts(tmp_path: Path) -> None:
         load_encoder_weights(_encoder("resnet_tiny").backbone, r18, ("fc.",))
 
 
+@dataclasses.dataclass
+class _Trainer:  # any class outside torch's weights_only allow-list
+    lr: float = 1.0
+
+
 def test_pickled_objects_beyond_tensors_are_refused(tmp_path: Path) -> None:
-    path = tmp_path / "args.pth"
-    torch.save({"state_dict": _resnet_tiny().state_dict(), "args": argparse.Namespace(lr=1)}, path)
+    path = tmp_path / "obj.pth"
+    torch.save({"state_dict": _resnet_tiny().state_dict(), "trainer": _Trainer()}, path)
     with pytest.raises(BadInputError, match="weights_only=True"):
         load_encoder_weights(_encoder("resnet_tiny").backbone, path, ("fc.",))
 
