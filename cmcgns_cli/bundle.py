@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,22 @@ def verify_sums(root: Path) -> int:
     return n
 
 
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and progress bars (stderr stays for our own lines)."""
+    from transformers.utils import logging as hf_logging
+
+    level, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
 def load_bundle(root: Path) -> tuple[Any, torch.nn.Module, Any, dict[str, Any]]:
     """``(config, model (eval mode, CPU), tokenizer, config.json extra)`` of a verified bundle.
 
@@ -104,7 +122,8 @@ def load_bundle(root: Path) -> tuple[Any, torch.nn.Module, Any, dict[str, Any]]:
     tok = load_tokenizer(root / info.get("tokenizer", "tokenizer"))
     cfg.model.text_encoder = str(root / info.get("text_encoder", "text_encoder"))
     cfg.model.image_weights = None  # the bundle's own weights follow
-    model = build_model(cfg, None)
+    with quiet_transformers():  # the unused BERT pooler is dropped: no "MISSING" report
+        model = build_model(cfg, None)
     model.load_state_dict(ckpt.load_weights(root / ckpt.MODEL), strict=True)
     model.eval()
     return cfg, model, tok, extra

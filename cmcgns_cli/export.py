@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cmcgns_cli import __version__
-from cmcgns_cli.bundle import BUNDLE_FORMAT, SUMS, sha256_file, write_sums
+from cmcgns_cli.bundle import BUNDLE_FORMAT, SUMS, quiet_transformers, sha256_file, write_sums
 from cmcgns_cli.card import find_results, model_card
 from cmcgns_cli.console import emit_json, err, kv_table
 from cmcgns_cli.console import out as stdout
@@ -95,9 +95,8 @@ def run_export(
             export_image_encoder_state(enc),
             {"arch": enc.name, "library": "torchvision" if enc.kind == "resnet" else "timm"},
         )
-        loaded.model.text_encoder.bert.save_pretrained(
-            str(tmp / TEXT_ENCODER), safe_serialization=True
-        )
+        with quiet_transformers():
+            loaded.model.text_encoder.bert.save_pretrained(str(tmp / TEXT_ENCODER))
         loaded.tok.save_pretrained(str(tmp / TOKENIZER))
         (tmp / TRAIN_IDS).write_text("".join(f"{i}\n" for i in pairs["train_ids"]), "utf-8")
         bundle = {

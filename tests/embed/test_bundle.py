@@ -202,3 +202,24 @@ def test_hub_id_only_from_the_local_cache(bundle, tmp_path, monkeypatch) -> None
     np.testing.assert_allclose(
         model.encode_reports(texts), cm.load(run).encode_reports(texts), atol=1e-6
     )
+
+
+def test_export_refuses_bad_requests(bundle, cli, tmp_path) -> None:
+    data, run, out = bundle
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("keep me")
+    res = cli("export", run, "--out", full)
+    assert res.exit_code == 2 and "exists and is not empty" in res.stderr
+    assert (full / "x").read_text() == "keep me"
+    res = cli("export", out, "--out", tmp_path / "again")
+    assert res.exit_code == 2 and "already an exported bundle" in res.stderr
+    res = cli("export", run, "--out", tmp_path / "b2", "--data", tmp_path / "moved")
+    assert res.exit_code == 2 and "pass --data DIR" in res.stderr
+    assert not (tmp_path / "b2").exists()
+    # another prepared dataset is not the run's training data
+    from tests.downstream.test_classification_cli import _write_chexpert_like
+
+    other = _write_chexpert_like(tmp_path / "chx", n=120)
+    res = cli("export", run, "--out", tmp_path / "b3", "--data", other)
+    assert res.exit_code == 2 and not (tmp_path / "b3").exists()
