@@ -69,6 +69,11 @@ def resolve_source(
             str(weights) if weights else None, sha256_of(weights) if weights else None,
             init_seed, allow_partial,
         )  # fmt: skip
+    if image_weights is not None:
+        raise BadInputError(
+            f"--image-weights {image_weights} with --checkpoint {checkpoint}: give one encoder "
+            "(--checkpoint none --image-weights FILE, or a run / bundle)"
+        )
     run = Path(checkpoint)
     cfg_path, weights = run / "config.json", run / ENCODER_FILE
     if not cfg_path.is_file():

@@ -204,6 +204,10 @@ def test_cli_finetune_records_prefix_and_counts(cli, prepared: Path, tmp_path: P
     bad = cli(*base, "--checkpoint", "none", "--image-weights", part, "--out", tmp_path / "p")
     assert bad.exit_code == 2
     assert str(part) in bad.stderr and "--allow-partial" in bad.stderr
+    both = cli(
+        *base, "--checkpoint", str(tmp_path), "--image-weights", part, "--out", tmp_path / "x"
+    )
+    assert both.exit_code == 2 and "give one encoder" in both.stderr
     ok = cli(*base, "--image-weights", part, "--out", tmp_path / "p2", "--allow-partial")
     assert ok.exit_code == 0, ok.stderr
     assert json.loads(ok.stdout)["encoder"]["weights_load"]["missing"] == len(keys) - len(keys) // 2

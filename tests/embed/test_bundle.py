@@ -223,3 +223,4 @@ def test_export_refuses_bad_requests(bundle, cli, tmp_path) -> None:
     other = _write_chexpert_like(tmp_path / "chx", n=120)
     res = cli("export", run, "--out", tmp_path / "b3", "--data", other)
     assert res.exit_code == 2 and not (tmp_path / "b3").exists()
+    assert str(other / "manifest.parquet") in res.stderr
