@@ -15,7 +15,7 @@ import typer
 
 from cmcgns_cli.config import PRESETS
 from cmcgns_cli.console import err
-from cmcgns_cli.errors import CmcgnsError
+from cmcgns_cli.errors import BadInputError, CmcgnsError
 
 app = typer.Typer(
     name="cmcgns",
@@ -182,7 +182,9 @@ def pretrain(
 def finetune(
     task: str = typer.Option(..., "--task", help=f"One of: {', '.join(TASKS[:7])}."),
     data: Path = typer.Option(..., "--data", help="Prepared downstream dataset."),
-    checkpoint: str = typer.Option(..., "--checkpoint", help="Pretrain run directory or none."),
+    checkpoint: str | None = typer.Option(
+        None, "--checkpoint", help="Pretrain run directory, exported bundle, or none."
+    ),
     out: Path = typer.Option(..., "--out", help="Output directory."),
     fraction: float = typer.Option(1.0, "--fraction", help="Share of training labels: 0.01-1."),
     full: bool = typer.Option(False, "--full", help="Fine-tune the encoder too."),
@@ -191,6 +193,9 @@ def finetune(
     ),
     image_weights: Path | None = typer.Option(
         None, "--image-weights", help="Start from a torchvision-compatible state dict."
+    ),
+    allow_partial: bool = typer.Option(
+        False, "--allow-partial", help="Accept image weights that fill < 95 % of the encoder."
     ),
     epochs: int | None = typer.Option(None, "--epochs"),
     lr: float | None = typer.Option(None, "--lr"),
@@ -208,10 +213,12 @@ def finetune(
     """Train a downstream head (linear probe, detector or U-Net) on a pretrained encoder."""
     from cmcgns_cli.downstream.run import run_finetune
 
+    if checkpoint is None and image_weights is None:
+        raise BadInputError("give --checkpoint RUN|BUNDLE|none, or --image-weights FILE")
     run_finetune(
         task=task,
         data=data,
-        checkpoint=checkpoint,
+        checkpoint=checkpoint or "none",
         out=out,
         fraction=fraction,
         full=full,
@@ -225,6 +232,7 @@ def finetune(
         workers=workers,
         as_json=as_json,
         fraction_sampler=fraction_sampler,
+        allow_partial=allow_partial,
     )
 
 
@@ -286,6 +294,23 @@ def embed(
         device=device.value,
         workers=workers,
     )
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="Pretrain run directory."),
+    out: Path = typer.Option(..., "--out", help="New folder for the bundle."),
+    data: Path | None = typer.Option(
+        None, "--data", help="The run's prepared training data, if it has moved."
+    ),
+    license_id: str = typer.Option("other", "--license", help="Model-card license id."),
+    weights: str = typer.Option("auto", "--weights", help="auto, best or last."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write a self-describing, checksummed bundle of a run (for a model hub)."""
+    from cmcgns_cli.export import run_export
+
+    run_export(run=run, out=out, data=data, license_id=license_id, weights=weights, as_json=as_json)
 
 
 @app.command()

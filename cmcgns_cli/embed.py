@@ -9,7 +9,6 @@ the run: it becomes a row with an error and a note on stderr.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -17,22 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from cmcgns_cli import jsonio
+from cmcgns_cli.api import load
 from cmcgns_cli.console import err, progress
-from cmcgns_cli.embedding.encode import image_embeddings, text_embeddings, to_device
-from cmcgns_cli.embedding.inputs import (
-    ImagePrep,
-    TextPrep,
-    expand_images,
-    prepared_size,
-    read_reports,
-    text_sentences,
-)
-from cmcgns_cli.embedding.runs import open_run
+from cmcgns_cli.embedding.inputs import expand_images, read_reports
 from cmcgns_cli.errors import BadInputError, RunFailedError
-from cmcgns_cli.runtime import resolve_device
 
 FORMATS = ("jsonl", "parquet", "npy")
 
@@ -51,67 +40,20 @@ def _format(fmt: str, out: Path | None) -> str:
 
 
 def iter_image_rows(
-    run: Any, paths: list[str], batch_size: int, local: bool
+    model: Any, paths: list[str], batch_size: int, local: bool
 ) -> Iterator[dict[str, Any]]:
-    prep = ImagePrep(run.cfg, prepared_size(_run_extra(run.path)))
-    for a in range(0, len(paths), batch_size):
-        chunk = paths[a : a + batch_size]
-        loaded = [prep.load(p) for p in chunk]
-        ok = [i for i, (t, _) in enumerate(loaded) if t is not None]
-        emb = None
-        if ok:
-            x = torch.stack([loaded[i][0] for i in ok]).to(run.device)
-            emb = image_embeddings(run.model, x)
-        pos = {i: j for j, i in enumerate(ok)}
-        for i, path in enumerate(chunk):
-            row: dict[str, Any] = {"id": path, "kind": "image", "embedding": None, "error": None}
-            if i in pos:
-                row["embedding"] = emb["global"][pos[i]].cpu().numpy()
-                if local:
-                    row["local"] = emb["local"][pos[i]].float().cpu().numpy()
-            else:
-                row["error"] = loaded[i][1]
-                if local:
-                    row["local"] = None
-            yield row
+    """``embed``'s image rows: :meth:`cmcgns_cli.api.Model.image_rows` plus id and kind."""
+    for path, row in zip(paths, model.image_rows(paths, batch_size, local), strict=True):
+        yield {"id": path, "kind": "image", **row}
 
 
 def iter_report_rows(
-    run: Any, reports: list[tuple[str, str]], batch_size: int, local: bool
+    model: Any, reports: list[tuple[str, str]], batch_size: int, local: bool
 ) -> Iterator[dict[str, Any]]:
-    tp = TextPrep(run.cfg, run.tok)
-    for a in range(0, len(reports), batch_size):
-        chunk = reports[a : a + batch_size]
-        parsed = [text_sentences(text) for _, text in chunk]
-        items = tp.items([s for s, _ in parsed])
-        ok = [i for i, it in enumerate(items) if it is not None]
-        emb = None
-        if ok:
-            emb = text_embeddings(
-                run.model, to_device(tp.collate([items[i] for i in ok]), run.device)
-            )
-        pos = {i: j for j, i in enumerate(ok)}
-        for i, (rid, _) in enumerate(chunk):
-            row: dict[str, Any] = {"id": rid, "kind": "report", "embedding": None, "error": None}
-            if i in pos:
-                j = pos[i]
-                row["embedding"] = emb["global"][j].cpu().numpy()
-                if local:
-                    n = int(emb["sentence_mask"][j].sum())
-                    row["local"] = emb["sentences"][j, :n].float().cpu().numpy()
-                    row["sentences"] = parsed[i][0][:n]
-            else:
-                row["error"] = parsed[i][1] or "report_empty: no token after cleaning"
-                if local:
-                    row["local"], row["sentences"] = None, parsed[i][0]
-            yield row
-
-
-def _run_extra(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    """``embed``'s report rows: :meth:`cmcgns_cli.api.Model.report_rows` plus id and kind."""
+    texts = [text for _, text in reports]
+    for (rid, _), row in zip(reports, model.report_rows(texts, batch_size, local), strict=True):
+        yield {"id": rid, "kind": "report", **row}
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +83,7 @@ def run_embed(
     fmt = _format(fmt, out)
     if fmt == "npy" and local:
         raise BadInputError("--local needs --format parquet or jsonl (.npy holds one vector a row)")
-    run = open_run(checkpoint, resolve_device(device))
+    model = load(checkpoint, device)
     paths = expand_images(images, stdin) if images is not None else []
     texts = read_reports(reports, stdin) if reports is not None else []
     total = len(paths) + len(texts)
@@ -150,11 +92,11 @@ def run_embed(
     sink = stdout or sys.stdout
     rows: list[dict[str, Any]] = []
     failed = 0
-    dim = int(run.cfg.model.embed_dim)
+    dim = model.embed_dim
 
     def stream() -> Iterator[dict[str, Any]]:
-        yield from iter_image_rows(run, paths, batch_size, local)
-        yield from iter_report_rows(run, texts, batch_size, local)
+        yield from iter_image_rows(model, paths, batch_size, local)
+        yield from iter_report_rows(model, texts, batch_size, local)
 
     with progress() as bar:
         task = bar.add_task("embed", total=total)
@@ -186,8 +128,8 @@ def run_embed(
     elif fmt == "npy":
         write_npy(Path(out), rows, dim)
     err.print(
-        f"embedded {total - failed} of {total} inputs ({failed} failed) with {run.path} "
-        f"({run.weights} weights) on {run.device}" + (f" -> {out}" if out else ""),
+        f"embedded {total - failed} of {total} inputs ({failed} failed) with {model.path} "
+        f"({model.weights} weights) on {model.device}" + (f" -> {out}" if out else ""),
         highlight=False,
     )
     return {"total": total, "failed": failed}

@@ -238,17 +238,21 @@ def extract_sections(text: str) -> Sections:
 
 
 def break_inline_headers(text: str) -> str:
-    """``text`` with every inline known section header moved to the start of its own line.
+    """``text`` with every known section header on a line of its own, as ``NAME: ``.
 
-    A one-line export (``INDICATION: ... FINDINGS: ... IMPRESSION: ...``) then reads like a
-    report with one header per line, so a line-based section parser (the published
-    protocol's) finds its sections. Headers are found as in :func:`extract_sections`: a
-    known name in upper case after any non-letter, or in any case after a sentence end.
+    A one-line export (``INDICATION: ... FINDINGS: ... IMPRESSION: ...``), or headers in
+    mixed case (``Findings :``), then read like a report with one upper-case header per
+    line, so a line-based section parser (the published protocol's) finds its sections.
+    Headers are found as in :func:`extract_sections`: a known name at a line start in any
+    case, in upper case after any non-letter, or in any case after a sentence end.
     """
-    text = _HEADER_INLINE_UPPER.sub(lambda m: "\n" + m.group(0), text)
-    return _HEADER_INLINE_SENTENCE.sub(
-        lambda m: m.group(0)[0] + "\n" + m.group(0)[1:].lstrip(" \t"), text
-    )
+
+    def name(m: re.Match[str]) -> str:
+        return "\n" + re.sub(r"\s+", " ", m.group(1).strip().upper()) + ": "
+
+    text = _HEADER_INLINE_SENTENCE.sub(lambda m: m.group(0)[0] + name(m), text)
+    text = _HEADER_INLINE_UPPER.sub(name, text)
+    return _HEADER_ANYCASE.sub(name, text)
 
 
 def clean_text(text: str) -> str:

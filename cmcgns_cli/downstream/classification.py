@@ -42,6 +42,7 @@ def finetune_cls(
     seed: int,
     device: torch.device,
     fraction_sampler: str | None = None,
+    allow_partial: bool = False,
 ) -> dict[str, Any]:
     """Train the head (and with ``full`` the encoder) and save it to ``out``."""
     prepared = open_prepared(data)
@@ -51,7 +52,9 @@ def finetune_cls(
     train_rows, val_rows = split_rows(prepared, "train"), split_rows(prepared, "validate")
     sampler = resolve_sampler(prepared, fraction_sampler)
     chosen = cls_subset(prepared, train_rows, targets, fraction, seed, sampler)
-    source = resolve_source(checkpoint, arch, image_weights, init_seed=seed)
+    source = resolve_source(
+        checkpoint, arch, image_weights, init_seed=seed, allow_partial=allow_partial
+    )
     encoder = build_encoder(source)
     hp = {
         "epochs": epochs if epochs is not None else DEFAULTS["epochs"],

@@ -27,6 +27,8 @@ class EncoderSource:
     weights_file: str | None
     weights_sha256: str | None
     init_seed: int = 0  # seeds the random init when there is no weights file
+    allow_partial: bool = False  # --allow-partial: accept < 95 % of the encoder's tensors
+    weights_load: dict[str, Any] | None = None  # the LoadReport of the last load (prefix, counts)
 
     @property
     def weights_key(self) -> str:
@@ -46,9 +48,16 @@ def sha256_of(path: Path) -> str:
 
 
 def resolve_source(
-    checkpoint: str, arch: str | None, image_weights: Path | None, init_seed: int = 0
+    checkpoint: str,
+    arch: str | None,
+    image_weights: Path | None,
+    init_seed: int = 0,
+    allow_partial: bool = False,
 ) -> EncoderSource:
-    """Work out architecture, input sizes and weights without building anything."""
+    """Work out architecture, input sizes and weights without building anything.
+
+    ``checkpoint``: a pretrain run directory, an exported bundle (its SHA256SUMS is verified)
+    or ``none`` (then ``image_weights`` in any layout :mod:`.weights` reads, or random init)."""
     if checkpoint.lower() == "none":
         arch = arch or "resnet50"
         data = _preset_data_for(arch)
@@ -58,35 +67,54 @@ def resolve_source(
         return EncoderSource(
             "none", arch, data.image_size, data.crop_size,
             str(weights) if weights else None, sha256_of(weights) if weights else None,
-            init_seed,
+            init_seed, allow_partial,
         )  # fmt: skip
+    if image_weights is not None:
+        raise BadInputError(
+            f"--image-weights {image_weights} with --checkpoint {checkpoint}: give one encoder "
+            "(--checkpoint none --image-weights FILE, or a run / bundle)"
+        )
     run = Path(checkpoint)
     cfg_path, weights = run / "config.json", run / ENCODER_FILE
     if not cfg_path.is_file():
         raise BadInputError(f"{cfg_path}: not a pretrain run directory (no config.json)")
     if not weights.is_file():
         raise BadInputError(f"{weights}: pretrain run has no exported image encoder")
+    from cmcgns_cli.bundle import is_bundle, verify_sums
     from cmcgns_cli.train.run import load_run_config
+
+    if is_bundle(run):
+        verify_sums(run)
 
     cfg, _ = load_run_config(run)
     if arch and arch != cfg.model.image_encoder:
         raise BadInputError(f"{cfg_path}: run uses {cfg.model.image_encoder}, --arch says {arch}")
     return EncoderSource(
         str(run), cfg.model.image_encoder, cfg.data.image_size, cfg.data.crop_size,
-        str(weights), sha256_of(weights),
+        str(weights), sha256_of(weights), allow_partial=allow_partial,
     )  # fmt: skip
 
 
 def build_encoder(source: EncoderSource):  # -> ImageEncoder
-    """The encoder described by ``source``, with its weights loaded."""
-    from cmcgns_cli.model.encoders import build_image_encoder, load_image_weights
+    """The encoder described by ``source``, with its weights loaded (any layout
+    :func:`.weights.load_encoder_weights` reads; the prefix and counts are printed and kept in
+    ``source.weights_load``). Raises ``BadInputError`` below 95 % loaded unless
+    ``source.allow_partial``."""
+    from cmcgns_cli.console import err
+    from cmcgns_cli.downstream.weights import load_encoder_weights
+    from cmcgns_cli.model.encoders import build_image_encoder
 
     # A random init is drawn from a recorded seed so evaluate can rebuild the same encoder.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(source.init_seed)
         encoder = build_image_encoder(ModelConfig(image_encoder=source.arch, image_weights=None))
     if source.weights_file:
-        load_image_weights(encoder, source.weights_file)
+        head = ("fc.",) if encoder.kind == "resnet" else ("head.",)
+        report = load_encoder_weights(
+            encoder.backbone, source.weights_file, head, allow_partial=source.allow_partial
+        )
+        source.weights_load = report.to_dict()
+        err.print(report.line(), highlight=False, soft_wrap=True)
     return encoder
 
 

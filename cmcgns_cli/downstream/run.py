@@ -60,6 +60,7 @@ def run_finetune(
     workers: int,
     as_json: bool,
     fraction_sampler: str | None = None,
+    allow_partial: bool = False,
 ) -> None:
     _check_task(task, finetune=True)
     if not 0.0 < fraction <= 1.0:
@@ -69,6 +70,7 @@ def run_finetune(
         full=full, arch=arch, image_weights=image_weights, epochs=epochs, lr=lr,
         batch_size=batch_size, seed=seed, device=resolve_device(device),
         fraction_sampler=fraction_sampler,
+        allow_partial=allow_partial,
     )  # fmt: skip
     if as_json:
         emit_json(record)
@@ -137,6 +139,7 @@ def _other_seeds(task: str, data: Path, finetuned: Path, seeds: int, dev) -> lis
             and enc["weights_file"] else None,
             epochs=record["epochs"], lr=record["lr"], batch_size=record["batch_size"],
             seed=seed, device=dev, fraction_sampler=record.get("fraction_sampler", "stratified"),
+            allow_partial=bool(enc.get("allow_partial", False)),
         )  # fmt: skip
         results.append(_evaluate(task, data, sub, dev, 0))
     return results

@@ -194,6 +194,7 @@ def finetune_seg(
     *, task_name: str, data: Path, checkpoint: str, out: Path, fraction: float, full: bool,
     arch: str | None, image_weights: Path | None, epochs: int | None, lr: float | None,
     batch_size: int | None, seed: int, device: torch.device, fraction_sampler: str | None = None,
+    allow_partial: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     prepared = open_prepared(data)
     task = get_dense_task(task_name, prepared)
@@ -207,7 +208,9 @@ def finetune_seg(
     sampler = resolve_sampler(prepared, fraction_sampler)
     chosen, pool = dense_subset(prepared, task.name, train_rows, flags, fraction, seed, sampler,
                                 dense.split_columns(prepared)[1])  # fmt: skip
-    source = resolve_source(checkpoint, arch, image_weights, init_seed=seed)
+    source = resolve_source(
+        checkpoint, arch, image_weights, init_seed=seed, allow_partial=allow_partial
+    )
     torch.manual_seed(seed)
     seg = Segmenter(SegNet(build_encoder(source), source), source, full, prepared, device)
     hp = {k: v if v is not None else DEFAULTS[k]

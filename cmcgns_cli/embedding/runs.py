@@ -36,14 +36,21 @@ def open_run(
     random_init: bool = False,
     weights: str = "auto",
 ) -> LoadedRun:
-    """Load ``checkpoint`` (a pretrain run directory). ``weights``: auto (best/ when the run
-    has one, else the last weights), best or last. A missing run is bad input (exit 2)."""
+    """Load ``checkpoint`` (a pretrain run directory, or a bundle written by ``cmcgns export``,
+    whose SHA256SUMS is verified first). ``weights``: auto (best/ when the run has one, else
+    the last weights), best or last. A missing run is bad input (exit 2)."""
+    from cmcgns_cli.bundle import is_bundle, load_bundle
     from cmcgns_cli.train import checkpoint as ckpt
     from cmcgns_cli.train.evaluate import load_run
 
     run = Path(checkpoint)
     if not run.is_dir():
         raise BadInputError(f"{run}: no such pretrain run directory")
+    if is_bundle(run) and not random_init:
+        cfg, model, tok, _ = load_bundle(run)
+        dev = torch.device(device)
+        model.to(dev).eval()
+        return LoadedRun(run, cfg, model, tok, dev, "bundle")
     if not (run / ckpt.CONFIG).is_file():
         raise BadInputError(f"{run / ckpt.CONFIG}: not a pretrain run directory (no config.json)")
     if weights == "auto":

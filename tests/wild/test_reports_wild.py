@@ -151,9 +151,10 @@ def test_same_sentences_in_prepare_mimic_and_prepare_folder(cli, tmp_path):
               "--size", 32, "--json")  # fmt: skip
     assert res.exit_code == 0, res.stderr
     man = pd.read_parquet(tmp_path / "pm" / "manifest.parquet")
-    mimic = {ids[r.id]: [canon(s) for s in r.sentences] for r in man.itertuples()}
-    assert mimic.pop("CP1252") == ["small left sided effusion", "small effusion"]
-    assert mimic == {n: CASES[n][1] for n in names}
+    # --protocol mgca (the default) puts IMPRESSION before FINDINGS: compare as sorted lists
+    mimic = {ids[r.id]: sorted(canon(s) for s in r.sentences) for r in man.itertuples()}
+    assert mimic.pop("CP1252") == ["small effusion", "small left sided effusion"]
+    assert mimic == {n: sorted(CASES[n][1]) for n in names}
 
     src = tmp_path / "folder"
     rows = []

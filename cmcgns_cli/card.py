@@ -1,0 +1,198 @@
+"""The model card (README.md) of an exported bundle: YAML front matter, then the facts.
+
+The front matter follows the Hugging Face model-card metadata (``license``, ``tags``,
+``datasets``, ``metrics``, ``model-index``); the body states the preset, the objective
+variant, every switch that differs from the preset, the prepared data's meta.json, the
+training manifest's sha256 and the downstream results found beside the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cmcgns_cli import jsonio
+from cmcgns_cli.config import Config, resolve
+
+TAGS = ["cmcgns", "cm-cgns", "chest-x-ray", "radiology-reports", "vision-language", "medical"]
+
+
+def non_default_switches(cfg: Config) -> dict[str, dict[str, Any]]:
+    """``{"section.key": {"value": v, "preset": p}}`` for every setting that differs from the
+    preset the run names (with the run's objective variant applied), excluding run-local
+    settings (device, workers, logging)."""
+    try:
+        base = resolve(cfg.preset, cli={"loss": {"variant": cfg.loss.variant}})
+    except Exception:  # noqa: BLE001 - an unknown preset: every setting is a switch
+        base = Config()
+    skip = {"train.device", "data.workers", "train.log_every"}
+    out: dict[str, dict[str, Any]] = {}
+    for section in ("data", "model", "loss", "train"):
+        mine, theirs = getattr(cfg, section), getattr(base, section)
+        for f in dataclasses.fields(mine):
+            key = f"{section}.{f.name}"
+            a, b = getattr(mine, f.name), getattr(theirs, f.name)
+            if a != b and key not in skip:
+                out[key] = {"value": a, "preset": b}
+    return out
+
+
+def _same_run(checkpoint: str | None, run: Path) -> bool:
+    if not checkpoint or checkpoint == "none":
+        return False
+    try:
+        return Path(checkpoint).resolve() == run.resolve()
+    except OSError:
+        return False
+
+
+def find_results(run: Path) -> list[dict[str, Any]]:
+    """``metrics.json`` files of evaluations of this run: in the run directory, below it, or
+    in a sibling directory, whose recorded encoder checkpoint is this run."""
+    run = Path(run)
+    candidates = [
+        run / "metrics.json",
+        *run.glob("*/metrics.json"),
+        *run.parent.glob("*/metrics.json"),
+    ]
+    seen, out = set(), []
+    for path in candidates:
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        try:
+            res = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        proto = res.get("protocol") or {}
+        enc = (proto.get("encoder") or {}).get("checkpoint")
+        inside = run.resolve() in path.resolve().parents
+        if not (_same_run(enc, run) or (inside and enc is None)):
+            continue
+        if not isinstance(res.get("metrics"), dict):
+            continue
+        out.append(
+            {
+                "file": str(path),
+                "task": res.get("task"),
+                "metric": res.get("metric"),
+                "value": res.get("value"),
+                "metrics": res["metrics"],
+                "fraction": proto.get("fraction"),
+                "full": proto.get("full"),
+            }
+        )
+    return out
+
+
+def _front_matter(
+    cfg: Config, pairs: dict[str, Any], results: list[dict[str, Any]], license_id: str
+) -> dict[str, Any]:
+    dataset = str(pairs["meta"].get("dataset", "unknown"))
+    meta: dict[str, Any] = {
+        "license": license_id,
+        "library_name": "cmcgns",
+        "pipeline_tag": "feature-extraction",
+        "tags": [*TAGS, cfg.model.image_encoder, f"preset-{cfg.preset}"],
+        "datasets": [dataset],
+        "metrics": sorted({str(r["metric"]) for r in results if r.get("metric")}),
+    }
+    if results:
+        meta["model-index"] = [
+            {
+                "name": f"cmcgns-{cfg.preset}-{cfg.model.image_encoder}",
+                "results": [
+                    {
+                        "task": {"type": "image-classification", "name": str(r["task"])},
+                        "dataset": {"type": str(r["task"]), "name": str(r["task"])},
+                        "metrics": [
+                            {"type": str(k), "value": float(v), "name": str(k)}
+                            for k, v in r["metrics"].items()
+                            if isinstance(v, int | float)
+                        ],
+                    }
+                    for r in results
+                ],
+            }
+        ]
+    return meta
+
+
+def model_card(
+    cfg: Config,
+    config: dict[str, Any],
+    pairs: dict[str, Any],
+    results: list[dict[str, Any]],
+    license_id: str,
+) -> str:
+    """The README.md text of a bundle (YAML front matter between ``---`` lines, then
+    Markdown)."""
+    front = yaml.safe_dump(_front_matter(cfg, pairs, results, license_id), sort_keys=False)
+    switches = non_default_switches(cfg)
+    bundle = config["bundle"]
+    lines = [
+        "---",
+        front.rstrip(),
+        "---",
+        "",
+        f"# CM-CGNS {cfg.model.image_encoder} ({cfg.preset})",
+        "",
+        "Image and report encoders pretrained with CM-CGNS (cross-modal clustering-guided",
+        "negative sampling and cross-modal masked image reconstruction; Lan, Li, Xia et al.,",
+        "arXiv 2506.11674).",
+        "",
+        "```python",
+        "import cmcgns_cli as cm",
+        'model = cm.load("THIS_FOLDER")',
+        'img = model.encode_images(["a.dcm"]); txt = model.encode_reports(["No acute process."])',
+        "```",
+        "",
+        "## Training",
+        "",
+        f"- preset: `{cfg.preset}`",
+        f"- objective variant: `{cfg.loss.variant}`",
+        f"- image encoder: `{cfg.model.image_encoder}`; text encoder: "
+        f"`{cfg.model.text_encoder}`; embedding dimension {cfg.model.embed_dim}",
+        f"- weights: the run's `{bundle['weights']}` weights",
+        f"- training pairs: {bundle['train_pairs']} (ids in `train_ids.txt`)",
+        f"- training manifest sha256: `{bundle['manifest_sha256']}`",
+        "",
+        "### Non-default switches",
+        "",
+    ]
+    if switches:
+        lines += [
+            f"- `{k}` = `{v['value']}` (preset: `{v['preset']}`)" for k, v in switches.items()
+        ]
+    else:
+        lines.append("- none: the preset as published")
+    lines += ["", "### Prepared data (meta.json)", "", "```json"]
+    lines += [jsonio.dumps(pairs["meta"], indent=2, default=str), "```", "", "## Results", ""]
+    if results:
+        lines += ["| task | fraction | linear/full | metric | value |", "|---|---|---|---|---|"]
+        for r in results:
+            mode = "full" if r.get("full") else "linear"
+            value = r.get("value")
+            shown = f"{value:.4f}" if isinstance(value, int | float) else "n/a"
+            lines.append(
+                f"| {r['task']} | {r.get('fraction')} | {mode} | {r['metric']} | {shown} |"
+            )
+    else:
+        lines.append("No `metrics.json` was found beside the run at export time.")
+    lines += [
+        "",
+        "## Files",
+        "",
+        "- `model.safetensors`: the whole model (`cmcgns embed --checkpoint THIS_FOLDER`)",
+        "- `image_encoder.safetensors`: the image encoder with stock "
+        + ("torchvision" if cfg.model.image_encoder.startswith("resnet") else "timm")
+        + " keys (`load_state_dict`)",
+        "- `text_encoder/`, `tokenizer/`: Hugging Face `AutoModel` / `AutoTokenizer` folders",
+        "- `SHA256SUMS`: checksums of every file (`sha256sum -c SHA256SUMS`)",
+        "",
+    ]
+    return "\n".join(lines)
