@@ -131,15 +131,38 @@ def _decode_dicom(path: str | os.PathLike[str]) -> Any:
         rgb = arr if arr.dtype == np.uint8 else _minmax_u8(arr.astype(np.float64))
         img = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
     else:
-        img = dicom_to_uint8(ds, arr)
-        if _inverted(ds, photometric):
-            img = 255 - img
+        img = presentation(ds, photometric, dicom_to_uint8(ds, arr))
     view = str(getattr(ds, "ViewPosition", "") or "").strip()
     from cmcgns_cli.data.imageio import Decoded
 
     return Decoded(
         image=img, orig_h=img.shape[0], orig_w=img.shape[1], view=view, fallbacks=fallbacks
     )
+
+
+def presentation(ds: Any, photometric: str, img: np.ndarray) -> np.ndarray:
+    """The presentation stage on the uint8 VOI output, applied once.
+
+    A Presentation LUT Sequence (PS3.3 C.11.4) maps the full VOI output range 0..255 onto
+    its entries (P-values rescaled from the LUT's bit depth to 0..255; the LUT already
+    encodes the polarity). pydicom's ``apply_presentation_lut`` is not used for this: it
+    stretches the data's own min..max onto the LUT, which changes the contrast of every
+    image that does not span the whole range. Without a sequence: the inversion of
+    :func:`_inverted`.
+    """
+    if "PresentationLUTSequence" in ds:
+        item = ds.PresentationLUTSequence[0]
+        n, _, bits = (int(v) for v in item.LUTDescriptor)
+        n = 65536 if n == 0 else n
+        raw = item.LUTData
+        if isinstance(raw, bytes | bytearray):
+            lut = np.frombuffer(raw, dtype="<u2" if bits > 8 else "u1")[:n]
+        else:
+            lut = np.asarray(raw, dtype=np.int64).ravel()[:n]
+        idx = np.rint(img.astype(np.float64) * ((len(lut) - 1) / 255.0)).astype(np.int64)
+        out = lut.astype(np.float64)[idx]
+        return np.clip(np.rint(out * (255.0 / (2**bits - 1))), 0, 255).astype(np.uint8)
+    return 255 - img if _inverted(ds, photometric) else img
 
 
 def _inverted(ds: Any, photometric: str) -> bool:
