@@ -31,10 +31,8 @@ from __future__ import annotations
 import io
 import os
 import struct
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -326,176 +324,6 @@ def _to_gray(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
 
 
-def _minmax_u8(arr: np.ndarray) -> np.ndarray:
-    lo, hi = float(np.min(arr)), float(np.max(arr))
-    if hi <= lo:
-        return np.zeros(arr.shape, dtype=np.uint8)
-    return np.clip(np.rint((arr - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
-
-
-def _first(value: object) -> float:
-    try:
-        return float(value[0])  # type: ignore[index]
-    except TypeError:
-        return float(value)  # type: ignore[arg-type]
-
-
-def decode_dicom(path: str | os.PathLike[str]) -> Decoded:
-    """Decode a DICOM file (see the module docstring); raises :class:`ImageError`."""
-    # pydicom warns about every oddity of a bad file; the skip reason says it. Its logger is
-    # left alone: it belongs to the application, not to this library.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _decode_dicom(path)
-
-
-def read_dicom(path: str | os.PathLike[str]) -> tuple[Any, list[str]]:
-    """``(dataset, fallbacks)``: a file without preamble / ``DICM`` / file meta is read with
-    ``force=True``; a missing Transfer Syntax UID is taken from the encoding the data set was
-    read with (Implicit VR Little Endian is the DICOM default, PS3.5 section 10.1). Each
-    assumption is one short string in ``fallbacks``. Raises :class:`ImageError`."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
-    errors = (InvalidDicomError, EOFError, OSError, ValueError, KeyError, struct.error)
-    fallbacks: list[str] = []
-    try:
-        ds = pydicom.dcmread(path)
-    except InvalidDicomError:
-        try:
-            ds = pydicom.dcmread(path, force=True)
-        except errors as exc:
-            raise ImageError("unreadable_image", f"not a readable DICOM ({exc})") from None
-        fallbacks.append("no_preamble_or_file_meta:read_with_force")
-    except errors as exc:
-        raise ImageError("unreadable_image", f"not a readable DICOM ({exc})") from None
-    if not any(el.tag.group != 0x0002 for el in ds):
-        raise ImageError("unreadable_image", "DICOM header holds no data set")
-    meta = ds.file_meta if hasattr(ds, "file_meta") else None
-    if meta is None or "TransferSyntaxUID" not in meta:
-        implicit, little = getattr(ds, "original_encoding", (True, True))
-        if implicit is None:
-            implicit, little = True, True
-        uid = (
-            ImplicitVRLittleEndian
-            if implicit
-            else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
-        )
-        from pydicom.dataset import FileMetaDataset
-
-        if meta is None:
-            ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = uid
-        fallbacks.append(f"transfer_syntax_assumed:{uid.name.replace(' ', '_')}")
-    # Image Pixel module elements a bare data set may lack: take the value every
-    # grey radiograph has, and say so.
-    if "PixelData" in ds:
-        defaults = (
-            ("SamplesPerPixel", 1),
-            ("PhotometricInterpretation", "MONOCHROME2"),
-            ("PixelRepresentation", 0),
-        )
-        for keyword, value in defaults:
-            if keyword not in ds:
-                setattr(ds, keyword, value)
-                fallbacks.append(f"{keyword}_assumed:{value}")
-        if "BitsAllocated" in ds and "BitsStored" not in ds:
-            ds.BitsStored = ds.BitsAllocated
-            fallbacks.append(f"BitsStored_assumed:{ds.BitsAllocated}")
-        if "BitsStored" in ds and "HighBit" not in ds:
-            ds.HighBit = int(ds.BitsStored) - 1
-            fallbacks.append(f"HighBit_assumed:{ds.HighBit}")
-    return ds, fallbacks
-
-
-def _decode_dicom(path: str | os.PathLike[str]) -> Decoded:
-    ds, fallbacks = read_dicom(path)
-    if "PixelData" not in ds and "FloatPixelData" not in ds:
-        raise ImageError("no_pixel_data", "DICOM has no PixelData")
-    try:
-        # pydicom 3 returns YBR_* data (native or JPEG, with or without JFIF) already
-        # converted to RGB (``as_rgb=True``, its default): the colour space is converted
-        # exactly once, here, by pydicom.
-        arr = ds.pixel_array
-    except Exception as exc:  # truncated data, unsupported syntax, missing plugin
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        low = msg.lower()
-        short = ("less than expected", "length", "truncat", "end of")
-        reason = "truncated_image" if any(k in low for k in short) else "unreadable_image"
-        raise ImageError(reason, f"pixel data cannot be decoded ({msg})") from None
-    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 and arr.ndim >= 3:
-        arr = arr[0]
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
-    if arr.ndim == 3:  # colour, RGB (see above): luma as OpenCV computes it (ITU-R BT.601)
-        rgb = arr if arr.dtype == np.uint8 else _minmax_u8(arr.astype(np.float64))
-        img = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-    else:
-        img = dicom_to_uint8(ds, arr)
-        if _inverted(ds, photometric):
-            img = 255 - img
-    view = str(getattr(ds, "ViewPosition", "") or "").strip()
-    return Decoded(
-        image=img, orig_h=img.shape[0], orig_w=img.shape[1], view=view, fallbacks=fallbacks
-    )
-
-
-def _inverted(ds: Any, photometric: str) -> bool:
-    """Presentation stage, applied once (PS3.3 C.11.6.1, C.8.11.6.1.2): the output is the
-    inverse of the VOI output for Presentation LUT Shape INVERSE, and for MONOCHROME1
-    (whose Presentation LUT Shape the standard sets to INVERSE: one inversion, not two)."""
-    shape = str(getattr(ds, "PresentationLUTShape", "") or "").strip().upper()
-    return photometric == "MONOCHROME1" or shape == "INVERSE"
-
-
-def dicom_to_uint8(ds: object, arr: np.ndarray) -> np.ndarray:
-    """Modality LUT, then VOI LUT or window, then uint8 (see the module docstring)."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    has_rescale = "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds
-    values = apply_modality_lut(arr, ds) if has_rescale else arr
-    voi_seq = getattr(ds, "VOILUTSequence", None)
-    if voi_seq:
-        lut_item = voi_seq[0]
-        out = apply_voi_lut(values, ds, index=0, prefer_lut=True)
-        raw = lut_item.LUTData
-        if isinstance(raw, bytes | bytearray):
-            bits = int(lut_item.LUTDescriptor[2])
-            lut = np.frombuffer(raw, dtype="<u2" if bits > 8 else "u1").astype(np.float64)
-        else:
-            lut = np.asarray(raw, dtype=np.float64).ravel()
-        return _scale_range(out.astype(np.float64), float(lut.min()), float(lut.max()))
-    center = getattr(ds, "WindowCenter", None)
-    width = getattr(ds, "WindowWidth", None)
-    if center is not None and width is not None:
-        c, w = _first(center), _first(width)
-        if w > 0:
-            fn = str(getattr(ds, "VOILUTFunction", "LINEAR") or "LINEAR").upper()
-            return _window(values.astype(np.float64), c, w, fn)
-    if arr.dtype == np.uint8 and not has_rescale:
-        return arr.astype(np.uint8, copy=False)
-    return _minmax_u8(values.astype(np.float64))
-
-
-def _scale_range(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    if hi <= lo:
-        return np.zeros(v.shape, dtype=np.uint8)
-    return np.clip(np.rint((v - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
-
-
-def _window(v: np.ndarray, c: float, w: float, fn: str) -> np.ndarray:
-    """DICOM PS3.3 C.11.2.1.2 window to [0, 1], then to 0..255."""
-    if fn == "SIGMOID":
-        y = 1.0 / (1.0 + np.exp(-4.0 * (v - c) / w))
-    elif fn == "LINEAR_EXACT":
-        y = (v - c) / w + 0.5
-    else:
-        if w < 1:
-            w = 1.0
-        y = (v - (c - 0.5)) / max(w - 1.0, 1e-9) + 0.5
-    return np.clip(np.rint(np.clip(y, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
-
-
 def load_prepared_image(
     path: str | os.PathLike[str], size: int, *, reduce: bool = True
 ) -> tuple[np.ndarray, Transform, Decoded]:
@@ -503,3 +331,29 @@ def load_prepared_image(
     dec = decode(path, size=size, reduce=reduce)
     tf = letterbox_transform(dec.orig_h, dec.orig_w, size)
     return letterbox(dec.image, tf, size), tf, dec
+
+
+# DICOM decoding lives in its own module (one job: the standard's pixel pipeline); these
+# names are re-exported because callers and tests import them from here.
+from cmcgns_cli.data.dicomio import (  # noqa: E402
+    _minmax_u8,
+    decode_dicom,
+    dicom_to_uint8,
+    read_dicom,
+)
+
+__all__ = [
+    "Decoded",
+    "ImageError",
+    "Transform",
+    "apply_exif_orientation",
+    "decode",
+    "decode_dicom",
+    "dicom_to_uint8",
+    "letterbox",
+    "letterbox_transform",
+    "load_prepared_image",
+    "map_boxes",
+    "map_mask",
+    "read_dicom",
+]

@@ -141,6 +141,17 @@ def test_other_photometric_interpretations(cli, tmp_path):
     ident = dicom_dataset(g)
     ident.PresentationLUTShape = "IDENTITY"
     datasets["mono2_identity.dcm"] = ident
+    # a Presentation LUT Sequence that inverts (8-bit, 256 entries, descending)
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    seq = dicom_dataset(255 - g)
+    item = Dataset()
+    item.LUTDescriptor = [256, 0, 8]
+    item.LUTData = list(range(255, -1, -1))
+    item["LUTData"].VR = "US"
+    seq.PresentationLUTSequence = Sequence([item])
+    datasets["mono2_plut_seq.dcm"] = seq
     files = {}
     for name, ds in datasets.items():
         buf = io.BytesIO()

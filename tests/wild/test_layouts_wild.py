@@ -250,3 +250,21 @@ def test_rle_encoders_agree_with_hand_counts():
     m = np.array([[0, 0], [1, 1], [1, 0]], np.uint8)
     assert rle_relative(m) == "1 2 1 1"
     assert rle_absolute(m) == "2 2 5 1"
+
+
+def test_object_cxr_image_names_with_windows_paths(cli, tmp_path):
+    from tests.data.rawfix import build_object_cxr
+
+    build_object_cxr(tmp_path / "raw")
+    base = _prep(cli, "object-cxr", tmp_path / "raw", tmp_path / "out0")
+    assert base.exit_code == 0, base.stderr
+    n = json.loads(base.stdout)["count"]
+    for split in ("train", "dev"):
+        df = pd.read_csv(tmp_path / "raw" / f"{split}.csv", dtype=str, keep_default_na=False)
+        df["image_name"] = [f"E:\\object-CXR\\{split}\\{x}" for x in df["image_name"]]
+        df.to_csv(tmp_path / "raw" / f"{split}.csv", index=False)
+    res = _prep(cli, "object-cxr", tmp_path / "raw", tmp_path / "out")
+    assert res.exit_code == 0, res.stderr
+    s = json.loads(res.stdout)
+    assert s["count"] == n and s["paths_rerooted"] >= n  # skipped rows resolve too
+    assert set(s["dropped_prefixes"]) == {"object-CXR"}  # the rest exists under --src

@@ -9,6 +9,7 @@ import numpy as np
 
 from cmcgns_cli.data import protocol as mgca
 from cmcgns_cli.data import splits
+from cmcgns_cli.data.paths import PathResolver
 from cmcgns_cli.data.readers.base import Item, ReaderResult, Skip, read_csv_checked
 
 SHAPES = {0: "rectangle", 1: "ellipse", 2: "polygon"}
@@ -71,9 +72,10 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
     ]
     items: list[Item] = []
     skipped: list[Skip] = []
+    resolvers = {f: PathResolver([src / f, src]) for f in ("train", "dev")}
     for name, ann, split, folder, order in rows:
         fname = name if name.lower().endswith((".jpg", ".jpeg", ".png")) else f"{name}.jpg"
-        path = str(src / folder / fname)
+        path = str(resolvers[folder].resolve(fname)) if name else str(src / folder / fname)
         if not name:
             skipped.append(Skip("", path, "missing_value:image_name"))
             continue
@@ -114,4 +116,14 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
         "scikit-learn train_test_split(test_size=0.1, random_state=0)"
         + (" over unique image names" if protocol == "grouped" else " (MGCA)"),
     }
+    if any(r.rerooted for r in resolvers.values()):
+        reports = [r.report() for r in resolvers.values()]
+        meta["path_rerooting"] = {
+            k: sum(int(rep[k]) for rep in reports)
+            for k in ("as_recorded", "separators_normalised", "prefix_dropped", "not_found")
+        } | {
+            "dropped_prefixes": {
+                p: n for rep in reports for p, n in rep["dropped_prefixes"].items()
+            }
+        }
     return ReaderResult(items=items, skipped=skipped, meta=meta)
