@@ -93,3 +93,26 @@ def test_zeroshot_beats_random_init(labelled, cli):
     assert got["macro_auroc"] >= 0.7
     res = cli("evaluate", "--task", "zeroshot-rsna", "--data", data, "--checkpoint", run)
     assert res.exit_code == 2 and "rsna" in res.stderr
+
+
+def test_zeroshot_scores_a_named_split_such_as_5x200(labelled, cli, tmp_path):
+    data, run, prompts = labelled
+    p = open_prepared(data)
+    manifest = p.manifest.copy()
+    rows = np.flatnonzero(manifest["split"].to_numpy() == "test")[:6]
+    manifest.loc[rows, "split"] = "5x200"
+    out = write_prepared(
+        tmp_path / "d",
+        dataset="mimic",
+        manifest=manifest,
+        images=np.asarray(p.images),
+        extra_meta={"label_names": list(CHEXPERT5)},
+    )
+    res = cli("evaluate", "--task", "zeroshot-mimic", "--data", out, "--checkpoint", run,
+              "--prompts", prompts, "--split", "5x200", "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["mean"]["n"] == 6 and got["protocol"]["split"] == "5x200"
+    res = cli("evaluate", "--task", "rsna-cls", "--data", out, "--checkpoint", run,
+              "--split", "5x200")  # fmt: skip
+    assert res.exit_code == 2 and "--split" in res.stderr
