@@ -184,7 +184,8 @@ class Model:
         ``BadInputError`` ("PATH: reason", as ``embed`` reports it) for the first input that
         cannot be read; use :meth:`image_rows` to keep going past bad inputs.
         """
-        return self._stack(self.image_rows(_as_list(images), batch_size), images, "image")
+        items = _as_list(images)
+        return self._stack(self.image_rows(items, batch_size), items, "image")
 
     def encode_reports(self, reports: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Global report embeddings: float32 (N, D), each row L2-normalised.

@@ -89,6 +89,15 @@ def find_results(run: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _task_type(task: str) -> str:
+    """The Hugging Face task type of a downstream task name."""
+    for suffix, kind in (("-cls", "image-classification"), ("-det", "object-detection"),
+                         ("-seg", "image-segmentation")):  # fmt: skip
+        if task.endswith(suffix):
+            return kind
+    return "zero-shot-image-classification" if task.startswith("zeroshot") else "feature-extraction"
+
+
 def _front_matter(
     cfg: Config, pairs: dict[str, Any], results: list[dict[str, Any]], license_id: str
 ) -> dict[str, Any]:
@@ -107,7 +116,7 @@ def _front_matter(
                 "name": f"cmcgns-{cfg.preset}-{cfg.model.image_encoder}",
                 "results": [
                     {
-                        "task": {"type": "image-classification", "name": str(r["task"])},
+                        "task": {"type": _task_type(str(r["task"])), "name": str(r["task"])},
                         "dataset": {"type": str(r["task"]), "name": str(r["task"])},
                         "metrics": [
                             {"type": str(k), "value": float(v), "name": str(k)}

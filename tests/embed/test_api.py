@@ -39,6 +39,10 @@ def test_arrays_paths_and_dicom_share_one_preprocessing(trained, tmp_path) -> No
     out = model.encode_images([arr, tmp_path / "a.png", tmp_path / "m1.dcm"])
     np.testing.assert_allclose(out[1], out[0], atol=1e-6)
     np.testing.assert_allclose(out[2], out[0], atol=1e-6)  # MONOCHROME1 inverted back
+    # one input alone: a path or a 2-D array is one image, a stack (N, H, W) is N images
+    assert model.encode_images(str(tmp_path / "a.png")).shape == (1, model.embed_dim)
+    np.testing.assert_allclose(model.encode_images(arr), out[:1], atol=1e-6)
+    assert model.encode_images(np.stack([arr, 255 - arr])).shape == (2, model.embed_dim)
 
 
 def test_similarity_is_cosine() -> None:
