@@ -60,6 +60,9 @@ TASKS = (
     "zeroshot-mimic",
     "zeroshot-rsna",
     "zeroshot-covidx",
+    "grounding-rsna",
+    "grounding-siim",
+    "grounding-mscxr",
 )
 
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
@@ -230,6 +233,9 @@ def evaluate(
     seeds: int = typer.Option(1, "--seeds", help="Repeat finetuning with N seeds: mean, std."),
     save_examples: int = typer.Option(0, "--save-examples", help="Write N example PNGs."),
     prompts: Path | None = typer.Option(None, "--prompts", help="zero-shot prompts file."),
+    annotations: Path | None = typer.Option(
+        None, "--annotations", help="grounding-mscxr: the MS-CXR annotation CSV."
+    ),
     device: Device = DeviceOpt,
     workers: int = typer.Option(0, "--workers"),
     as_json: bool = JsonOpt,
@@ -247,6 +253,7 @@ def evaluate(
         device=device.value,
         workers=workers,
         as_json=as_json,
+        annotations=annotations,
     )
 
 

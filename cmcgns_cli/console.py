@@ -37,8 +37,13 @@ def progress(*extra_columns: Any) -> Progress:
 
 
 def emit_json(payload: Any) -> None:
-    """Write one JSON document to stdout (for pipelines)."""
-    sys.stdout.write(json.dumps(payload, default=_jsonable, sort_keys=False) + "\n")
+    """Write one strict JSON document to stdout (for pipelines): NaN / Inf become null."""
+    from cmcgns_cli.bootstrap import strict
+
+    text = json.dumps(payload, default=_jsonable, sort_keys=False)
+    if "NaN" in text or "Infinity" in text:  # only then pay for the recursive clean-up
+        text = json.dumps(strict(json.loads(text)), allow_nan=False, sort_keys=False)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 

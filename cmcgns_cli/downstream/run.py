@@ -26,6 +26,9 @@ EVAL_ONLY = (
     "zeroshot-mimic",
     "zeroshot-rsna",
     "zeroshot-covidx",
+    "grounding-rsna",
+    "grounding-siim",
+    "grounding-mscxr",
 )
 
 
@@ -86,6 +89,7 @@ def run_evaluate(
     device: str,
     workers: int,
     as_json: bool,
+    annotations: Path | None = None,
 ) -> None:
     _check_task(task)
     if save_examples < 0:
@@ -96,9 +100,10 @@ def run_evaluate(
     if task in EVAL_ONLY:
         if seeds > 1:
             err.print(f"note: {task} has no training randomness; --seeds {seeds} ignored")
-        result = _evaluate_pretrained(task, data, checkpoint, dev, prompts)
+        result = _evaluate_pretrained(task, data, checkpoint, dev, prompts, annotations)
         summary = _summarise([result])
         summary["protocol"] = result["protocol"]
+        summary.update(result.get("extra", {}))
         if as_json:
             emit_json(summary)
         else:
@@ -160,7 +165,15 @@ def _evaluate(task: str, data: Path, finetuned: Path, dev, save_examples: int) -
     return evaluate_seg(task, data, finetuned, dev, save_examples)
 
 
-def _evaluate_pretrained(task: str, data: Path, run: Path, dev, prompts: Path | None) -> dict:
+def _evaluate_pretrained(
+    task: str, data: Path, run: Path, dev, prompts: Path | None, annotations: Path | None = None
+) -> dict:
+    if task.startswith("grounding-"):
+        from cmcgns_cli.downstream.grounding import evaluate_grounding
+
+        return evaluate_grounding(
+            task, data, run, dev, prompts_file=prompts, annotations=annotations
+        )
     if task == "retrieval":
         from cmcgns_cli.downstream.retrieval import evaluate_retrieval
 
@@ -183,7 +196,9 @@ def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "std": {
             k: float(np.nanstd(v)) if np.isfinite(v).any() else None for k, v in values.items()
         },  # fmt: skip
-        "runs": results,
+        "ci95": results[0].get("ci95"),
+        "ci95_method": results[0].get("ci95_method"),
+        "runs": [{k: v for k, v in r.items() if k not in ("per_image", "extra")} for r in results],
     }
 
 
@@ -194,11 +209,24 @@ def _table(task: str, summary: dict[str, Any]) -> Table:
     table.add_column("mean", justify="right")
     if n > 1:
         table.add_column("std", justify="right")
+    ci95 = summary.get("ci95") or {}
+    if ci95:
+        table.add_column("95% CI (bootstrap)", justify="right")
     for key, mean in summary["mean"].items():
         row = [key, _fmt(mean)]
         if n > 1:
             row.append(_fmt(summary["std"][key]))
+        if ci95:
+            ci = ci95.get(key)
+            row.append(f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
         table.add_row(*row)
+    if ci95:
+        m = summary.get("ci95_method") or {}
+        table.caption = (
+            f"95% CI: {m.get('method', 'bootstrap')}, {m.get('resamples')} resamples, seed "
+            f"{m.get('seed')}, stratified by {m.get('stratified_by') or 'nothing'}"
+            + (" (the first seed's predictions)" if n > 1 else "")
+        )
     return table
 
 
