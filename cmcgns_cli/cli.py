@@ -379,6 +379,43 @@ def clusters(
     )
 
 
+@app.command()
+def compare(
+    run_a: Path = typer.Argument(..., help="Run A (finetuned directory or pretrain run)."),
+    run_b: Path = typer.Argument(..., help="Run B, compared with A: diff = B - A."),
+    task: str = typer.Option(..., "--task", help=f"One of: {', '.join(TASKS)}."),
+    data: Path = typer.Option(..., "--data", help="Prepared dataset with a test split."),
+    prompts: Path | None = typer.Option(None, "--prompts", help="zero-shot / grounding prompts."),
+    annotations: Path | None = typer.Option(
+        None, "--annotations", help="grounding-mscxr: the MS-CXR annotation CSV."
+    ),
+    resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples."),
+    seed: int = SeedOpt,
+    device: Device = DeviceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Paired comparison of two runs on the same test images: diff, 95% CI, p-value."""
+    from cmcgns_cli.compare import run_compare
+
+    run_compare(
+        run_a=run_a, run_b=run_b, task=task, data=data, prompts=prompts,
+        annotations=annotations, resamples=resamples, seed=seed, device=device.value,
+        as_json=as_json,
+    )  # fmt: skip
+
+
+@app.command()
+def plot(
+    run: Path = typer.Argument(..., help="A pretrain run or a finetuned directory."),
+    out: Path = typer.Option(..., "--out", help="Folder for the PNG figures."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Training curves as PNG figures: one panel per logged series."""
+    from cmcgns_cli.plot import run_plot
+
+    run_plot(run=run, out=out, as_json=as_json)
+
+
 def main() -> None:
     """Console-script entry point: run the app and map errors to exit codes."""
     try:

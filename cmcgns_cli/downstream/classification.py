@@ -15,6 +15,7 @@ from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_
 from cmcgns_cli.downstream.features import cached_features, extract
 from cmcgns_cli.downstream.fractions import sample_fraction
 from cmcgns_cli.downstream.full import fit_full
+from cmcgns_cli.downstream.intervals import attach_ci
 from cmcgns_cli.downstream.linear import fit_linear_head, score
 from cmcgns_cli.downstream.tasks import get_cls_task
 from cmcgns_cli.errors import BadInputError
@@ -121,9 +122,22 @@ def evaluate_cls(task_name: str, data: Path, finetuned: Path, device: torch.devi
             "n_train": record["n_train"],
             "encoder": record["encoder"],
         },
-    }
-    atomic_write_text(finetuned / "metrics.json", json.dumps(result, indent=2))
+        "per_image": {
+            "kind": "scores", "y": targets[test_rows], "scores": logits,
+            "fn": lambda y, s: score(task, y, s, names)[task.metric],
+        },
+    }  # fmt: skip
+    write_metrics(finetuned, attach_ci(result))
     return result
+
+
+def write_metrics(folder: Path, result: dict[str, Any]) -> None:
+    """``metrics.json``: the result as strict JSON (undefined metrics are null), without the
+    per-image data."""
+    from cmcgns_cli.bootstrap import strict
+
+    body = strict({k: v for k, v in result.items() if k != "per_image"})
+    atomic_write_text(Path(folder) / "metrics.json", json.dumps(body, indent=2, allow_nan=False))
 
 
 def load_finetune_record(finetuned: Path, task_name: str) -> dict[str, Any]:

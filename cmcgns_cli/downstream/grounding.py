@@ -226,10 +226,12 @@ def evaluate_grounding(
             "iou_thresholds": list(IOU_THRESHOLDS),
         },
         "per_image": {
+            "kind": "mean",
+            "values": {k: scores[k] for k in HEADLINE},
+            "strata": classes,
+            "strata_name": "class",
             "ids": prepared.manifest["id"].iloc[rows].astype(str).tolist(),
-            "classes": classes,
-            **{k: scores[k].tolist() for k in HEADLINE},
-        },  # fmt: skip
+        },
         "protocol": {
             "seed": 0,
             "split": "test" if task != "grounding-mscxr" else "annotation file",

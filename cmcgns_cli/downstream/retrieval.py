@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from cmcgns_cli.data.paired import PadCollate, PairedDataset
 from cmcgns_cli.data.prepared import open_prepared
 from cmcgns_cli.data.tokenize import token_cache
+from cmcgns_cli.downstream.intervals import retrieval_hits
 from cmcgns_cli.embedding.encode import image_embeddings, text_embeddings, to_device
 from cmcgns_cli.embedding.runs import open_run
 from cmcgns_cli.errors import BadInputError
@@ -112,4 +113,9 @@ def evaluate_retrieval(
         "metric": "i2t_R@1",
         "metrics": metrics,
         "protocol": {"seed": 0, "split": split, "weights": run.weights, "pairs": len(ds)},
+        "per_image": {
+            "kind": "mean",
+            "values": {"i2t_R@1": retrieval_hits(img @ txt.T, keys)},
+            "strata": None,
+        },
     }

@@ -100,7 +100,7 @@ def run_evaluate(
     if task in EVAL_ONLY:
         if seeds > 1:
             err.print(f"note: {task} has no training randomness; --seeds {seeds} ignored")
-        result = _evaluate_pretrained(task, data, checkpoint, dev, prompts, annotations)
+        result = _with_ci(_evaluate_pretrained(task, data, checkpoint, dev, prompts, annotations))
         summary = _summarise([result])
         summary["protocol"] = result["protocol"]
         summary.update(result.get("extra", {}))
@@ -154,6 +154,17 @@ def _finetune_fn(task: str):
 
 
 def _evaluate(task: str, data: Path, finetuned: Path, dev, save_examples: int) -> dict:
+    return _with_ci(_evaluate_task(task, data, finetuned, dev, save_examples))
+
+
+def _with_ci(result: dict) -> dict:
+    """The result with its bootstrap ``ci95`` (tasks that do not add one themselves)."""
+    from cmcgns_cli.downstream.intervals import attach_ci
+
+    return result if "ci95" in result else attach_ci(result)
+
+
+def _evaluate_task(task: str, data: Path, finetuned: Path, dev, save_examples: int) -> dict:
     if task in CLS_TASKS:
         return evaluate_cls(task, data, finetuned, dev)
     if DENSE_TASKS[task].kind == "detection":
