@@ -146,6 +146,9 @@ def pretrain(
     seed: int | None = typer.Option(None, "--seed"),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader workers."),
     nproc: int = typer.Option(1, "--nproc", help="GPUs on this node; >1 prints torchrun."),
+    tensorboard: Path | None = typer.Option(
+        None, "--tensorboard", help="Also log the training records to TensorBoard here."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config, stop."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -171,6 +174,7 @@ def pretrain(
                 "max_steps": max_steps,
                 "device": device.value if device != Device.auto else None,
                 "seed": seed,
+                "tensorboard": str(tensorboard) if tensorboard else None,
             },
             "data": {"workers": workers},
         },
