@@ -22,10 +22,13 @@ from cmcgns_cli.downstream import dense
 from cmcgns_cli.downstream.classification import (
     load_finetune_record,
     split_rows,
+    write_metrics,
     write_subset_and_history,
 )
+from cmcgns_cli.downstream.det_bootstrap import MapResampler
 from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
 from cmcgns_cli.downstream.fractions import sample_fraction
+from cmcgns_cli.downstream.intervals import attach_ci
 from cmcgns_cli.downstream.tasks import get_dense_task
 from cmcgns_cli.downstream.yolo import STAGES, YoloHead, default_anchors, postprocess, yolo_loss
 from cmcgns_cli.errors import BadInputError
@@ -191,8 +194,13 @@ def evaluate_det(task_name: str, data: Path, finetuned: Path, device: torch.devi
         "metrics": metrics, "iou_thresholds": "0.4:0.05:0.75",
         "files": {"ground_truth": "coco_gt.json", "predictions": "coco_predictions.json"},
         "protocol": dense.protocol(prepared, record, len(test_rows)),
+        "per_image": {
+            "kind": "stat", "fns": {task.metric: MapResampler(gt, dets)}, "n": len(test_rows),
+            "strata": np.array([len(boxes[int(r)]) > 0 for r in test_rows]),
+            "strata_name": "has a box",
+        },
     }  # fmt: skip
-    atomic_write_text(finetuned / "metrics.json", json.dumps(result, indent=2))
+    write_metrics(finetuned, attach_ci(result))
     if save_examples:
         from cmcgns_cli.downstream.examples import save_box_examples
 

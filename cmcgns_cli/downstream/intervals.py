@@ -7,8 +7,8 @@ intervals of ``evaluate`` (``attach_ci``) and the paired differences of ``compar
 What is resampled: test images (classification, segmentation, zero-shot, grounding) or
 query images (retrieval: image-to-report recall with the report gallery held fixed).
 Strata: the class (single-label), the label pattern (multi-label), whether the image has a
-mask (segmentation), the class of the phrase (grounding). Detection mAP is not resampled
-(pycocotools re-scoring 1000 times is too slow to be a default): its ``ci95`` is null.
+mask (segmentation), whether the image has a box (detection: mAP re-pooled from
+pycocotools' per-image matches, ``det_bootstrap``), the class of the phrase (grounding).
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ def stat_fns(result: dict[str, Any]) -> tuple[dict[str, Stat], int, np.ndarray |
         strata = pi.get("strata")
         codes = None if strata is None else np.unique(np.asarray(strata), return_inverse=True)[1]
         return fns, n, codes, pi.get("strata_name")
+    if kind == "stat":  # a metric function of image positions (detection mAP)
+        strata = pi.get("strata")
+        codes = None if strata is None else np.unique(np.asarray(strata), return_inverse=True)[1]
+        return dict(pi["fns"]), int(pi["n"]), codes, pi.get("strata_name")
     if kind == "scores":  # classification / zero-shot: recompute the metric on the rows
         y, s = np.asarray(pi["y"]), np.asarray(pi["scores"], dtype=np.float64)
         metric_fn = pi["fn"]
