@@ -158,10 +158,14 @@ def _evaluate(task: str, data: Path, finetuned: Path, dev, save_examples: int) -
 
 
 def _with_ci(result: dict) -> dict:
-    """The result with its bootstrap ``ci95`` (tasks that do not add one themselves)."""
+    """The result with its bootstrap ``ci95`` (tasks that do not add one themselves), less
+    the per-image data it was computed from (functions and arrays, not for JSON)."""
     from cmcgns_cli.downstream.intervals import attach_ci
 
-    return result if "ci95" in result else attach_ci(result)
+    if "ci95" not in result:
+        attach_ci(result)
+    result.pop("per_image", None)
+    return result
 
 
 def _evaluate_task(task: str, data: Path, finetuned: Path, dev, save_examples: int) -> dict:
