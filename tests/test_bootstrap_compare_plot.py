@@ -84,6 +84,10 @@ def test_compare_cli(cli, two_heads):
     wlo, whi = written["ci95"]["macro_auroc"]
     assert wlo <= written["value"] <= whi
     assert written["ci95_method"]["resamples"] == 1000
+    # the evaluate table shows the interval beside the mean
+    res = cli("evaluate", "--task", "chexpert-cls", "--data", data, "--checkpoint", base / "good")
+    assert res.exit_code == 0 and "95% CI" in res.stdout
+    assert f"{wlo:.4f}" in res.stdout and f"{whi:.4f}" in res.stdout
     # a run against itself: 0 with zero width
     res = cli("compare", base / "good", base / "good", "--task", "chexpert-cls",
               "--data", data, "--json")  # fmt: skip

@@ -143,6 +143,13 @@ def test_three_grounding_tasks_end_to_end(world, trained, cli):
         assert 0.0 <= out["pointing_game"] <= 1.0 and 0.0 <= out["miou"] <= 1.0
         assert sum(c["n"] for c in out["per_class"].values()) == n
         assert out["ci95_method"]["resamples"] == 1000
+    # compare on an evaluate-only task: a run against itself is 0 with a zero-width interval
+    res = cli("compare", run, run, "--task", "grounding-siim", "--data", world / "siim",
+              "--device", "cpu", "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    same = _strict_loads(res.stdout)
+    assert same["diff"] == 0.0 and same["ci95"] == [0.0, 0.0]
+    assert same["n"] == expected_n["grounding-siim"] and same["metric"] == "pointing_game"
     # the MS-CXR task needs its file, and says which column is missing
     res = _grounding(cli, world, run, "grounding-mscxr")
     assert res.exit_code == 2 and "--annotations" in res.stderr
