@@ -60,6 +60,9 @@ TASKS = (
     "zeroshot-mimic",
     "zeroshot-rsna",
     "zeroshot-covidx",
+    "grounding-rsna",
+    "grounding-siim",
+    "grounding-mscxr",
 )
 
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
@@ -143,6 +146,9 @@ def pretrain(
     seed: int | None = typer.Option(None, "--seed"),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader workers."),
     nproc: int = typer.Option(1, "--nproc", help="GPUs on this node; >1 prints torchrun."),
+    tensorboard: Path | None = typer.Option(
+        None, "--tensorboard", help="Also log the training records to TensorBoard here."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config, stop."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -168,6 +174,7 @@ def pretrain(
                 "max_steps": max_steps,
                 "device": device.value if device != Device.auto else None,
                 "seed": seed,
+                "tensorboard": str(tensorboard) if tensorboard else None,
             },
             "data": {"workers": workers},
         },
@@ -247,6 +254,9 @@ def evaluate(
     split: str = typer.Option(
         "test", "--split", help="retrieval / zeroshot-*: split to score (e.g. test, 5x200)."
     ),
+    annotations: Path | None = typer.Option(
+        None, "--annotations", help="grounding-mscxr: the MS-CXR annotation CSV."
+    ),
     device: Device = DeviceOpt,
     workers: int = typer.Option(0, "--workers"),
     as_json: bool = JsonOpt,
@@ -265,6 +275,7 @@ def evaluate(
         workers=workers,
         as_json=as_json,
         split=split,
+        annotations=annotations,
     )
 
 
@@ -405,6 +416,43 @@ def clusters(
         device=device.value,
         as_json=as_json,
     )
+
+
+@app.command()
+def compare(
+    run_a: Path = typer.Argument(..., help="Run A (finetuned directory or pretrain run)."),
+    run_b: Path = typer.Argument(..., help="Run B, compared with A: diff = B - A."),
+    task: str = typer.Option(..., "--task", help=f"One of: {', '.join(TASKS)}."),
+    data: Path = typer.Option(..., "--data", help="Prepared dataset with a test split."),
+    prompts: Path | None = typer.Option(None, "--prompts", help="zero-shot / grounding prompts."),
+    annotations: Path | None = typer.Option(
+        None, "--annotations", help="grounding-mscxr: the MS-CXR annotation CSV."
+    ),
+    resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples."),
+    seed: int = SeedOpt,
+    device: Device = DeviceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Paired comparison of two runs on the same test images: diff, 95% CI, p-value."""
+    from cmcgns_cli.compare import run_compare
+
+    run_compare(
+        run_a=run_a, run_b=run_b, task=task, data=data, prompts=prompts,
+        annotations=annotations, resamples=resamples, seed=seed, device=device.value,
+        as_json=as_json,
+    )  # fmt: skip
+
+
+@app.command()
+def plot(
+    run: Path = typer.Argument(..., help="A pretrain run or a finetuned directory."),
+    out: Path = typer.Option(..., "--out", help="Folder for the PNG figures."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Training curves as PNG figures: one panel per logged series."""
+    from cmcgns_cli.plot import run_plot
+
+    run_plot(run=run, out=out, as_json=as_json)
 
 
 def main() -> None:

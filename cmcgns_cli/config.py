@@ -110,6 +110,7 @@ class TrainConfig:
     grad_checkpoint: bool = False  # recompute encoder activations in backward (less memory)
     channels_last: bool = True  # NHWC image encoder on CUDA (tensor-core friendly convs)
     sync_bn: bool = False  # SyncBatchNorm across ranks (CUDA DDP only); default per-rank BN
+    tensorboard: str | None = None  # also log every record to TensorBoard in this directory
 
 
 @dataclass

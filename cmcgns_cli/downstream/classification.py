@@ -15,6 +15,7 @@ from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
 from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
 from cmcgns_cli.downstream.features import cached_features, extract
 from cmcgns_cli.downstream.full import fit_full
+from cmcgns_cli.downstream.intervals import attach_ci
 from cmcgns_cli.downstream.linear import fit_linear_head, score
 from cmcgns_cli.downstream.pools import cls_subset, resolve_sampler
 from cmcgns_cli.downstream.selectable import check_selectable
@@ -132,9 +133,20 @@ def evaluate_cls(task_name: str, data: Path, finetuned: Path, device: torch.devi
             "n_train": record["n_train"],
             "encoder": record["encoder"],
         },
-    }
-    atomic_write_text(finetuned / "metrics.json", jsonio.dumps(result, indent=2))
+        "per_image": {
+            "kind": "scores", "y": targets[test_rows], "scores": logits,
+            "fn": lambda y, s: score(task, y, s, names)[task.metric],
+        },
+    }  # fmt: skip
+    write_metrics(finetuned, attach_ci(result))
     return result
+
+
+def write_metrics(folder: Path, result: dict[str, Any]) -> None:
+    """``metrics.json``: the result as strict JSON (undefined metrics are null), without the
+    per-image data."""
+    body = {k: v for k, v in result.items() if k != "per_image"}
+    atomic_write_text(Path(folder) / "metrics.json", jsonio.dumps(body, indent=2))
 
 
 def load_finetune_record(finetuned: Path, task_name: str) -> dict[str, Any]:

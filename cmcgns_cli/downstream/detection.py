@@ -21,9 +21,12 @@ from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
 from cmcgns_cli.downstream import dense
 from cmcgns_cli.downstream.classification import (
     load_finetune_record,
+    write_metrics,
     write_subset_and_history,
 )
+from cmcgns_cli.downstream.det_bootstrap import MapResampler
 from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
+from cmcgns_cli.downstream.intervals import attach_ci
 from cmcgns_cli.downstream.pools import dense_subset, resolve_sampler
 from cmcgns_cli.downstream.selectable import check_selectable
 from cmcgns_cli.downstream.tasks import get_dense_task
@@ -200,8 +203,13 @@ def evaluate_det(task_name: str, data: Path, finetuned: Path, device: torch.devi
         "metrics": metrics, "iou_thresholds": "0.4:0.05:0.75",
         "files": {"ground_truth": "coco_gt.json", "predictions": "coco_predictions.json"},
         "protocol": dense.protocol(prepared, record, len(test_rows)),
+        "per_image": {
+            "kind": "stat", "fns": {task.metric: MapResampler(gt, dets)}, "n": len(test_rows),
+            "strata": np.array([len(boxes[int(r)]) > 0 for r in test_rows]),
+            "strata_name": "has a box",
+        },
     }  # fmt: skip
-    atomic_write_text(finetuned / "metrics.json", jsonio.dumps(result, indent=2))
+    write_metrics(finetuned, attach_ci(result))
     if save_examples:
         from cmcgns_cli.downstream.examples import save_box_examples
 

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from cmcgns_cli.data.paired import PadCollate, PairedDataset
 from cmcgns_cli.data.prepared import open_prepared
 from cmcgns_cli.data.tokenize import token_cache
+from cmcgns_cli.downstream.intervals import retrieval_hits
 from cmcgns_cli.embedding.encode import image_embeddings, text_embeddings, to_device
 from cmcgns_cli.embedding.runs import open_run
 from cmcgns_cli.errors import BadInputError
@@ -117,5 +118,10 @@ def evaluate_retrieval(
             "weights": run.weights,
             "pairs": len(ds),
             "data_protocol": prepared.meta.get("protocol"),
+        },
+        "per_image": {
+            "kind": "mean",
+            "values": {"i2t_R@1": retrieval_hits(img @ txt.T, keys)},
+            "strata": None,
         },
     }

@@ -26,6 +26,9 @@ EVAL_ONLY = (
     "zeroshot-mimic",
     "zeroshot-rsna",
     "zeroshot-covidx",
+    "grounding-rsna",
+    "grounding-siim",
+    "grounding-mscxr",
 )
 
 
@@ -92,6 +95,7 @@ def run_evaluate(
     workers: int,
     as_json: bool,
     split: str = "test",
+    annotations: Path | None = None,
 ) -> None:
     _check_task(task)
     if save_examples < 0:
@@ -102,9 +106,12 @@ def run_evaluate(
     if task in EVAL_ONLY:
         if seeds > 1:
             err.print(f"note: {task} has no training randomness; --seeds {seeds} ignored")
-        result = _evaluate_pretrained(task, data, checkpoint, dev, prompts, split)
+        result = _with_ci(
+            _evaluate_pretrained(task, data, checkpoint, dev, prompts, split, annotations)
+        )
         summary = _summarise([result])
         summary["protocol"] = result["protocol"]
+        summary.update(result.get("extra", {}))
         if as_json:
             emit_json(summary)
         else:
@@ -158,6 +165,21 @@ def _finetune_fn(task: str):
 
 
 def _evaluate(task: str, data: Path, finetuned: Path, dev, save_examples: int) -> dict:
+    return _with_ci(_evaluate_task(task, data, finetuned, dev, save_examples))
+
+
+def _with_ci(result: dict) -> dict:
+    """The result with its bootstrap ``ci95`` (tasks that do not add one themselves), less
+    the per-image data it was computed from (functions and arrays, not for JSON)."""
+    from cmcgns_cli.downstream.intervals import attach_ci
+
+    if "ci95" not in result:
+        attach_ci(result)
+    result.pop("per_image", None)
+    return result
+
+
+def _evaluate_task(task: str, data: Path, finetuned: Path, dev, save_examples: int) -> dict:
     if task in CLS_TASKS:
         return evaluate_cls(task, data, finetuned, dev)
     if DENSE_TASKS[task].kind == "detection":
@@ -170,8 +192,20 @@ def _evaluate(task: str, data: Path, finetuned: Path, dev, save_examples: int) -
 
 
 def _evaluate_pretrained(
-    task: str, data: Path, run: Path, dev, prompts: Path | None, split: str = "test"
+    task: str,
+    data: Path,
+    run: Path,
+    dev,
+    prompts: Path | None,
+    split: str = "test",
+    annotations: Path | None = None,
 ) -> dict:
+    if task.startswith("grounding-"):
+        from cmcgns_cli.downstream.grounding import evaluate_grounding
+
+        return evaluate_grounding(
+            task, data, run, dev, prompts_file=prompts, annotations=annotations
+        )
     if task == "retrieval":
         from cmcgns_cli.downstream.retrieval import evaluate_retrieval
 
@@ -194,7 +228,9 @@ def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "std": {
             k: float(np.nanstd(v)) if np.isfinite(v).any() else None for k, v in values.items()
         },  # fmt: skip
-        "runs": results,
+        "ci95": results[0].get("ci95"),
+        "ci95_method": results[0].get("ci95_method"),
+        "runs": [{k: v for k, v in r.items() if k not in ("per_image", "extra")} for r in results],
     }
 
 
@@ -205,11 +241,24 @@ def _table(task: str, summary: dict[str, Any]) -> Table:
     table.add_column("mean", justify="right")
     if n > 1:
         table.add_column("std", justify="right")
+    ci95 = summary.get("ci95") or {}
+    if ci95:
+        table.add_column("95% CI (bootstrap)", justify="right")
     for key, mean in summary["mean"].items():
         row = [key, _fmt(mean)]
         if n > 1:
             row.append(_fmt(summary["std"][key]))
+        if ci95:
+            ci = ci95.get(key)
+            row.append(f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
         table.add_row(*row)
+    if ci95:
+        m = summary.get("ci95_method") or {}
+        table.caption = (
+            f"95% CI: {m.get('method', 'bootstrap')}, {m.get('resamples')} resamples, seed "
+            f"{m.get('seed')}, stratified by {m.get('stratified_by') or 'nothing'}"
+            + (" (the first seed's predictions)" if n > 1 else "")
+        )
     return table
 
 

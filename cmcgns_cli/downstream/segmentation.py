@@ -24,19 +24,20 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from cmcgns_cli import jsonio
-from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
+from cmcgns_cli.data.prepared import Prepared, open_prepared
 from cmcgns_cli.downstream import dense
 from cmcgns_cli.downstream.classification import (
     load_finetune_record,
+    write_metrics,
     write_subset_and_history,
 )
 from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
+from cmcgns_cli.downstream.intervals import attach_ci
 from cmcgns_cli.downstream.pools import dense_subset, resolve_sampler
 from cmcgns_cli.downstream.selectable import check_selectable
 from cmcgns_cli.downstream.tasks import get_dense_task
 from cmcgns_cli.errors import BadInputError
-from cmcgns_cli.metrics import dice
+from cmcgns_cli.metrics import dice, dice_per_image
 from cmcgns_cli.train.checkpoint import save_weights
 
 DEFAULTS = {"epochs": 50, "lr": 5e-4, "batch_size": 16}
@@ -270,8 +271,12 @@ def evaluate_seg(task_name: str, data: Path, finetuned: Path, device: torch.devi
         "dice_rule": "mean over test images of per-image Dice (threshold 0.5); an empty truth "
         "scores 1 if the prediction is empty, else 0",
         "protocol": dense.protocol(prepared, record, len(test_rows)),
+        "per_image": {
+            "kind": "mean", "values": {"dice": dice_per_image(pred, truth)},
+            "strata": truth.reshape(len(truth), -1).any(axis=1), "strata_name": "mask present",
+        },
     }  # fmt: skip
-    atomic_write_text(finetuned / "metrics.json", jsonio.dumps(result, indent=2))
+    write_metrics(finetuned, attach_ci(result))
     if save_examples:
         from cmcgns_cli.downstream.examples import save_mask_examples
 

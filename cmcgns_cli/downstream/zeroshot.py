@@ -234,9 +234,14 @@ def evaluate_zeroshot(
         metrics = auroc(onehot, scores, classes)
         metrics["accuracy"] = accuracy(y, scores)
         headline = "accuracy"
+        fn = accuracy
     else:
         metrics = auroc(y, scores, classes)
         headline = "macro_auroc"
+
+        def fn(yy: np.ndarray, ss: np.ndarray) -> float:
+            return auroc(yy, ss, classes)["macro_auroc"]
+
         one = np.flatnonzero(y.sum(axis=1) == 1) if y.shape[1] > 1 else np.zeros(0, int)
         if len(one):
             metrics["accuracy"] = accuracy(y[one].argmax(axis=1), scores[one])
@@ -254,4 +259,5 @@ def evaluate_zeroshot(
             "prompts": str(prompts_file) if prompts_file else "default",
             "data_protocol": prepared.meta.get("protocol"),
         },
+        "per_image": {"kind": "scores", "y": y, "scores": scores, "fn": fn},
     }

@@ -22,6 +22,8 @@ Ground truth lives beside them (readers never see it):
   rsna `class`; covidx `split`; object-cxr `split, types` (annotation type per object,
   in the same order as `boxes`).
 - `truth/siim_masks/<ImageId>.png`: the drawn pneumothorax mask (0/255), image size.
+- `ms-cxr/MS_CXR_Local_Alignment_v1.1.0.csv` (with mimic): the MS-CXR-style phrase-grounding
+  boxes of the mimic test split, from the truth (see `synth/mscxr.py`).
 
 Findings: cardiomegaly, widened_mediastinum, pleural_effusion, pneumothorax,
 consolidation, pneumonia, covid, edema, atelectasis, nodule, mass, fracture,
@@ -89,6 +91,10 @@ def write_world(
         tick = progress(name, n) if progress else None
         truth, counts = _writer(name)(out, n, seed, size, tick)
         write_truth(out, name, truth)
+        if name == "mimic":  # the MS-CXR-style grounding file of the test split
+            from cmcgns_cli.synth.mscxr import write_mscxr
+
+            counts = {**counts, "ms_cxr_boxes": write_mscxr(out, truth)}
         summary["layouts"][name] = counts
     (out / "truth").mkdir(exist_ok=True)
     on_disk = {k: v for k, v in summary.items() if k != "out"}  # same bytes wherever written

@@ -106,6 +106,7 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.val_keys = report_keys(val_ds)
         self._metrics_fh: Any = None
+        self._tb: Any = None  # TensorBoardLog when train.tensorboard names a directory
         self.last_val: dict[str, Any] = {}
         self.recent: list[dict[str, float]] = []
         self.net: torch.nn.Module = model  # the DDP wrapper under torchrun
@@ -172,6 +173,13 @@ class Trainer:
             self._metrics_fh = open(self.run / ckpt.METRICS, "a", encoding="utf-8")  # noqa: SIM115
         self._metrics_fh.write(jsonio.dumps(record) + "\n")
         self._metrics_fh.flush()
+        tb_dir = getattr(self.tc, "tensorboard", None)
+        if tb_dir:
+            if self._tb is None:
+                from cmcgns_cli.train.tensorboard import TensorBoardLog
+
+                self._tb = TensorBoardLog(tb_dir)
+            self._tb.write(record)
 
     def _metrics_size(self) -> int:
         if self._metrics_fh is not None:
@@ -183,6 +191,9 @@ class Trainer:
         if self._metrics_fh is not None:
             self._metrics_fh.close()
             self._metrics_fh = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
 
     # ------------------------------------------------------------------ resume
 

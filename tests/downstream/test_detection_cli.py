@@ -40,6 +40,10 @@ def test_rsna_det_round_trip_coco_files_and_examples(cli, tmp_path: Path) -> Non
     # (mAP over IoU 0.4-0.75 may exceed mAP@0.5: thresholds 0.4 and 0.45 are easier.)
     assert 0.0 <= written["metrics"]["map"] <= 1.0 and 0.0 <= written["metrics"]["map50"] <= 1.0
     assert len(list((ft / "examples").glob("*.png"))) == 2
+    # the bootstrap interval over the 8 test images holds the point value
+    lo, hi = written["ci95"]["map"]
+    assert lo <= written["value"] <= hi and summary["ci95"] == written["ci95"]
+    assert written["ci95_method"]["stratified_by"] == "has a box"
 
 
 def test_object_cxr_det_round_trip_with_seeds(cli, tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ def test_siim_seg_learns_and_round_trips(cli, tmp_path: Path) -> None:
                    "--save-examples", "3")  # fmt: skip
     written = json.loads((ft / "metrics.json").read_text())
     assert summary["mean"]["dice"] == pytest.approx(written["value"])
+    lo, hi = written["ci95"]["dice"]
+    assert lo <= written["value"] <= hi and written["ci95_method"]["resamples"] == 1000
     # Evaluate rebuilds the same network: its validation-split-free test Dice is close to
     # what training saw on validation, and far above predicting nothing or everything.
     assert written["value"] > 0.6, written
