@@ -374,17 +374,23 @@ def clusters(
 
 def main() -> None:
     """Console-script entry point: run the app and map errors to exit codes."""
+    from cmcgns_cli.interrupts import Interrupted
+
     try:
         app(standalone_mode=False)
+    except Interrupted as exc:
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
     except CmcgnsError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         sys.exit(code or 0)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        # Ctrl-C in a command without its own handler (click turns it into Abort)
+        err.print("interrupted", markup=False, highlight=False)
+        sys.exit(130)
     except Exception as exc:
         # Usage errors from click (typer may vendor its own copy) carry show() and exit_code.
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
+import sys
 import time
 from collections import Counter
 from importlib import metadata as importlib_metadata
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cmcgns_cli import interrupts
 from cmcgns_cli.data import imageio, writer
 from cmcgns_cli.data.prepared import (
     FORMAT_VERSION,
@@ -159,17 +162,26 @@ def run_prepare(
             rate = state["n"] / max(time.perf_counter() - t0, 1e-9)
             prog.update(bar, advance=k, rate=f"{rate:.1f}")
 
-        results, resumed = writer.run_images(
-            out,
-            tasks,
-            size=size,
-            with_masks=result.masks,
-            workers=workers,
-            reduce=reduce,
-            job=job,
-            on_progress=advance,
-            chunk=chunk,
-        )
+        try:
+            with interrupts.handle(deferred=False):
+                results, resumed = writer.run_images(
+                    out,
+                    tasks,
+                    size=size,
+                    with_masks=result.masks,
+                    workers=workers,
+                    reduce=reduce,
+                    job=job,
+                    on_progress=advance,
+                    chunk=chunk,
+                )
+        except interrupts.Interrupted as exc:
+            done = int(prog.tasks[0].completed)
+            raise interrupts.Interrupted(
+                exc.signum,
+                f"interrupted after {done} of {len(tasks)} images; resume with: "
+                f"cmcgns {shlex.join(sys.argv[1:])}",
+            ) from None
     decode_s = time.perf_counter() - t0
     kept, rows, skipped = [], [], []
     for it in result.skipped:

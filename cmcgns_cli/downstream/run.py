@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
+from cmcgns_cli import interrupts
 from cmcgns_cli.console import emit_json, err, kv_table
 from cmcgns_cli.console import out as stdout
 from cmcgns_cli.downstream.classification import (
@@ -63,11 +64,20 @@ def run_finetune(
     _check_task(task, finetune=True)
     if not 0.0 < fraction <= 1.0:
         raise BadInputError(f"--fraction {fraction}: must be in (0, 1], e.g. 0.01, 0.1 or 1")
-    record = _finetune_fn(task)(
-        task_name=task, data=data, checkpoint=checkpoint, out=out, fraction=fraction,
-        full=full, arch=arch, image_weights=image_weights, epochs=epochs, lr=lr,
-        batch_size=batch_size, seed=seed, device=resolve_device(device),
-    )  # fmt: skip
+    try:
+        with interrupts.handle(deferred=False):
+            record = _finetune_fn(task)(
+                task_name=task, data=data, checkpoint=checkpoint, out=out, fraction=fraction,
+                full=full, arch=arch, image_weights=image_weights, epochs=epochs, lr=lr,
+                batch_size=batch_size, seed=seed, device=resolve_device(device),
+            )  # fmt: skip
+    except interrupts.Interrupted as exc:
+        # finetuning has no resume: the head is written only when training ends
+        where = str(exc).removeprefix("interrupted").strip() or "before training"
+        raise interrupts.Interrupted(
+            exc.signum,
+            f"interrupted {where}; finetune {task} saved no head: run the same command again",
+        ) from None
     if as_json:
         emit_json(record)
         return
