@@ -7,6 +7,7 @@ Each function hands its arguments to the module that does the work. Errors deriv
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -15,7 +16,7 @@ import typer
 
 from cmcgns_cli.config import PRESETS
 from cmcgns_cli.console import err
-from cmcgns_cli.errors import CmcgnsError
+from cmcgns_cli.errors import BadInputError, CmcgnsError
 
 app = typer.Typer(
     name="cmcgns",
@@ -40,6 +41,9 @@ class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+
+
+Preset = StrEnum("Preset", {name: name for name in PRESETS})
 
 
 class Protocol(StrEnum):
@@ -121,8 +125,13 @@ def pretrain(
     out: Path | None = typer.Option(
         None, "--out", help="Run directory for checkpoints and logs (--resume: that run's)."
     ),
-    preset_name: str = typer.Option(
-        "paper-resnet50", "--preset", help=f"One of: {', '.join(PRESETS)}."
+    preset_name: Preset | None = typer.Option(
+        None,
+        "--preset",
+        help="Required (except with --resume). tiny and small run offline with a scratch "
+        "text encoder; paper-resnet50 and paper-vit need --text-encoder DIR (a local "
+        "Bio_ClinicalBERT).",
+        show_default=False,
     ),
     config_file: Path | None = typer.Option(None, "--config", help="TOML/YAML overrides."),
     sets: list[str] = typer.Option([], "--set", help="Override one key: section.key=value."),
@@ -150,8 +159,14 @@ def pretrain(
     from cmcgns_cli.config import resolve
     from cmcgns_cli.train.run import run_pretrain
 
+    if preset_name is None and resume is None:
+        raise BadInputError(
+            "--preset is required: tiny or small (offline, scratch text encoder), or "
+            "paper-resnet50 / paper-vit with --text-encoder DIR (a local Bio_ClinicalBERT)"
+        )
     cfg = resolve(
-        preset_name,
+        # a resumed run takes its saved config; the preset only seeds the option parsing
+        preset_name.value if preset_name is not None else "tiny",
         config_file,
         sets,
         cli={
@@ -376,6 +391,8 @@ def main() -> None:
     """Console-script entry point: run the app and map errors to exit codes."""
     from cmcgns_cli.interrupts import Interrupted
 
+    # nothing is ever downloaded: Hugging Face libraries imported from here on stay offline
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         app(standalone_mode=False)
     except Interrupted as exc:
