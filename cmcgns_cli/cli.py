@@ -92,6 +92,12 @@ def prepare(
         None, "--label-cols", help="folder: comma-separated label columns."
     ),
     split_col: str | None = typer.Option(None, "--split-col", help="folder: split column."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace a finished dataset in --out prepared with other settings (without it: "
+        "refused, exit 2; the same settings are a no-op).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Turn a downloaded dataset into the prepared format (meta.json, manifest, images.npy)."""
@@ -114,6 +120,7 @@ def prepare(
             "split_col": split_col,
         },
         as_json=as_json,
+        overwrite=overwrite,
     )
 
 

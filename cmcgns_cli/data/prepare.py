@@ -107,8 +107,14 @@ def run_prepare(
     as_json: bool,
     reduce: bool = True,
     chunk: int = writer.CHUNK,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Prepare ``dataset`` from ``src`` into ``out``; prints and returns the summary."""
+    """Prepare ``dataset`` from ``src`` into ``out``; prints and returns the summary.
+
+    A finished dataset in ``out`` (its meta.json) made by the same job (dataset, settings,
+    source rows) is a no-op; one made by another job is refused with BadInputError (exit 2)
+    unless ``overwrite``.
+    """
     if dataset not in DATASETS:
         raise BadInputError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     src, out = Path(src), Path(out)
@@ -134,16 +140,24 @@ def run_prepare(
         }
     )
     meta_path = out / META
-    if meta_path.is_file() and not (out / writer.WORK).exists():
+    if meta_path.is_file():
         try:
             old = json.loads(meta_path.read_text(encoding="utf-8"))
         except ValueError:
             old = {}
-        if old.get("job") == job:
+        if old.get("job") == job and not (out / writer.WORK).exists():
             summary = old.get("summary", {})
             summary = {**summary, "resumed": summary.get("count", 0), "already_prepared": True}
             _emit(summary, as_json)
             return summary
+        if old.get("job") != job:
+            if not overwrite:
+                raise BadInputError(
+                    f"{out}: already holds a finished dataset prepared with other settings "
+                    f"({_differences(old, dataset, params)}); pass --overwrite to replace it, "
+                    "or choose another --out"
+                )
+            meta_path.unlink()  # from here on the folder is no longer a finished dataset
     out.mkdir(parents=True, exist_ok=True)
     tasks = [_task(i, it, result.masks) for i, it in enumerate(items)]
     from rich.progress import TextColumn
@@ -228,6 +242,18 @@ def run_prepare(
     }
     _emit(summary, as_json)
     return summary
+
+
+def _differences(old: dict[str, Any], dataset: str, params: dict[str, Any]) -> str:
+    """What differs between a finished dataset's meta.json and this job, for the message."""
+    diffs = []
+    if old.get("dataset") != dataset:
+        diffs.append(f"dataset {old.get('dataset')} -> {dataset}")
+    before = old.get("preprocess", {})
+    for key in sorted(set(before) | set(params)):
+        if before.get(key) != params.get(key) and key not in ("resize", "dicom", "masks"):
+            diffs.append(f"{key} {before.get(key)} -> {params.get(key)}")
+    return ", ".join(diffs) or "other source rows or format version"
 
 
 def _row(item: Item, rec: dict[str, Any], result: ReaderResult) -> dict[str, Any]:
