@@ -254,6 +254,12 @@ def evaluate(
     prompts: Path | None = typer.Option(None, "--prompts", help="zero-shot prompts file."),
     device: Device = DeviceOpt,
     workers: int = typer.Option(0, "--workers"),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Folder for metrics.json (default: beside the finetuned head; retrieval and "
+        "zero-shot: CHECKPOINT/evaluate/TASK).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Score a checkpoint on the test split (AUROC, accuracy, mAP, Dice, recall)."""
@@ -269,6 +275,7 @@ def evaluate(
         device=device.value,
         workers=workers,
         as_json=as_json,
+        out=out,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from rich.table import Table
 from cmcgns_cli import interrupts
 from cmcgns_cli.console import emit_json, err, kv_table
 from cmcgns_cli.console import out as stdout
+from cmcgns_cli.data.prepared import atomic_write_text
 from cmcgns_cli.downstream.classification import (
     evaluate_cls,
     finetune_cls,
@@ -81,8 +83,11 @@ def run_finetune(
     if as_json:
         emit_json(record)
         return
-    keys = ("fraction", "n_train", "n_validate", "epochs", "best_epoch", "best_validate")
-    stdout.print(kv_table(f"finetune {task} -> {out}", {k: record[k] for k in keys}))
+    keys = ("fraction", "n_train", "n_validate", "epochs", "best_epoch")
+    rows = {k: record[k] for k in keys}
+    metric = record.get("validate_metric") or record.get("metric") or "score"
+    rows[f"best_validate ({metric})"] = record["best_validate"]
+    stdout.print(kv_table(f"finetune {task} -> {out}", rows))
 
 
 def run_evaluate(
@@ -96,7 +101,11 @@ def run_evaluate(
     device: str,
     workers: int,
     as_json: bool,
+    out: Path | None = None,
 ) -> None:
+    """Score ``checkpoint`` on the test split; print the table (or JSON) and write
+    ``metrics.json``: in ``out`` when given (the whole summary), else beside the finetuned
+    head, or for retrieval / zero-shot in ``CHECKPOINT/evaluate/TASK/``."""
     _check_task(task)
     if save_examples < 0:
         raise BadInputError(f"--save-examples {save_examples}: must be 0 or more")
@@ -109,6 +118,7 @@ def run_evaluate(
         result = _evaluate_pretrained(task, data, checkpoint, dev, prompts)
         summary = _summarise([result])
         summary["protocol"] = result["protocol"]
+        _write_metrics(out or Path(checkpoint) / "evaluate" / task, summary)
         if as_json:
             emit_json(summary)
         else:
@@ -120,10 +130,18 @@ def run_evaluate(
     if seeds > 1:
         results += _other_seeds(task, data, checkpoint, seeds, dev)
     summary = _summarise(results)
+    if out is not None:
+        _write_metrics(out, summary)
     if as_json:
         emit_json(summary)
         return
     stdout.print(_table(task, summary))
+
+
+def _write_metrics(folder: Path, summary: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "metrics.json", json.dumps(summary, indent=2, default=str))
+    err.print(f"metrics written to {folder / 'metrics.json'}", markup=False, highlight=False)
 
 
 def _other_seeds(task: str, data: Path, finetuned: Path, seeds: int, dev) -> list[dict]:
@@ -180,15 +198,25 @@ def _evaluate_pretrained(task: str, data: Path, run: Path, dev, prompts: Path | 
     return evaluate_zeroshot(task, data, run, dev, prompts_file=prompts)
 
 
+def _is_count(results: list[dict[str, Any]], key: str) -> bool:
+    return all(
+        isinstance(r["metrics"][key], int) and not isinstance(r["metrics"][key], bool)
+        for r in results
+    )
+
+
 def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k in results[0]["metrics"]]
     values = {k: np.array([r["metrics"][k] for r in results], dtype=float) for k in keys}
+    # counts (test images, pairs) stay integers when every seed saw the same number
+    counts = {k for k in keys if _is_count(results, k) and (values[k] == values[k][0]).all()}
     return {
         "task": results[0]["task"],
         "metric": results[0]["metric"],
         "seeds": [r["protocol"]["seed"] for r in results],
         "mean": {
-            k: float(np.nanmean(v)) if np.isfinite(v).any() else None for k, v in values.items()
+            k: int(v[0]) if k in counts else float(np.nanmean(v)) if np.isfinite(v).any() else None
+            for k, v in values.items()
         },  # fmt: skip
         "std": {
             k: float(np.nanstd(v)) if np.isfinite(v).any() else None for k, v in values.items()
@@ -201,7 +229,7 @@ def _table(task: str, summary: dict[str, Any]) -> Table:
     n = len(summary["seeds"])
     table = Table(title=f"{task}: test split ({n} seed{'s' if n > 1 else ''})")
     table.add_column("metric")
-    table.add_column("mean", justify="right")
+    table.add_column("mean" if n > 1 else "value", justify="right")
     if n > 1:
         table.add_column("std", justify="right")
     for key, mean in summary["mean"].items():
