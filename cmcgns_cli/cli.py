@@ -432,7 +432,7 @@ def demo(
     as_json: bool = JsonOpt,
 ) -> None:
     """Sample data -> prepare -> tiny pretrain, end to end on the CPU (a minute or so)."""
-    from cmcgns_cli.train.demo import run_demo
+    from cmcgns_cli.demo import run_demo
 
     run_demo(out=out, synth_n=synth_n, seed=seed, max_steps=max_steps, as_json=as_json)
 

@@ -232,6 +232,8 @@ def run_prepare(
         "job": job,
         "summary": summary,
     }
+    if "images_in_two_splits" in summary:
+        meta["images_in_two_splits"] = summary["images_in_two_splits"]
     atomic_write_text(out / META, json.dumps(meta, indent=2, default=str))
     writer.cleanup(out)
     summary = {
@@ -330,11 +332,35 @@ def _summary(
     }
     if "boxes" in manifest:
         summary["boxes"] = int(sum(len(b) for b in manifest["boxes"]))
+    if dataset == "siim":
+        summary["images_in_two_splits"] = images_in_several_splits(manifest)
     return summary
 
 
+def images_in_several_splits(manifest: pd.DataFrame) -> int:
+    """Images (manifest ``id``) with rows in more than one split.
+
+    Under ``--protocol mgca`` SIIM is split over CSV rows as MGCA does, so an image with
+    several RLE rows can sit in two splits, each with the part of its mask whose rows fell
+    there; ``--protocol grouped`` never does this.
+    """
+    if not len(manifest):
+        return 0
+    return int((manifest.groupby("id")["split"].nunique() > 1).sum())
+
+
 def _emit(summary: dict[str, Any], as_json: bool) -> None:
-    from cmcgns_cli.console import emit_json, out
+    from cmcgns_cli.console import emit_json, err, out
+
+    if summary.get("images_in_two_splits"):
+        err.print(
+            f"note: {summary['images_in_two_splits']} images sit in two splits, each with part "
+            "of its mask (--protocol mgca splits the CSV rows, as MGCA does); "
+            "--protocol grouped keeps every image in one split",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
     if as_json:
         emit_json(summary)
@@ -350,6 +376,8 @@ def _emit(summary: dict[str, Any], as_json: bool) -> None:
         table.add_row(f"positive {name}", "-" if p is None or math.isnan(p) else f"{p:.3f}")
     if "boxes" in summary:
         table.add_row("boxes", str(summary["boxes"]))
+    if summary.get("images_in_two_splits"):
+        table.add_row("images in two splits", str(summary["images_in_two_splits"]))
     table.add_row("skipped", str(summary["skipped"]))
     for reason, n in summary["skipped_by_reason"].items():
         table.add_row(f"  {reason}", str(n))
