@@ -4,8 +4,8 @@ of CPU.
 
 Stages (each timed): ``synth`` draws a world in the MIMIC-CXR and RSNA layouts; ``prepare``
 turns both into the prepared format; ``pretrain`` runs the ``tiny`` preset at a small image
-size; ``retrieval`` scores image-to-report recall at 1 on the MIMIC-style test split
-(chance: one over the number of test pairs); ``linear_probe`` trains a linear head for RSNA
+size; ``retrieval`` scores image-to-report recall at 10 on the MIMIC-style test split
+(chance: 10 over the number of test pairs); ``linear_probe`` trains a linear head for RSNA
 pneumonia on frozen features of each encoder and scores AUROC on the RSNA test split
 (chance 0.5). Both encoders share the architecture; the random one is drawn with the same
 seed each time.
@@ -37,6 +37,7 @@ SOURCE_SIZE = 96  # px, longer side of the drawn images
 IMAGE_SIZE = 64  # px, prepared and trained
 STAGE1_EPOCHS, STAGE2_EPOCHS = 5, 1
 PROBE_EPOCHS = 30
+RECALL_K = 10  # R@1 over a few dozen test pairs is a handful of hits: too noisy to show
 OPTIONS = {"protocol": "mgca", "min_words": 3, "polygon_box": "pole"}
 
 
@@ -129,10 +130,11 @@ def _stages(
     pairs = int(got["pretrained"]["pairs"])
     return [
         {
-            "name": f"image-to-report R@1 ({pairs} held-out pairs)",
-            "pretrained": round(got["pretrained"]["i2t_R@1"], 4),
-            "random_init": round(got["random_init"]["i2t_R@1"], 4),
-            "chance": round(got["pretrained"]["chance_R@1"], 4),
+            "name": f"image-to-report R@{RECALL_K} ({pairs} held-out pairs)",
+            "pretrained": round(got["pretrained"][f"i2t_R@{RECALL_K}"], 4),
+            "random_init": round(got["random_init"][f"i2t_R@{RECALL_K}"], 4),
+            # a random ranking puts the right report in the top K with probability K / N
+            "chance": round(min(1.0, RECALL_K / max(pairs, 1)), 4),
         },
         {
             "name": f"RSNA pneumonia linear-probe AUROC ({probe['n_test']} test images)",
