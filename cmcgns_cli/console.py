@@ -21,6 +21,8 @@ from rich.progress import (
 from rich.table import Table
 
 err = Console(stderr=True)
+if not err.is_terminal:  # a log file: lines are never cut to 80 columns
+    err.soft_wrap = True
 out = Console(soft_wrap=True)
 
 
