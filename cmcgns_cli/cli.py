@@ -7,9 +7,12 @@ Each function hands its arguments to the module that does the work. Errors deriv
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -26,6 +29,44 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from cmcgns_cli import __version__
+
+        sys.stdout.write(f"cmcgns {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """CM-CGNS: self-supervised joint learning from chest X-rays and radiology reports."""
+
+
+def _flag_type_hidden(display: Callable[..., str | None]) -> Callable[..., str | None]:
+    # Typer's rich help prints a type for every option; a flag takes no value, so show none
+    # (as click's own help does); long choice lists go one choice a line, so that the narrow
+    # type column never breaks a choice mid-word
+    def show(self: Any, ctx: Any) -> str | None:
+        if getattr(self, "is_flag", False):
+            return None
+        shown = display(self, ctx)
+        if shown and len(shown) > 24 and shown.startswith("<") and "|" in shown:
+            return "|\n".join(shown.split("|"))
+        return shown
+
+    return show
+
+
+if hasattr(typer.core, "TyperOption") and hasattr(typer.core.TyperOption, "display_type_rich"):
+    typer.core.TyperOption.display_type_rich = _flag_type_hidden(  # type: ignore[method-assign]
+        typer.core.TyperOption.display_type_rich
+    )
+
+
 class Dataset(StrEnum):
     mimic = "mimic"
     chexpert = "chexpert"
@@ -40,6 +81,31 @@ class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+
+
+Preset = StrEnum("Preset", {name: name for name in PRESETS})
+
+
+class Variant(StrEnum):
+    authors = "authors"
+    clean = "clean"
+
+
+class PolygonBox(StrEnum):
+    pole = "pole"
+    bbox = "bbox"
+
+
+class EmbedFormat(StrEnum):
+    jsonl = "jsonl"
+    parquet = "parquet"
+    npy = "npy"
+
+
+class Split(StrEnum):
+    train = "train"
+    validate = "validate"
+    test = "test"
 
 
 class Protocol(StrEnum):
@@ -65,6 +131,9 @@ TASKS = (
     "grounding-mscxr",
 )
 
+FinetuneTask = StrEnum("FinetuneTask", {t: t for t in TASKS[:7]})
+EvaluateTask = StrEnum("EvaluateTask", {t: t for t in TASKS})
+
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
 DeviceOpt = typer.Option(Device.auto, "--device", help="auto picks CUDA when available.")
 SeedOpt = typer.Option(0, "--seed", help="Random seed.")
@@ -81,8 +150,11 @@ def prepare(
         Protocol.mgca, "--protocol", help="mgca = the paper's splits; grouped = leak-free."
     ),
     min_words: int = typer.Option(3, "--min-words", help="mimic: skip reports with fewer words."),
-    polygon_box: str = typer.Option(
-        "pole", "--polygon-box", help="object-cxr polygons: pole (protocol) or bbox."
+    polygon_box: PolygonBox = typer.Option(
+        PolygonBox.pole,
+        "--polygon-box",
+        help="object-cxr polygons: pole (a square around the pole of inaccessibility) or "
+        "bbox (the plain bounding box).",
     ),
     csv_file: Path | None = typer.Option(None, "--csv", help="folder: the CSV listing images."),
     image_col: str = typer.Option("path", "--image-col", help="folder: image path column."),
@@ -91,6 +163,12 @@ def prepare(
         None, "--label-cols", help="folder: comma-separated label columns."
     ),
     split_col: str | None = typer.Option(None, "--split-col", help="folder: split column."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace a finished dataset in --out prepared with other settings (without it: "
+        "refused, exit 2; the same settings are a no-op).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Turn a downloaded dataset into the prepared format (meta.json, manifest, images.npy)."""
@@ -105,7 +183,7 @@ def prepare(
         options={
             "protocol": protocol.value,
             "min_words": min_words,
-            "polygon_box": polygon_box,
+            "polygon_box": polygon_box.value,
             "csv": csv_file,
             "image_col": image_col,
             "report_col": report_col,
@@ -113,6 +191,7 @@ def prepare(
             "split_col": split_col,
         },
         as_json=as_json,
+        overwrite=overwrite,
     )
 
 
@@ -124,8 +203,13 @@ def pretrain(
     out: Path | None = typer.Option(
         None, "--out", help="Run directory for checkpoints and logs (--resume: that run's)."
     ),
-    preset_name: str = typer.Option(
-        "paper-resnet50", "--preset", help=f"One of: {', '.join(PRESETS)}."
+    preset_name: Preset | None = typer.Option(
+        None,
+        "--preset",
+        help="Required (except with --resume). tiny and small run offline with a scratch "
+        "text encoder; paper-resnet50 and paper-vit need --text-encoder DIR (a local "
+        "Bio_ClinicalBERT).",
+        show_default=False,
     ),
     config_file: Path | None = typer.Option(None, "--config", help="TOML/YAML overrides."),
     sets: list[str] = typer.Option([], "--set", help="Override one key: section.key=value."),
@@ -135,15 +219,25 @@ def pretrain(
     text_encoder: str | None = typer.Option(
         None, "--text-encoder", help="Local BERT directory or hub id."
     ),
-    variant: str | None = typer.Option(None, "--variant", help="authors (default) or clean."),
-    stage1_epochs: int | None = typer.Option(None, "--stage1-epochs"),
-    stage2_epochs: int | None = typer.Option(None, "--stage2-epochs"),
-    batch_size: int | None = typer.Option(None, "--batch-size"),
-    lr: float | None = typer.Option(None, "--lr"),
+    variant: Variant | None = typer.Option(
+        None,
+        "--variant",
+        help="authors (the authors' code, the default) or clean (all five textbook forms).",
+    ),
+    stage1_epochs: int | None = typer.Option(
+        None, "--stage1-epochs", min=0, help="Epochs without CM-MIR (default: the preset's)."
+    ),
+    stage2_epochs: int | None = typer.Option(
+        None, "--stage2-epochs", min=0, help="Epochs with CM-MIR (default: the preset's)."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Pairs per step and process (default: the preset's)."
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default: preset's)."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Cap steps per stage."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue this run directory."),
     device: Device = DeviceOpt,
-    seed: int | None = typer.Option(None, "--seed"),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (default: the preset's)."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader workers."),
     nproc: int = typer.Option(1, "--nproc", help="GPUs on this node; >1 prints torchrun."),
     tensorboard: Path | None = typer.Option(
@@ -156,8 +250,14 @@ def pretrain(
     from cmcgns_cli.config import resolve
     from cmcgns_cli.train.run import run_pretrain
 
+    if preset_name is None and resume is None:
+        raise BadInputError(
+            "--preset is required: tiny or small (offline, scratch text encoder), or "
+            "paper-resnet50 / paper-vit with --text-encoder DIR (a local Bio_ClinicalBERT)"
+        )
     cfg = resolve(
-        preset_name,
+        # a resumed run takes its saved config; the preset only seeds the option parsing
+        preset_name.value if preset_name is not None else "tiny",
         config_file,
         sets,
         cli={
@@ -165,7 +265,7 @@ def pretrain(
                 "image_weights": str(image_weights) if image_weights else None,
                 "text_encoder": text_encoder,
             },
-            "loss": {"variant": variant},
+            "loss": {"variant": variant.value if variant is not None else None},
             "train": {
                 "stage1_epochs": stage1_epochs,
                 "stage2_epochs": stage2_epochs,
@@ -187,10 +287,10 @@ def pretrain(
 
 @app.command()
 def finetune(
-    task: str = typer.Option(..., "--task", help=f"One of: {', '.join(TASKS[:7])}."),
+    task: FinetuneTask = typer.Option(..., "--task", help="Downstream task."),
     data: Path = typer.Option(..., "--data", help="Prepared downstream dataset."),
-    checkpoint: str | None = typer.Option(
-        None, "--checkpoint", help="Pretrain run directory, exported bundle, or none."
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="Pretrain run directory, exported bundle, or none (random init)."
     ),
     out: Path = typer.Option(..., "--out", help="Output directory."),
     fraction: float = typer.Option(1.0, "--fraction", help="Share of training labels: 0.01-1."),
@@ -204,9 +304,13 @@ def finetune(
     allow_partial: bool = typer.Option(
         False, "--allow-partial", help="Accept image weights that fill < 95 % of the encoder."
     ),
-    epochs: int | None = typer.Option(None, "--epochs"),
-    lr: float | None = typer.Option(None, "--lr"),
-    batch_size: int | None = typer.Option(None, "--batch-size"),
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, help="Training epochs (default: the task's protocol)."
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate (default: the task's)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Images per step (default: the task's)."
+    ),
     device: Device = DeviceOpt,
     seed: int = SeedOpt,
     fraction_sampler: str = typer.Option(
@@ -214,7 +318,7 @@ def finetune(
         "--fraction-sampler",
         help="auto (the data's protocol: mgca -> mgca, else stratified), mgca or stratified.",
     ),
-    workers: int = typer.Option(0, "--workers"),
+    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader workers."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Train a downstream head (linear probe, detector or U-Net) on a pretrained encoder."""
@@ -223,9 +327,9 @@ def finetune(
     if checkpoint is None and image_weights is None:
         raise BadInputError("give --checkpoint RUN|BUNDLE|none, or --image-weights FILE")
     run_finetune(
-        task=task,
+        task=task.value,
         data=data,
-        checkpoint=checkpoint or "none",
+        checkpoint=str(checkpoint) if checkpoint is not None else "none",
         out=out,
         fraction=fraction,
         full=full,
@@ -245,7 +349,7 @@ def finetune(
 
 @app.command()
 def evaluate(
-    task: str = typer.Option(..., "--task", help=f"One of: {', '.join(TASKS)}."),
+    task: EvaluateTask = typer.Option(..., "--task", help="Task to score."),
     data: Path = typer.Option(..., "--data", help="Prepared dataset with a test split."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Finetuned (or pretrain) run."),
     seeds: int = typer.Option(1, "--seeds", help="Repeat finetuning with N seeds: mean, std."),
@@ -258,14 +362,20 @@ def evaluate(
         None, "--annotations", help="grounding-mscxr: the MS-CXR annotation CSV."
     ),
     device: Device = DeviceOpt,
-    workers: int = typer.Option(0, "--workers"),
+    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader workers."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Folder for metrics.json (default: beside the finetuned head; retrieval and "
+        "zero-shot: CHECKPOINT/evaluate/TASK).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Score a checkpoint on the test split (AUROC, accuracy, mAP, Dice, recall)."""
     from cmcgns_cli.downstream.run import run_evaluate
 
     run_evaluate(
-        task=task,
+        task=task.value,
         data=data,
         checkpoint=checkpoint,
         seeds=seeds,
@@ -276,6 +386,7 @@ def evaluate(
         as_json=as_json,
         split=split,
         annotations=annotations,
+        out=out,
     )
 
 
@@ -285,11 +396,13 @@ def embed(
     images: str | None = typer.Option(None, "--images", help="DIR, GLOB, or - for stdin."),
     reports: str | None = typer.Option(None, "--reports", help="CSV/text file, or -."),
     out: Path | None = typer.Option(None, "--out", help=".parquet or .npy; stdout if absent."),
-    fmt: str = typer.Option("jsonl", "--format", help="parquet, npy or jsonl."),
+    fmt: EmbedFormat = typer.Option(
+        EmbedFormat.jsonl, "--format", help="Output format (parquet and npy need --out)."
+    ),
     local: bool = typer.Option(False, "--local", help="Also write patch/sentence vectors."),
-    batch_size: int = typer.Option(32, "--batch-size"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Inputs per forward pass."),
     device: Device = DeviceOpt,
-    workers: int = typer.Option(0, "--workers"),
+    workers: int = typer.Option(0, "--workers", min=0, help="Image decoding workers."),
 ) -> None:
     """Turn images and/or reports into embedding vectors."""
     from cmcgns_cli.embed import run_embed
@@ -299,7 +412,7 @@ def embed(
         images=images,
         reports=reports,
         out=out,
-        fmt=fmt,
+        fmt=fmt.value,
         local=local,
         batch_size=batch_size,
         device=device.value,
@@ -363,7 +476,7 @@ def demo(
     as_json: bool = JsonOpt,
 ) -> None:
     """Sample data -> prepare -> tiny pretrain, end to end on the CPU (a minute or so)."""
-    from cmcgns_cli.train.demo import run_demo
+    from cmcgns_cli.demo import run_demo
 
     run_demo(out=out, synth_n=synth_n, seed=seed, max_steps=max_steps, as_json=as_json)
 
@@ -396,7 +509,7 @@ def explain(
 def clusters(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Pretrain run directory."),
     data: Path = typer.Option(..., "--data", help="Prepared paired dataset."),
-    split: str = typer.Option("train", "--split", help="train, validate or test."),
+    split: Split = typer.Option(Split.train, "--split", help="Which split's reports."),
     limit: int = typer.Option(5000, "--limit", min=0, help="At most N reports (0 = all)."),
     top: int = typer.Option(5, "--top", min=1, help="Nearest distinct sentences per centroid."),
     out: Path | None = typer.Option(None, "--out", help="Also write the table as CSV."),
@@ -409,7 +522,7 @@ def clusters(
     run_clusters(
         checkpoint=checkpoint,
         data=data,
-        split=split,
+        split=split.value,
         limit=limit,
         top=top,
         out=out,
@@ -457,20 +570,32 @@ def plot(
 
 def main() -> None:
     """Console-script entry point: run the app and map errors to exit codes."""
+    from cmcgns_cli.interrupts import Interrupted
+
+    # nothing is ever downloaded: Hugging Face libraries imported from here on stay offline
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=False, prog_name="cmcgns")
+    except Interrupted as exc:
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
     except CmcgnsError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         sys.exit(code or 0)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        # Ctrl-C in a command without its own handler (click turns it into Abort)
+        err.print("interrupted", markup=False, highlight=False)
+        sys.exit(130)
     except Exception as exc:
         # Usage errors from click (typer may vendor its own copy) carry show() and exit_code.
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
+            # one line, like every other error, naming where to look for the usage
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            message = " ".join(str(exc.format_message()).split())
+            err.print(f"error: {message}{where}", markup=False, highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         raise

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,21 +22,98 @@ from rich.table import Table
 from cmcgns_cli import jsonio
 
 err = Console(stderr=True)
+if not err.is_terminal:  # a log file: lines are never cut to 80 columns
+    err.soft_wrap = True
 out = Console(soft_wrap=True)
 
 
+LOG_INTERVAL_ENV = "CMCGNS_LOG_INTERVAL"  # seconds between plain log lines (default 30)
+
+
 def progress(*extra_columns: Any) -> Progress:
-    """A Rich progress bar on stderr with count, rate-friendly columns and ETA."""
+    """Progress on stderr: a Rich bar on a terminal (its full width), plain periodic lines
+    otherwise (see :class:`PlainProgress`)."""
+    if not err.is_terminal:
+        return PlainProgress(*extra_columns)
     return Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=24),
         MofNCompleteColumn(),
         *extra_columns,
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err,
         transient=False,
+        expand=True,
     )
+
+
+class PlainProgress(Progress):
+    """Progress for a stderr that is not a terminal (nohup, CI, SLURM, ``2> log``).
+
+    Nothing is drawn; instead one plain line per task is written every ``interval_s``
+    seconds (``CMCGNS_LOG_INTERVAL``, default 30; 0 = every update) and when a task
+    finishes: description, done/total, the task's ``info``/``rate`` fields (pretrain: epoch,
+    step, loss terms, pairs/s), elapsed time and ETA.
+    """
+
+    def __init__(self, *extra_columns: Any, interval_s: float | None = None) -> None:
+        super().__init__(*extra_columns, console=err, disable=True)
+        if interval_s is None:
+            try:
+                interval_s = float(os.environ.get(LOG_INTERVAL_ENV, "30"))
+            except ValueError:
+                interval_s = 30.0
+        self.interval_s = max(0.0, interval_s)
+        self._last: dict[Any, float] = {}
+
+    def add_task(self, description: str, *args: Any, **kwargs: Any) -> Any:
+        task_id = super().add_task(description, *args, **kwargs)
+        self._last[task_id] = time.monotonic()
+        return task_id
+
+    def update(self, task_id: Any, *args: Any, **kwargs: Any) -> None:
+        super().update(task_id, *args, **kwargs)
+        self._maybe_log(task_id)
+
+    def advance(self, task_id: Any, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._maybe_log(task_id)
+
+    def _maybe_log(self, task_id: Any) -> None:
+        task = self._tasks[task_id]
+        now = time.monotonic()
+        if not task.finished and now - self._last.get(task_id, 0.0) < self.interval_s:
+            return
+        self._last[task_id] = now
+        err.print(plain_line(task), markup=False, highlight=False, soft_wrap=True)
+
+
+def plain_line(task: Any) -> str:
+    """One log line for a Rich task: ``desc done/total (p%) fields elapsed h:mm:ss ETA h:mm:ss``."""
+    total = task.total
+    done = int(task.completed)
+    parts = [str(task.description).replace("[bold]", "")]
+    if total:
+        parts.append(f"{done}/{int(total)} ({100.0 * done / total:.0f}%)")
+    else:
+        parts.append(str(done))
+    info = task.fields.get("info")
+    if info:
+        parts.append(str(info))
+    rate = task.fields.get("rate")
+    if rate not in (None, "", "-"):
+        parts.append(f"{rate}/s")
+    parts.append(f"elapsed {_hms(task.elapsed)}")
+    remaining = task.time_remaining
+    if not task.finished:
+        parts.append(f"ETA {_hms(remaining) if remaining is not None else '?'}")
+    return time.strftime("[%H:%M:%S] ") + ", ".join(parts)
+
+
+def _hms(seconds: float | None) -> str:
+    s = int(seconds or 0)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def emit_json(payload: Any) -> None:

@@ -86,13 +86,45 @@ def to_u8(image: torch.Tensor) -> np.ndarray:
     return np.clip((image[0].float().cpu().numpy() * 0.5 + 0.5) * 255.0, 0, 255).astype(np.uint8)
 
 
-def overlay(gray: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """BGR uint8: the heat map (min-max scaled, JET colours) blended over the image."""
-    h = heat - heat.min()
-    h = (255.0 * h / max(float(h.max()), 1e-8)).astype(np.uint8)
-    colour = cv2.applyColorMap(h, cv2.COLORMAP_JET)
+# A sentence's attention map whose range (max - min) is below this share of its mean is
+# called "uninformative": a colour map stretched over it would show noise as a peak.
+FLAT_RELATIVE_RANGE = 0.10
+
+
+def is_uninformative(heat: np.ndarray) -> bool:
+    """True when ``(max - min) < FLAT_RELATIVE_RANGE * |mean|`` (a nearly flat map)."""
+    spread = float(heat.max() - heat.min())
+    return spread < FLAT_RELATIVE_RANGE * max(abs(float(heat.mean())), 1e-12)
+
+
+def overlay(
+    gray: np.ndarray,
+    heat: np.ndarray,
+    alpha: float = 0.45,
+    lo: float | None = None,
+    hi: float | None = None,
+) -> np.ndarray:
+    """BGR uint8: the heat map (scaled from ``lo`` to ``hi``, default its own min and max;
+    JET colours) blended over the image."""  # fmt: skip
+    lo = float(heat.min()) if lo is None else lo
+    hi = float(heat.max()) if hi is None else hi
+    h = np.clip((heat - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    colour = cv2.applyColorMap((255.0 * h).astype(np.uint8), cv2.COLORMAP_JET)
     base = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     return cv2.addWeighted(base, 1.0 - alpha, colour, alpha, 0.0)
+
+
+def colour_bar(height: int, lo: float, hi: float, width: int = 56) -> np.ndarray:
+    """BGR uint8 (height, width): the JET scale from ``lo`` (bottom) to ``hi`` (top) with
+    both values and the middle one written beside it."""
+    bar = np.zeros((height, width, 3), np.uint8)
+    ramp = np.linspace(255, 0, height).astype(np.uint8)[:, None].repeat(12, axis=1)
+    bar[:, 2:14] = cv2.applyColorMap(ramp, cv2.COLORMAP_JET)
+    for frac, value in ((0.0, hi), (0.5, (lo + hi) / 2), (1.0, lo)):
+        y = int(np.clip(frac * (height - 1), 10, height - 4))
+        cv2.putText(bar, f"{value:.3g}", (16, y), cv2.FONT_HERSHEY_SIMPLEX, 0.3,
+                    (255, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
+    return bar
 
 
 def _resize(img: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
@@ -102,9 +134,24 @@ def _resize(img: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
     return cv2.resize(img, (size, size), interpolation=interp)
 
 
+def dropped_energy_share(local: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """Per patch, the share of its feature energy that masking removed: ``1 - |masked_p|^2 /
+    |local_p|^2`` for (P, D) features before and after masking; float (P,) in [0, 1]."""
+    energy = local.float().pow(2).sum(dim=-1)
+    kept = masked.float().pow(2).sum(dim=-1)
+    return (1.0 - kept / energy.clamp_min(1e-12)).clamp(0.0, 1.0)
+
+
 @torch.no_grad()
 def reconstruction(run: LoadedRun, batch: dict, seed: int = 0) -> tuple[np.ndarray, ...]:
-    """(masked-view uint8, reconstruction uint8, patch-masked (h, w) bool) for batch item 0."""
+    """(masked-view BGR uint8, reconstruction uint8, patch-masked (h, w) bool, dropped
+    (h, w) float, reconstruction value range (lo, hi)) for batch item 0.
+
+    The masked view shows what the masking removed: for channel masking the share of each
+    patch's feature energy (sum of squared features) that the dropped channels held, as a
+    heat map with its colour bar; for patch masking the removed patches greyed out. The
+    reconstruction is stretched to its own min..max (it is in the model's output units).
+    """
     from cmcgns_cli.losses.recon import mask_local_features
 
     model = run.model
@@ -123,12 +170,21 @@ def reconstruction(run: LoadedRun, batch: dict, seed: int = 0) -> tuple[np.ndarr
     pred = model.decoder(masked, t2i, img["grid"], size)
     h, w = int(img["grid"][0]), int(img["grid"][1])
     pm = patch_masked[0].reshape(h, w).cpu().numpy()
+    dropped = dropped_energy_share(img["local"][0], masked[0]).reshape(h, w).cpu().numpy()
     original = to_u8(batch["images"][0, :1])
-    view = original.copy()
     if mode == "patches":  # grey out the patches whose features were removed
+        view = original.copy()
         pix = cv2.resize(pm.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
         view[pix.astype(bool)] = 128
-    return view, to_u8(pred[0]), pm
+        view = cv2.cvtColor(view, cv2.COLOR_GRAY2BGR)
+    else:
+        share = cv2.resize(dropped.astype(np.float32), (size[1], size[0]),
+                           interpolation=cv2.INTER_NEAREST)  # fmt: skip
+        view = overlay(original, share, alpha=0.6, lo=0.0, hi=1.0)
+    rec = pred[0, 0].float().cpu().numpy()
+    lo, hi = float(rec.min()), float(rec.max())
+    stretched = ((rec - lo) / max(hi - lo, 1e-12) * 255.0).astype(np.uint8)
+    return view, stretched, pm, dropped, (lo, hi)
 
 
 @torch.no_grad()
@@ -203,30 +259,51 @@ def explain_image(
     records = []
     for s, (sentence, m, (px, py)) in enumerate(zip(sents, maps, peaks(maps), strict=True)):
         name = f"sentence_{s:02d}.png"
+        flat = is_uninformative(m)
         panel = overlay(_resize(gray, disp), _resize(m, disp))
         k = disp / crop
-        cv2.drawMarker(panel, (int((px + 0.5) * k), int((py + 0.5) * k)), (255, 255, 255),
-                       cv2.MARKER_CROSS, 12, 2)  # fmt: skip
-        _write_png(out / name, _label(panel, sentence[:60]))
+        if flat:
+            cv2.putText(panel, "uninformative (flat attention)", (4, disp - 8),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
+        else:
+            cv2.drawMarker(panel, (int((px + 0.5) * k), int((py + 0.5) * k)), (255, 255, 255),
+                           cv2.MARKER_CROSS, 12, 2)  # fmt: skip
+        panel = np.concatenate(
+            [_label(panel, sentence[:60]), colour_bar(disp, float(m.min()), float(m.max()))], axis=1
+        )
+        _write_png(out / name, panel)
         records.append(
             {
                 "index": s,
                 "sentence": sentence,
                 "file": name,
-                "peak_xy": [px, py],
-                "peak_xy_prepared": [round((px + off) * ratio, 1), round((py + off) * ratio, 1)],
+                "attention": "uninformative" if flat else "peaked",
+                "peak_xy": None if flat else [px, py],
+                "peak_xy_prepared": None
+                if flat
+                else [round((px + off) * ratio, 1), round((py + off) * ratio, 1)],
+                "attention_min": float(m.min()),
                 "attention_max": float(m.max()),
                 "attention_mean": float(m.mean()),
                 "cluster": clusters[s],
                 "cluster_cos": cluster_sims[s],
             }
         )
-    view, recon, pm = reconstruction(run, batch, seed)
-    names = ("original", f"masked ({run.cfg.loss.mask_mode})", "CM-MIR reconstruction")
-    panels = [
-        _label(cv2.cvtColor(_resize(im, disp), cv2.COLOR_GRAY2BGR), name)
-        for im, name in zip((gray, view, recon), names, strict=True)
-    ]
+    view, recon, pm, dropped, (rlo, rhi) = reconstruction(run, batch, seed)
+    mode = run.cfg.loss.mask_mode
+    names = (
+        "original",
+        "masked: share of patch energy dropped" if mode == "channels" else "masked (patches)",
+        f"CM-MIR reconstruction [{rlo:.2g}, {rhi:.2g}]",
+    )
+    bgr = (
+        cv2.cvtColor(_resize(gray, disp), cv2.COLOR_GRAY2BGR),
+        _resize(view, disp),
+        cv2.cvtColor(_resize(recon, disp), cv2.COLOR_GRAY2BGR),
+    )
+    panels = [_label(im, name) for im, name in zip(bgr, names, strict=True)]
+    recon_model = recon.astype(np.float32) / 255.0 * (rhi - rlo) + rlo  # back to [-1, 1] units
+    gray_model = gray.astype(np.float32) / 127.5 - 1.0
     _write_png(out / "reconstruction.png", np.concatenate(panels, axis=1))
     result = {
         "image": str(image_path),
@@ -236,9 +313,14 @@ def explain_image(
         "grid": list(grid),
         "mask_mode": run.cfg.loss.mask_mode,
         "masked_patches": int(pm.sum()),
+        "dropped_energy_share_mean": float(dropped.mean()),
+        "reconstruction_range": [rlo, rhi],
+        "flat_relative_range": FLAT_RELATIVE_RANGE,
         "sentences": records,
         "reconstruction": "reconstruction.png",
-        "recon_l1": float(np.abs(recon.astype(np.float32) - gray.astype(np.float32)).mean() / 255),
+        # L1 of the model's output against the input, both on the [-1, 1] model scale
+        # mean |output - input| on the [0, 1] intensity scale (the output unstretched)
+        "recon_l1": float(np.abs(recon_model - gray_model).mean() / 2.0),
     }
     (out / "explain.json").write_text(jsonio.dumps(result, indent=1) + "\n", encoding="utf-8")
     return result
@@ -274,6 +356,7 @@ def run_explain(
         table.add_column(col)
     for r in result["sentences"]:
         cl = "-" if r["cluster"] is None else f"{r['cluster']} ({r['cluster_cos']:.2f})"
-        table.add_row(str(r["index"]), r["sentence"], str(tuple(r["peak_xy"])), cl, r["file"])
+        peak = "uninformative" if r["peak_xy"] is None else str(tuple(r["peak_xy"]))
+        table.add_row(str(r["index"]), r["sentence"], peak, cl, r["file"])
     stdout.print(table)
     return result

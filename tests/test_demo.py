@@ -1,21 +1,48 @@
-"""`cmcgns demo`, the README's first command, runs end to end on the bundled sample."""
+"""`cmcgns demo`, the README's first command: its --json format, its measures with chance
+levels, per-stage seconds, and nothing left behind in the temporary folder."""
 
 from __future__ import annotations
 
 import json
 import math
+import tempfile
 from pathlib import Path
 
+import pytest
 
-def test_demo_runs_prepare_pretrain_and_probe(cli, tmp_path: Path) -> None:
-    res = cli("demo", "--out", tmp_path / "demo", "--max-steps", "3", "--json")
+STAGES = ["synth", "prepare", "pretrain", "retrieval", "linear_probe"]
+
+
+def test_demo_json_format_and_out_folder(cli, tmp_path: Path) -> None:
+    res = cli("demo", "--out", tmp_path / "demo", "--synth", "100", "--max-steps", "2", "--json")
     assert res.exit_code == 0, res.stderr
-    summary = json.loads(res.stdout.strip().splitlines()[-1])
-    assert summary["stage"] == 2 and summary["steps"] > 0
-    for key in ("chexpert_auroc_pretrained", "chexpert_auroc_random_init", "final_loss"):
-        assert math.isfinite(summary[key]), key
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 1  # one JSON document, nothing else on stdout
+    result = json.loads(lines[0])
+    assert list(result) == ["measures", "seconds"]
+    assert len(result["measures"]) == 2
+    for m in result["measures"]:
+        assert list(m) == ["name", "pretrained", "random_init", "chance"]
+        assert 0.0 <= m["chance"] <= 1.0
+    assert result["measures"][0]["name"].startswith("image-to-report R@10 (")
+    pairs = int(result["measures"][0]["name"].split("(")[1].split()[0])
+    assert result["measures"][0]["chance"] == round(min(1.0, 10 / pairs), 4)
+    assert result["measures"][1]["chance"] == 0.5
+    assert list(result["seconds"]) == STAGES
+    assert all(math.isfinite(v) and v >= 0 for v in result["seconds"].values())
+    # the steps' own summaries stay off both streams: no raw JSON on stderr
+    assert not [x for x in res.stderr.splitlines() if x.lstrip().startswith("{")]
     assert (tmp_path / "demo" / "run" / "image_encoder.safetensors").is_file()
-    assert (tmp_path / "demo" / "probe-pretrained" / "metrics.json").is_file()
-    # A second demo into the same folder is refused instead of mixing runs.
     again = cli("demo", "--out", tmp_path / "demo")
     assert again.exit_code == 2 and "already holds a demo run" in again.stderr
+
+
+@pytest.mark.slow
+def test_demo_without_out_leaves_nothing_in_tmp(cli, tmp_path: Path, monkeypatch) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    res = cli("demo", "--synth", "60", "--max-steps", "1")
+    assert res.exit_code == 0, res.stderr
+    assert "pretrained" in res.stdout and "chance" in res.stdout and "time:" in res.stdout
+    assert list(tmp.iterdir()) == []

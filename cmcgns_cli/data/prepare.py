@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
+import sys
 import time
 from collections import Counter
 from importlib import metadata as importlib_metadata
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cmcgns_cli import jsonio
+from cmcgns_cli import interrupts, jsonio
 from cmcgns_cli.data import imageio, writer
 from cmcgns_cli.data.prepared import (
     FORMAT_VERSION,
@@ -129,8 +131,14 @@ def run_prepare(
     as_json: bool,
     reduce: bool = True,
     chunk: int = writer.CHUNK,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Prepare ``dataset`` from ``src`` into ``out``; prints and returns the summary."""
+    """Prepare ``dataset`` from ``src`` into ``out``; prints and returns the summary.
+
+    A finished dataset in ``out`` (its meta.json) made by the same job (dataset, settings,
+    source rows) is a no-op; one made by another job is refused with BadInputError (exit 2)
+    unless ``overwrite``.
+    """
     if dataset not in DATASETS:
         raise BadInputError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     src, out = Path(src), Path(out)
@@ -156,16 +164,24 @@ def run_prepare(
         }
     )
     meta_path = out / META
-    if meta_path.is_file() and not (out / writer.WORK).exists():
+    if meta_path.is_file():
         try:
             old = json.loads(meta_path.read_text(encoding="utf-8"))
         except ValueError:
             old = {}
-        if old.get("job") == job:
+        if old.get("job") == job and not (out / writer.WORK).exists():
             summary = old.get("summary", {})
             summary = {**summary, "resumed": summary.get("count", 0), "already_prepared": True}
             _emit(summary, as_json)
             return summary
+        if old.get("job") != job:
+            if not overwrite:
+                raise BadInputError(
+                    f"{out}: already holds a finished dataset prepared with other settings "
+                    f"({_differences(old, dataset, params)}); pass --overwrite to replace it, "
+                    "or choose another --out"
+                )
+            meta_path.unlink()  # from here on the folder is no longer a finished dataset
     out.mkdir(parents=True, exist_ok=True)
     tasks = [_task(i, it, result.masks) for i, it in enumerate(items)]
     from rich.progress import TextColumn
@@ -184,17 +200,26 @@ def run_prepare(
             rate = state["n"] / max(time.perf_counter() - t0, 1e-9)
             prog.update(bar, advance=k, rate=f"{rate:.1f}")
 
-        results, resumed = writer.run_images(
-            out,
-            tasks,
-            size=size,
-            with_masks=result.masks,
-            workers=workers,
-            reduce=reduce,
-            job=job,
-            on_progress=advance,
-            chunk=chunk,
-        )
+        try:
+            with interrupts.handle(deferred=False):
+                results, resumed = writer.run_images(
+                    out,
+                    tasks,
+                    size=size,
+                    with_masks=result.masks,
+                    workers=workers,
+                    reduce=reduce,
+                    job=job,
+                    on_progress=advance,
+                    chunk=chunk,
+                )
+        except interrupts.Interrupted as exc:
+            done = int(prog.tasks[0].completed)
+            raise interrupts.Interrupted(
+                exc.signum,
+                f"interrupted after {done} of {len(tasks)} images; resume with: "
+                f"cmcgns {shlex.join(sys.argv[1:])}",
+            ) from None
     decode_s = time.perf_counter() - t0
     kept, rows, skipped = [], [], []
     for it in result.skipped:
@@ -234,6 +259,8 @@ def run_prepare(
         "job": job,
         "summary": summary,
     }
+    if "images_in_two_splits" in summary:
+        meta["images_in_two_splits"] = summary["images_in_two_splits"]
     atomic_write_text(out / META, jsonio.dumps(meta, indent=2, default=str))
     writer.cleanup(out)
     summary = {
@@ -265,6 +292,18 @@ def _fail_empty(dataset: str, src: Path, out: Path, skipped: pd.DataFrame) -> No
         f"{reason} ({n} rows), e.g. {where}; all reasons in {out / SKIPPED}; no meta.json "
         "written"
     )
+
+
+def _differences(old: dict[str, Any], dataset: str, params: dict[str, Any]) -> str:
+    """What differs between a finished dataset's meta.json and this job, for the message."""
+    diffs = []
+    if old.get("dataset") != dataset:
+        diffs.append(f"dataset {old.get('dataset')} -> {dataset}")
+    before = old.get("preprocess", {})
+    for key in sorted(set(before) | set(params)):
+        if before.get(key) != params.get(key) and key not in ("resize", "dicom", "masks"):
+            diffs.append(f"{key} {before.get(key)} -> {params.get(key)}")
+    return ", ".join(diffs) or "other source rows or format version"
 
 
 def _row(item: Item, rec: dict[str, Any], result: ReaderResult) -> dict[str, Any]:
@@ -355,11 +394,35 @@ def _summary(
             rerooting["separators_normalised"] + rerooting["prefix_dropped"]
         )
         summary["dropped_prefixes"] = dict(rerooting["dropped_prefixes"])
+    if dataset == "siim":
+        summary["images_in_two_splits"] = images_in_several_splits(manifest)
     return summary
 
 
+def images_in_several_splits(manifest: pd.DataFrame) -> int:
+    """Images (manifest ``id``) with rows in more than one split.
+
+    Under ``--protocol mgca`` SIIM is split over CSV rows as MGCA does, so an image with
+    several RLE rows can sit in two splits, each with the part of its mask whose rows fell
+    there; ``--protocol grouped`` never does this.
+    """
+    if not len(manifest):
+        return 0
+    return int((manifest.groupby("id")["split"].nunique() > 1).sum())
+
+
 def _emit(summary: dict[str, Any], as_json: bool) -> None:
-    from cmcgns_cli.console import emit_json, out
+    from cmcgns_cli.console import emit_json, err, out
+
+    if summary.get("images_in_two_splits"):
+        err.print(
+            f"note: {summary['images_in_two_splits']} images sit in two splits, each with part "
+            "of its mask (--protocol mgca splits the CSV rows, as MGCA does); "
+            "--protocol grouped keeps every image in one split",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
     if as_json:
         emit_json(summary)
@@ -380,6 +443,8 @@ def _emit(summary: dict[str, Any], as_json: bool) -> None:
     if summary.get("paths_rerooted"):
         prefixes = ", ".join(summary.get("dropped_prefixes") or {}) or "separators only"
         table.add_row(f"paths re-rooted ({prefixes})", str(summary["paths_rerooted"]))
+    if summary.get("images_in_two_splits"):
+        table.add_row("images in two splits", str(summary["images_in_two_splits"]))
     table.add_row("skipped", str(summary["skipped"]))
     for reason, n in summary["skipped_by_reason"].items():
         table.add_row(f"  {reason}", str(n))

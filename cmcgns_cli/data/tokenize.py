@@ -168,9 +168,19 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Any:
     """Load a saved tokenizer directory (or a hub id, which fails clearly when offline)."""
     from transformers import AutoTokenizer
 
+    local = Path(path).expanduser()
     try:
-        tok = AutoTokenizer.from_pretrained(str(path), use_fast=True)
-    except Exception as exc:  # OSError, HTTP errors, ValueError for unknown layouts
+        # local files only: a hub id not already in the local cache fails at once, no HTTP
+        tok = AutoTokenizer.from_pretrained(
+            str(local if local.is_dir() else path), use_fast=True, local_files_only=True
+        )
+    except Exception as exc:  # OSError, ValueError for unknown layouts
+        if not local.is_dir():
+            raise BadInputError(
+                f"--text-encoder {path}: not a local directory and not in the local Hugging "
+                "Face cache (nothing is downloaded); pass --text-encoder DIR (a local BERT "
+                "directory) or use --preset tiny or small (scratch text encoder)"
+            ) from None
         raise BadInputError(
             f"{path}: cannot load a tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
             "give a local BERT directory (no network at run time)"

@@ -24,6 +24,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -88,6 +89,13 @@ def _init_worker(images: str, masks: str | None, size: int, reduce: bool) -> Non
         size=size,
         reduce=reduce,
     )
+
+
+def _init_pool_worker(*args: Any) -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the pool and keeps the
+    # journal; a worker dying of KeyboardInterrupt would only break the pool
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(*args)
 
 
 def process_one(task: Task) -> Result:
@@ -234,7 +242,7 @@ def _run_pool(
     pending: set[Future[list[Result]]] = set()
     it = iter(chunks)
     pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=initargs
+        max_workers=workers, mp_context=ctx, initializer=_init_pool_worker, initargs=initargs
     )
     try:
         while True:

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import TextColumn
 from torch import nn
 
-from cmcgns_cli import jsonio
+from cmcgns_cli import interrupts, jsonio
 from cmcgns_cli.console import err, progress
 from cmcgns_cli.data.prepared import Prepared, atomic_write_text
 from cmcgns_cli.downstream.encoder import EncoderSource
@@ -155,13 +156,15 @@ def train(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     fit = Fit()
     best_state = None
-    with progress() as bar:
-        job = bar.add_task("finetune", total=epochs)
+    steps = math.ceil(len(rows) / batch_size)
+    with progress(TextColumn("{task.fields[info]}", markup=False)) as bar:
+        job = bar.add_task("finetune", total=epochs * steps, info="")
         for epoch in range(epochs):
             model.train()
             perm = rows[torch.randperm(len(rows), generator=gen).numpy()]
             totals: dict[str, float] = {}
-            for start in range(0, len(perm), batch_size):
+            for k, start in enumerate(range(0, len(perm), batch_size)):
+                interrupts.at(f"epoch {epoch + 1} of {epochs}, step {k + 1} of {steps}")
                 idx = perm[start : start + batch_size]
                 terms = step_loss(idx)
                 if not torch.isfinite(terms["loss"]):
@@ -169,8 +172,10 @@ def train(
                 opt.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 opt.step()
-                for k, v in terms.items():
-                    totals[k] = totals.get(k, 0.0) + float(v.detach()) * len(idx)
+                for name, v in terms.items():
+                    totals[name] = totals.get(name, 0.0) + float(v.detach()) * len(idx)
+                loss_so_far = totals["loss"] / min(len(perm), start + len(idx))
+                bar.update(job, advance=1, info=f"ep {epoch + 1} loss {loss_so_far:.4f}")
             model.eval()
             scores = validate()
             value = scores[metric]
@@ -186,7 +191,6 @@ def train(
                 fit.best_val = float(value) if math.isfinite(value) else -math.inf
                 fit.best_epoch = epoch
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            bar.advance(job)
     model.load_state_dict(best_state)
     return fit
 

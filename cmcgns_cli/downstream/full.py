@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cmcgns_cli import interrupts
 from cmcgns_cli.data.prepared import Prepared
 from cmcgns_cli.downstream.encoder import EncoderSource
 from cmcgns_cli.downstream.features import extract, to_model_input
@@ -47,6 +48,7 @@ def fit_full(
     fit = HeadFit(head=head, best_epoch=-1, best_val=-np.inf)
     best_state = None
     for epoch in range(epochs):
+        interrupts.at(f"epoch {epoch + 1} of {epochs}")
         encoder.train()
         head.train()
         perm = train_rows[torch.randperm(len(train_rows), generator=gen).numpy()]

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cmcgns_cli import interrupts
 from cmcgns_cli.downstream.tasks import ClsTask
 from cmcgns_cli.metrics import accuracy, auroc
 
@@ -59,6 +60,7 @@ def fit_linear_head(
     best = HeadFit(head=head, best_epoch=-1, best_val=-np.inf)
     best_state = {k: v.clone() for k, v in head.state_dict().items()}
     for epoch in range(epochs):
+        interrupts.at(f"epoch {epoch + 1} of {epochs}")
         head.train()
         perm = torch.randperm(len(x_tr), generator=gen)
         total = 0.0

@@ -98,7 +98,7 @@ def evaluate_retrieval(
     ds = PairedDataset(prepared, split, cache, run.cfg.data, train=False)
     img, txt, keys = pair_embeddings(run, ds, batch_size)
     metrics = retrieval_metrics(img, txt, keys)
-    metrics["pairs"] = float(len(ds))
+    metrics["pairs"] = int(len(ds))
     metrics["chance_R@1"] = 1.0 / max(len(ds), 1)
     sub, cls = five_by_200(prepared, ds.rows)
     if len(sub) and len(np.unique(cls)) > 1:
@@ -107,7 +107,7 @@ def evaluate_retrieval(
             metrics[f"5x200_i2t_P@{k}"] = v
         for k, v in precision_at_k(sims.T, KS, cls, cls).items():
             metrics[f"5x200_t2i_P@{k}"] = v
-        metrics["5x200_n"] = float(len(sub))
+        metrics["5x200_n"] = int(len(sub))
     return {
         "task": "retrieval",
         "metric": "i2t_R@1",

@@ -8,8 +8,10 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
+from cmcgns_cli import interrupts, jsonio
 from cmcgns_cli.console import emit_json, err, kv_table
 from cmcgns_cli.console import out as stdout
+from cmcgns_cli.data.prepared import atomic_write_text
 from cmcgns_cli.downstream.classification import (
     evaluate_cls,
     finetune_cls,
@@ -68,19 +70,29 @@ def run_finetune(
     _check_task(task, finetune=True)
     if not 0.0 < fraction <= 1.0:
         raise BadInputError(f"--fraction {fraction}: must be in (0, 1], e.g. 0.01, 0.1 or 1")
-    record = _finetune_fn(task)(
-        task_name=task, data=data, checkpoint=checkpoint, out=out, fraction=fraction,
-        full=full, arch=arch, image_weights=image_weights, epochs=epochs, lr=lr,
-        batch_size=batch_size, seed=seed, device=resolve_device(device),
-        fraction_sampler=fraction_sampler,
-        allow_partial=allow_partial,
-    )  # fmt: skip
+    try:
+        with interrupts.handle(deferred=False):
+            record = _finetune_fn(task)(
+                task_name=task, data=data, checkpoint=checkpoint, out=out, fraction=fraction,
+                full=full, arch=arch, image_weights=image_weights, epochs=epochs, lr=lr,
+                batch_size=batch_size, seed=seed, device=resolve_device(device),
+                fraction_sampler=fraction_sampler, allow_partial=allow_partial,
+            )  # fmt: skip
+    except interrupts.Interrupted as exc:
+        # finetuning has no resume: the head is written only when training ends
+        where = str(exc).removeprefix("interrupted").strip() or "before training"
+        raise interrupts.Interrupted(
+            exc.signum,
+            f"interrupted {where}; finetune {task} saved no head: run the same command again",
+        ) from None
     if as_json:
         emit_json(record)
         return
-    keys = ("fraction", "fraction_sampler", "n_train", "n_validate", "epochs", "best_epoch",
-            "best_validate")  # fmt: skip
-    stdout.print(kv_table(f"finetune {task} -> {out}", {k: record[k] for k in keys}))
+    keys = ("fraction", "fraction_sampler", "n_train", "n_validate", "epochs", "best_epoch")
+    rows = {k: record[k] for k in keys}
+    metric = record.get("validate_metric") or record.get("metric") or "score"
+    rows[f"best_validate ({metric})"] = record["best_validate"]
+    stdout.print(kv_table(f"finetune {task} -> {out}", rows))
 
 
 def run_evaluate(
@@ -96,7 +108,11 @@ def run_evaluate(
     as_json: bool,
     split: str = "test",
     annotations: Path | None = None,
+    out: Path | None = None,
 ) -> None:
+    """Score ``checkpoint`` on the test split; print the table (or JSON) and write
+    ``metrics.json``: in ``out`` when given (the whole summary), else beside the finetuned
+    head, or for retrieval / zero-shot in ``CHECKPOINT/evaluate/TASK/``."""
     _check_task(task)
     if save_examples < 0:
         raise BadInputError(f"--save-examples {save_examples}: must be 0 or more")
@@ -112,6 +128,7 @@ def run_evaluate(
         summary = _summarise([result])
         summary["protocol"] = result["protocol"]
         summary.update(result.get("extra", {}))
+        _write_metrics(out or Path(checkpoint) / "evaluate" / task, summary)
         if as_json:
             emit_json(summary)
         else:
@@ -125,10 +142,18 @@ def run_evaluate(
     if seeds > 1:
         results += _other_seeds(task, data, checkpoint, seeds, dev)
     summary = _summarise(results)
+    if out is not None:
+        _write_metrics(out, summary)
     if as_json:
         emit_json(summary)
         return
     stdout.print(_table(task, summary))
+
+
+def _write_metrics(folder: Path, summary: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "metrics.json", jsonio.dumps(summary, indent=2, default=str))
+    err.print(f"metrics written to {folder / 'metrics.json'}", markup=False, highlight=False)
 
 
 def _other_seeds(task: str, data: Path, finetuned: Path, seeds: int, dev) -> list[dict]:
@@ -215,15 +240,25 @@ def _evaluate_pretrained(
     return evaluate_zeroshot(task, data, run, dev, prompts_file=prompts, split=split)
 
 
+def _is_count(results: list[dict[str, Any]], key: str) -> bool:
+    return all(
+        isinstance(r["metrics"][key], int) and not isinstance(r["metrics"][key], bool)
+        for r in results
+    )
+
+
 def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k in results[0]["metrics"]]
     values = {k: np.array([r["metrics"][k] for r in results], dtype=float) for k in keys}
+    # counts (test images, pairs) stay integers when every seed saw the same number
+    counts = {k for k in keys if _is_count(results, k) and (values[k] == values[k][0]).all()}
     return {
         "task": results[0]["task"],
         "metric": results[0]["metric"],
         "seeds": [r["protocol"]["seed"] for r in results],
         "mean": {
-            k: float(np.nanmean(v)) if np.isfinite(v).any() else None for k, v in values.items()
+            k: int(v[0]) if k in counts else float(np.nanmean(v)) if np.isfinite(v).any() else None
+            for k, v in values.items()
         },  # fmt: skip
         "std": {
             k: float(np.nanstd(v)) if np.isfinite(v).any() else None for k, v in values.items()
@@ -238,7 +273,7 @@ def _table(task: str, summary: dict[str, Any]) -> Table:
     n = len(summary["seeds"])
     table = Table(title=f"{task}: test split ({n} seed{'s' if n > 1 else ''})")
     table.add_column("metric")
-    table.add_column("mean", justify="right")
+    table.add_column("mean" if n > 1 else "value", justify="right")
     if n > 1:
         table.add_column("std", justify="right")
     ci95 = summary.get("ci95") or {}

@@ -245,8 +245,8 @@ def evaluate_zeroshot(
         one = np.flatnonzero(y.sum(axis=1) == 1) if y.shape[1] > 1 else np.zeros(0, int)
         if len(one):
             metrics["accuracy"] = accuracy(y[one].argmax(axis=1), scores[one])
-            metrics["accuracy_n"] = float(len(one))
-    metrics["n"] = float(len(rows))
+            metrics["accuracy_n"] = int(len(one))
+    metrics["n"] = int(len(rows))
     return {
         "task": task,
         "metric": headline,

@@ -46,7 +46,9 @@ def build_text_encoder(cfg: ModelConfig, vocab_size: int | None = None) -> nn.Mo
         if local.is_dir():
             raise BadInputError(f"{source}: cannot load a text encoder from it: {exc}") from None
         raise BadInputError(
-            f"text encoder {source!r} not found locally and no network: pass a local directory"
+            f"--text-encoder {source}: not a local directory and not in the local Hugging Face "
+            "cache (nothing is downloaded); pass --text-encoder DIR (a local BERT directory) or "
+            "use --preset tiny or small (scratch text encoder)"
         ) from None
     if getattr(model, "pooler", None) is not None:
         model.pooler = None

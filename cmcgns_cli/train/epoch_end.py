@@ -67,6 +67,7 @@ def _save(self: Any, stage: int, state: dict[str, Any], val: dict[str, Any], is_
             meta={"stage": stage, "epoch": self.prog.epoch, "step": self.prog.step, **val},
         )
     self.prog.metrics_bytes = self._metrics_size()
+    self.prog.recent = list(self.recent)
     assert self.optimizer is not None
     ckpt.save_checkpoint(
         self.run,

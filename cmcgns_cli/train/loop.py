@@ -28,12 +28,12 @@ import torch
 from rich.progress import TextColumn
 from torch.utils.data import DataLoader
 
-from cmcgns_cli import jsonio
+from cmcgns_cli import interrupts, jsonio
 from cmcgns_cli.console import err, progress
 from cmcgns_cli.data.paired import DistributedEpochSampler, EpochSampler, PadCollate, PairedDataset
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.train import checkpoint as ckpt
-from cmcgns_cli.train import ddp, dist, speed
+from cmcgns_cli.train import ddp, dist, speed, stop
 from cmcgns_cli.train.epoch_end import end_epoch, fail_nonfinite, summary
 from cmcgns_cli.train.records import (
     SHORT,  # noqa: F401 - re-exported
@@ -140,7 +140,7 @@ class Trainer:
             params, lr=float(self.tc.lr), weight_decay=float(self.tc.weight_decay), **kw
         )
 
-    def _loader(self, ds: PairedDataset, *, train: bool, epoch: int) -> DataLoader:
+    def _loader(self, ds: PairedDataset, *, train: bool, epoch: int, skip: int = 0) -> DataLoader:
         ds.set_epoch(epoch)
         if train and self.world > 1:
             sampler: Any = DistributedEpochSampler(
@@ -149,6 +149,8 @@ class Trainer:
         else:
             sampler = EpochSampler(len(ds), int(self.tc.seed), shuffle=train)
         sampler.set_epoch(epoch)
+        if skip:
+            sampler = stop.SkipSampler(sampler, skip)
         gen = torch.Generator()
         gen.manual_seed(int(self.tc.seed) * 100_003 + epoch)
         workers = int(self.cfg.data.workers)
@@ -210,8 +212,9 @@ class Trainer:
         if dist.rank() > 0:  # rank 0's RNG state was saved; the others need their own streams
             torch.manual_seed(int(self.tc.seed) + 7919 * dist.rank() + self.prog.step)
         if int(p.get("world_size", 1)) != self.world:
-            # checkpoints sit at epoch ends: put the schedule at the same point of the stage
-            # in steps of the new global batch
+            # put the schedule at the same point of the stage in steps of the new global
+            # batch; a partial epoch (an interruption's checkpoint) is trained again
+            self.prog.epoch_micro = 0
             self.prog.stage_step = min(
                 self.prog.stage_epoch * self.steps_per_epoch,
                 self.stage_total_steps(self.prog.stage),
@@ -221,6 +224,7 @@ class Trainer:
                 f"process(es): stage step set to {self.prog.stage_step}"
             )
         self.prog.world_size = self.world
+        self.recent = list(self.prog.recent)
         if dist.is_main():
             ckpt.truncate_metrics(self.run, int(self.prog.metrics_bytes))
 
@@ -286,25 +290,30 @@ class Trainer:
             while self.prog.stage_epoch < epochs and self.prog.stage_step < total:
                 self._train_epoch(stage, total, warmup, bar, task)
                 val = validate(self, stage)
+                self.prog.epoch_micro = 0
                 self.prog.stage_epoch += 1
                 self.prog.epoch += 1
                 if self.prog.stage_epoch >= epochs or self.prog.stage_step >= total:
                     self.prog.stage_done = True
                 self._end_epoch(stage, val)
+                if stop.agreed(self):  # the epoch-end checkpoint is already on disk
+                    stop.raise_interrupted(self, stage, self.prog.epoch)
 
     def _train_epoch(self, stage: int, total: int, warmup: int, bar: Any, task: Any) -> None:
         model, net, opt = self.model, self.net, self.optimizer
         assert opt is not None
         model.train()
         gepoch = self.prog.epoch
-        loader = self._loader(self.train_ds, train=True, epoch=gepoch)
+        start = int(self.prog.epoch_micro)  # > 0 when resuming a mid-epoch checkpoint
+        skip = start * self.batch_size
+        loader = self._loader(self.train_ds, train=True, epoch=gepoch, skip=skip)
         n_micro = self.micro_per_epoch
         buf = StepBuffer()
-        group_start = 0
+        group_start = start
         t0 = time.perf_counter()
         pairs = 0
         opt.zero_grad(set_to_none=True)
-        for i, batch in enumerate(loader):
+        for i, batch in enumerate(loader, start=start):
             if i >= n_micro:
                 break
             if i % self.accumulate == 0:
@@ -357,7 +366,9 @@ class Trainer:
             }
             buf.close_step(meta, grad_norm)
             done = self.prog.stage_step >= total or i + 1 >= n_micro
-            if len(buf.pending) >= self.sync_every or done:
+            # one process reads the flag every step; several agree on it at flush points
+            halt = self.world == 1 and interrupts.requested() is not None
+            if len(buf.pending) >= self.sync_every or done or halt:
                 records = buf.flush()  # the one host read of this window
                 dt = time.perf_counter() - t0
                 for record in records:
@@ -371,6 +382,9 @@ class Trainer:
                         )
                     _after_step(self, record)
                 pairs, t0 = 0, time.perf_counter()
+                if not done and stop.agreed(self):
+                    stop.save_mid_epoch(self, i + 1)
+                    stop.raise_interrupted(self, stage, gepoch + 1)
             if self.prog.stage_step >= total:
                 break
 

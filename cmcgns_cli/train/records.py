@@ -73,6 +73,10 @@ class Progress:
     stage_last: dict[str, float] = field(default_factory=dict)  # mean of its last 3 steps
     history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch summaries
     world_size: int = 1  # processes that wrote this progress (resume may change it)
+    # micro-batches of the current epoch already trained: > 0 only in a checkpoint written
+    # mid-epoch by an interruption (resume skips them in the epoch's fixed order)
+    epoch_micro: int = 0
+    recent: list[dict[str, Any]] = field(default_factory=list)  # the last 3 step records
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

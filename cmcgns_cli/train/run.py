@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cmcgns_cli import interrupts
 from cmcgns_cli.config import Config, config_from_dict
 from cmcgns_cli.console import emit_json, err, kv_table
 from cmcgns_cli.console import out as stdout
@@ -117,7 +119,10 @@ def run_pretrain(
         )
     device = dist.setup(cfg.train.device)
     try:
-        return _run_pretrain(cfg, data=data, out=out, resume=resume, device=device, as_json=as_json)
+        with interrupts.handle(deferred=True):
+            return _run_pretrain(
+                cfg, data=data, out=out, resume=resume, device=device, as_json=as_json
+            )
     finally:
         dist.teardown()
 
@@ -166,7 +171,27 @@ def _run_pretrain(
         )
     if dist.world_size() == 1:
         device = resolve_device(cfg.train.device)
+    created = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train(cfg, prepared, data, run, resuming, extra, device, as_json)
+    except BaseException:
+        # a run that stopped before it logged a step leaves no directory behind
+        if created and dist.is_main() and not (run / ckpt.METRICS).exists():
+            shutil.rmtree(run, ignore_errors=True)
+        raise
+
+
+def _train(
+    cfg: Config,
+    prepared: Any,
+    data: Path,
+    run: Path,
+    resuming: bool,
+    extra: dict[str, Any],
+    device: torch.device,
+    as_json: bool,
+) -> dict[str, Any]:
     seed_everything(int(cfg.train.seed), device)
 
     # rank 0 writes the tokenizer and the token cache; the others then read them

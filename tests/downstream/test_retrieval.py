@@ -35,11 +35,26 @@ def test_recall_at_k_by_hand():
         recall_at_k(np.zeros((2, 3)))
 
 
-def test_retrieval_beats_random_init(trained, cli):
+def test_retrieval_beats_random_init(trained, cli, tmp_path):
     data, run = trained
     res = cli("evaluate", "--task", "retrieval", "--data", data, "--checkpoint", run, "--json")
     assert res.exit_code == 0, res.stderr
     got = json.loads(res.stdout)["mean"]
+    # metrics.json beside the checkpoint, counts as integers
+    saved = json.loads((run / "evaluate" / "retrieval" / "metrics.json").read_text())
+    assert saved["mean"] == got and isinstance(got["pairs"], int)
+    table = cli("evaluate", "--task", "retrieval", "--data", data, "--checkpoint", run,
+                "--out", tmp_path / "ev")  # fmt: skip
+    assert table.exit_code == 0, table.stderr
+    header = next(line for line in table.stdout.splitlines() if "metric" in line)
+    assert "value" in header and "mean" not in header  # one seed: not a mean
+    assert any(
+        line.split("│")[1:3] == [" pairs ", " 80 "]
+        or "pairs" in line
+        and line.rstrip("│ ").endswith(" 80")
+        for line in table.stdout.splitlines()
+    ), table.stdout
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["mean"] == got
     init = evaluate_retrieval(data, run, torch.device("cpu"), random_init=True)["metrics"]
     print(
         f"retrieval over {int(got['pairs'])} test pairs, pretrained vs random init: "

@@ -109,3 +109,24 @@ def test_attention_peaks_inside_the_named_finding(localising_run):
     assert n >= 40
     assert trained_rate >= init_rate + 0.15
     assert trained_rate > 0.25  # above a uniformly random peak too
+
+
+def test_flat_attention_is_uninformative_and_energy_share_by_hand():
+    import numpy as np
+    import torch
+
+    from cmcgns_cli.explain import FLAT_RELATIVE_RANGE, dropped_energy_share, is_uninformative
+
+    base = np.full((4, 4), 0.5)
+    nearly_flat = base.copy()
+    nearly_flat[1, 2] += 0.5 * FLAT_RELATIVE_RANGE * 0.9  # range 4.5 % of the mean 0.5
+    peaked = base.copy()
+    peaked[1, 2] += 0.5 * FLAT_RELATIVE_RANGE * 1.5  # with the dip below: range 25 % of the mean
+    peaked[0, 0] -= 0.05
+    assert is_uninformative(nearly_flat) and not is_uninformative(peaked)
+    # two patches, four channels; channels 1 and 3 dropped
+    local = torch.tensor([[1.0, 2.0, 0.0, 2.0], [3.0, 0.0, 4.0, 0.0]])
+    keep = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    share = dropped_energy_share(local, local * keep)
+    # patch 0: (4 + 4) / (1 + 4 + 4) = 8/9; patch 1: nothing in the dropped channels
+    torch.testing.assert_close(share, torch.tensor([8 / 9, 0.0]))

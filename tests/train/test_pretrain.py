@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from safetensors.torch import load_file
 
 from cmcgns_cli.config import config_from_dict, preset
 from cmcgns_cli.errors import RunFailedError
+from cmcgns_cli.interrupts import Interrupted
 from cmcgns_cli.train import loop as loop_mod
 from cmcgns_cli.train import run as run_mod
 from cmcgns_cli.train.run import load_run_config, run_pretrain
@@ -88,10 +91,57 @@ def test_tiny_pretrain_learns_with_both_stages_and_kmeans(tiny_run):
         assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, f"stage {s} loss did not fall"
 
 
-def test_resume_repeats_the_losses_step_for_step(world, tmp_path, monkeypatch):
-    cfg = _cfg()
-    full = tmp_path / "full"
-    run_pretrain(cfg, data=world, out=full, resume=None, nproc=1, as_json=True)
+@pytest.fixture(scope="module")
+def full_run(world, tmp_path_factory):
+    full = tmp_path_factory.mktemp("full") / "full"
+    run_pretrain(_cfg(), data=world, out=full, resume=None, nproc=1, as_json=True)
+    return full
+
+
+def _assert_same_run(full, part):
+    a, b = _records(full), _records(part)
+    assert len(a) == len(b) == 12
+    for ra, rb in zip(a, b, strict=True):
+        for k in (*TERMS, "lr", "kmeans_ready", "grad_norm"):
+            assert ra[k] == rb[k], (ra["step"], k, ra[k], rb[k])
+    assert _records(full, "val") == [{**v} for v in _records(part, "val")]
+    wa, wb = load_file(full / "model.safetensors"), load_file(part / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_signals_mid_epoch_checkpoint_the_step_and_resume_repeats_the_losses(
+    world, full_run, tmp_path, monkeypatch
+):
+    # 4 steps per epoch: step 6 is mid stage-1 epoch 2, step 10 mid stage-2 epoch 3
+    stop_at = {"step": 6, "sig": signal.SIGINT}
+
+    def signal_self(trainer, record):
+        if record["step"] == stop_at["step"]:
+            os.kill(os.getpid(), stop_at["sig"])
+
+    monkeypatch.setattr(loop_mod, "_after_step", signal_self)
+    part = tmp_path / "part"
+    with pytest.raises(Interrupted) as info:
+        run_pretrain(_cfg(), data=world, out=part, resume=None, nproc=1, as_json=True)
+    assert info.value.exit_code == 130
+    assert str(info.value) == (
+        f"interrupted at stage 1, epoch 2, step 6; resume with: cmcgns pretrain --resume {part}"
+    )
+    progress = json.loads((part / "state" / "progress.json").read_text())
+    assert (progress["step"], progress["epoch_micro"]) == (6, 2)
+    assert len(_records(part)) == 6
+    stop_at.update(step=10, sig=signal.SIGTERM)
+    with pytest.raises(Interrupted) as info:
+        run_pretrain(_cfg(), data=None, out=None, resume=part, nproc=1, as_json=True)
+    assert info.value.exit_code == 143 and "stage 2, epoch 3, step 10;" in str(info.value)
+    monkeypatch.setattr(loop_mod, "_after_step", lambda t, r: None)
+    run_pretrain(_cfg(), data=None, out=None, resume=part, nproc=1, as_json=True)
+    _assert_same_run(full_run, part)
+
+
+def test_resume_repeats_the_losses_step_for_step(world, full_run, tmp_path, monkeypatch):
+    full = full_run
 
     stops = iter([6, 10])  # mid stage-1 epoch 2, then mid stage 2 (4 steps per epoch)
     stop_at = {"step": next(stops)}
@@ -109,16 +159,7 @@ def test_resume_repeats_the_losses_step_for_step(world, tmp_path, monkeypatch):
         run_pretrain(_cfg(), data=world, out=None, resume=part, nproc=1, as_json=True)
     monkeypatch.setattr(loop_mod, "_after_step", lambda t, r: None)
     run_pretrain(_cfg(), data=None, out=None, resume=part, nproc=1, as_json=True)
-
-    a, b = _records(full), _records(part)
-    assert len(a) == len(b) == 12
-    for ra, rb in zip(a, b, strict=True):
-        for k in (*TERMS, "lr", "kmeans_ready", "grad_norm"):
-            assert ra[k] == rb[k], (ra["step"], k, ra[k], rb[k])
-    assert _records(full, "val") == [{**v} for v in _records(part, "val")]
-    wa, wb = load_file(full / "model.safetensors"), load_file(part / "model.safetensors")
-    assert wa.keys() == wb.keys()
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    _assert_same_run(full, part)
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(world, tmp_path, monkeypatch):

@@ -1,0 +1,38 @@
+"""Progress when stderr is not a terminal: plain lines at an interval and at the end."""
+
+from __future__ import annotations
+
+import re
+
+from rich.progress import TextColumn
+
+from cmcgns_cli.console import PlainProgress, err, progress
+
+
+def test_not_a_terminal_gives_plain_progress():
+    assert not err.is_terminal  # pytest captures stderr
+    assert isinstance(progress(), PlainProgress)
+
+
+def test_plain_lines_every_update_with_fields_and_eta(capsys):
+    with PlainProgress(TextColumn("{task.fields[info]}"), interval_s=0) as bar:
+        task = bar.add_task("stage 1", total=4, info="")
+        for step in range(1, 5):
+            bar.update(task, completed=step, info=f"ep 1 step {step} loss 2.{step}")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 4
+    assert re.fullmatch(
+        r"\[\d\d:\d\d:\d\d\] stage 1, 1/4 \(25%\), ep 1 step 1 loss 2\.1, elapsed 0:00:00, "
+        r"ETA (\d:\d\d:\d\d|\?)",
+        lines[0],
+    ), lines[0]
+    assert lines[-1].endswith("elapsed 0:00:00") and "4/4 (100%)" in lines[-1]  # no ETA at end
+
+
+def test_long_interval_prints_only_the_finish(capsys):
+    with PlainProgress(interval_s=3600) as bar:
+        task = bar.add_task("features", total=10)
+        for _ in range(10):
+            bar.advance(task)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "features, 10/10 (100%)" in lines[0]
