@@ -90,7 +90,9 @@ def test_text_encoder_scratch_and_offline_hub_id(tmp_path: Path) -> None:
     bert.save_pretrained(tmp_path / "bert")
     loaded = build_text_encoder(ModelConfig(text_encoder=str(tmp_path / "bert")))
     assert loaded.config.hidden_size == 32
-    with pytest.raises(BadInputError, match="not found locally and no network"):
+    with pytest.raises(
+        BadInputError, match="not a local directory and not in the local Hugging Face cache"
+    ):
         build_text_encoder(ModelConfig(text_encoder="nobody/no-such-bert-model"))
 
 
