@@ -119,7 +119,9 @@ def reconstruction(run: LoadedRun, batch: dict, seed: int = 0) -> tuple[np.ndarr
     mode = run.cfg.loss.mask_mode
     masked, patch_masked = mask_local_features(img["local"], run.cfg.loss.mask_ratio, mode, gen)
     size = tuple(batch["images"].shape[-2:])
-    pred = model.decoder(masked, t2i, img["grid"], size)
+    pred = model.decoder(masked, t2i, img["grid"])  # (1, 3, H', W')
+    if tuple(pred.shape[-2:]) != size:
+        pred = torch.nn.functional.interpolate(pred, size=size, mode="bilinear")
     h, w = int(img["grid"][0]), int(img["grid"][1])
     pm = patch_masked[0].reshape(h, w).cpu().numpy()
     original = to_u8(batch["images"][0, :1])
@@ -127,7 +129,7 @@ def reconstruction(run: LoadedRun, batch: dict, seed: int = 0) -> tuple[np.ndarr
     if mode == "patches":  # grey out the patches whose features were removed
         pix = cv2.resize(pm.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
         view[pix.astype(bool)] = 128
-    return view, to_u8(pred[0]), pm
+    return view, to_u8(pred[0].mean(dim=0, keepdim=True)), pm
 
 
 @torch.no_grad()
