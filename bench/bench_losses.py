@@ -2,9 +2,10 @@
 
 Paper sizes: batch 64, ~12 sentences per report (8..16), 49 patches, dim 768, K = 128.
 Both paths compute the same maths (checked below) from the same weights: sigmoid cross-attention
-both ways, local image loss (SimSiam), local text loss with clustering-guided negatives (hard
-negative column, false-negative BML, momentum k-means update) and the global InfoNCE, forward and
-backward. The last line printed is the speed-up (loop time / batched time).
+both ways, local image loss (SimSiam), local text loss with clustering-guided negatives (the
+authors' default: momentum k-means update first, then the hard-negative block with its N - 1 zero
+logits and the all-pairs false-negative BML) and the global InfoNCE, forward and backward. The
+last line printed is the speed-up (loop time / batched time).
 
     python bench/bench_losses.py [--batch 64] [--dim 768] [--repeats 3]
 """
@@ -52,7 +53,7 @@ def looped(mods: dict, x: dict) -> torch.Tensor:
     """The same maths written per sample / per sentence, as a first implementation would."""
     cfg, attn, pred = mods["cfg"], mods["attn"], mods["pred"]
     b, d = x["local"].shape[0], x["local"].shape[-1]
-    scale = mods["scale"].clamp(max=math.log(100.0)).exp()
+    scale = mods["scale"].exp()  # the authors never clamp
     g = 0.0
     for i in range(b):  # global InfoNCE row by row
         li2t = scale * x["txt_g"] @ x["img_g"][i]
@@ -72,26 +73,9 @@ def looped(mods: dict, x: dict) -> torch.Tensor:
     z1n = F.normalize(torch.cat(z1), dim=-1)
     z2n = F.normalize(torch.cat(z2), dim=-1)
     km = mods["loop_km"]
-    cents = F.normalize(km["centroids"], dim=-1)
-    tau, w = cfg.local_text_tau, cfg.hard_negative_weight
     n = z1n.shape[0]
-    assign = [int((cents @ z1n[a].detach()).argmax()) for a in range(n)]
-    lt, bml, pairs = 0.0, 0.0, 0
-    for a in range(n):  # local text loss sentence by sentence
-        cos = z2n @ z1n[a]
-        sims = cents @ z1n[a]
-        hn = sims.topk(2).values[1]
-        hard = w * hn / tau if cfg.hard_negative_mode == "multiply" else hn / tau + w
-        logits = torch.cat([cos / tau, hard.view(1)])
-        lt = lt + torch.logsumexp(logits, 0) - cos[a] / tau
-        for bb in range(n):
-            if bb != a and assign[bb] == assign[a]:
-                dlt = cos[bb] - cos[a]
-                bml = bml + F.relu(dlt + cfg.bml_alpha) + F.relu(-dlt - cfg.bml_beta)
-                pairs += 1
-    lt = lt / n
-    bml = bml / max(pairs, 1)
-    with torch.no_grad():  # momentum k-means update, point by point
+    with torch.no_grad():  # momentum k-means update FIRST, point by point (authors' order)
+        cents = F.normalize(km["centroids"], dim=-1)
         sums = torch.zeros_like(km["centroids"])
         counts = [0] * sums.shape[0]
         for a in range(n):
@@ -104,6 +88,24 @@ def looped(mods: dict, x: dict) -> torch.Tensor:
                 km["centroids"][k] = (1 - cfg.cluster_momentum) * km["centroids"][k] + (
                     cfg.cluster_momentum * agg
                 )
+    cents = F.normalize(km["centroids"], dim=-1)  # THEN choose with the updated centroids
+    tau, w = cfg.local_text_tau, cfg.hard_negative_weight
+    assign = [int((cents @ z1n[a].detach()).argmax()) for a in range(n)]
+    hard = [int((cents @ z1n[a].detach()).topk(2).indices[1]) for a in range(n)]
+    lt, bml = 0.0, 0.0
+    for a in range(n):  # local text loss sentence by sentence: the authors' block form
+        cos = z2n @ z1n[a]
+        block = cents[hard] @ z1n[a] / tau  # cos(z1_a, h_j) / tau for every j
+        weights = torch.zeros(n)
+        weights[a] = w  # w on column a, the other N - 1 block logits are exactly 0
+        logits = torch.cat([cos / tau, block * weights])
+        lt = lt + torch.logsumexp(logits, 0) - cos[a] / tau
+        # BML over all pairs of this row, delta multiplied by the 0/1 mask
+        m = torch.tensor([float(bb != a and assign[bb] == assign[a]) for bb in range(n)])
+        dlt = (cos - cos[a]) * m
+        bml = bml + (F.relu(dlt + cfg.bml_alpha) + F.relu(-dlt - cfg.bml_beta)).sum()
+    lt = lt / n
+    bml = bml / (n * n)
     return g + li + lt + cfg.bml_weight * bml
 
 
@@ -139,7 +141,7 @@ def main() -> None:
     mods = {
         "cfg": cfg,
         "attn": LocalCrossAttention(args.dim),
-        "pred": Predictor(args.dim, 512),
+        "pred": Predictor(args.dim),
         "scale": torch.nn.Parameter(torch.tensor(math.log(10.0))),
         "text": text,
         "loop_km": {"centroids": text.kmeans.centroids.clone()},

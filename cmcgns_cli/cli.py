@@ -513,6 +513,12 @@ def clusters(
     limit: int = typer.Option(5000, "--limit", min=0, help="At most N reports (0 = all)."),
     top: int = typer.Option(5, "--top", min=1, help="Nearest distinct sentences per centroid."),
     out: Path | None = typer.Option(None, "--out", help="Also write the table as CSV."),
+    truth: Path | None = typer.Option(
+        None,
+        "--truth",
+        help="Synthetic world truth (OUT/truth/mimic.jsonl): adds purity, NMI and the "
+        "false-negative mask's precision / recall against each sentence's finding.",
+    ),
     device: Device = DeviceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -520,6 +526,7 @@ def clusters(
     from cmcgns_cli.clusters import run_clusters
 
     run_clusters(
+        truth=truth,
         checkpoint=checkpoint,
         data=data,
         split=split.value,

@@ -15,22 +15,26 @@ from typing import Any, Literal
 from cmcgns_cli import jsonio
 from cmcgns_cli.errors import BadInputError
 
-# The five places where the authors' code and the usual form of the method differ
-# (paper.md). "authors" reproduces the published numbers; "clean" is the textbook form.
-VARIANTS: dict[str, dict[str, str]] = {
+# The places where the authors' code and the usual (ClusterNS / SimCSE) form of the method
+# differ. "authors" reproduces the authors' computation; "clean" is the textbook form.
+VARIANTS: dict[str, dict[str, Any]] = {
     "authors": {
         "centroid_update": "sum",
         "hard_negative_mode": "multiply",
         "false_negative_denominator": "keep",
+        "bml_reduction": "all_pairs",
         "mask_mode": "channels",
         "recon_region": "all",
+        "recon_final_relu": True,
     },
     "clean": {
         "centroid_update": "mean",
-        "hard_negative_mode": "additive",
+        "hard_negative_mode": "additive_block",
         "false_negative_denominator": "remove",
+        "bml_reduction": "masked_pairs",
         "mask_mode": "patches",
         "recon_region": "masked",
+        "recon_final_relu": False,
     },
 }
 
@@ -58,9 +62,9 @@ class ModelConfig:
     text_intermediate: int = 3072
     vocab_size: int = 30522  # for a scratch tokenizer trained on the corpus
     embed_dim: int = 768
-    pool_heads: int = 1  # heads of the attention pooling that makes the global text vector
-    predictor_hidden: int = 512  # SimSiam predictor of the local image loss
-    decoder_channels: int = 256  # CM-MIR decoder width
+    pool_heads: int = 8  # heads of the CLIP-style attention pooling (the global text vector)
+    predictor_hidden: int | None = None  # SimSiam predictor hidden units; None = embed_dim // 2
+    decoder_channels: int = 512  # CM-MIR decoder width: first conv stage (halved per stage)
 
 
 @dataclass
@@ -71,6 +75,7 @@ class LossConfig:
     w_recon: float = 1.0
     clustering: bool = True  # cross-modal k-means negatives; False = plain local InfoNCE
     temperature_init: float = 0.1  # global logit scale s starts at log(1/0.1)
+    logit_scale_max: float = 0.0  # clamp exp(s) at this value (CLIP: 100); 0 = never (authors)
     local_text_tau: float = 1.0
     num_clusters: int = 128
     cluster_init_threshold: float = 0.4
@@ -83,10 +88,12 @@ class LossConfig:
     recon_scale: float = 10.0
     variant: Literal["authors", "clean", "custom"] = "authors"
     centroid_update: Literal["sum", "mean"] = "sum"
-    hard_negative_mode: Literal["multiply", "additive"] = "multiply"
+    hard_negative_mode: Literal["multiply", "additive_block", "additive_column"] = "multiply"
     false_negative_denominator: Literal["keep", "remove"] = "keep"
+    bml_reduction: Literal["all_pairs", "masked_pairs"] = "all_pairs"
     mask_mode: Literal["channels", "patches"] = "channels"
     recon_region: Literal["all", "masked"] = "all"
+    recon_final_relu: bool = True  # the authors' ReLU after the decoder's last conv
 
 
 @dataclass
@@ -140,7 +147,6 @@ _PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
             "text_intermediate": 128,
             "vocab_size": 1000,
             "embed_dim": 64,
-            "predictor_hidden": 64,
             "decoder_channels": 32,
         },
         "loss": {"num_clusters": 16},
@@ -166,7 +172,6 @@ _PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
             "text_intermediate": 1024,
             "vocab_size": 8000,
             "embed_dim": 128,
-            "predictor_hidden": 256,
             "decoder_channels": 64,
         },
         "loss": {"num_clusters": 64},
@@ -205,7 +210,35 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any], source: str) -> Conf
             setattr(target, key, _coerce(getattr(target, key), value, f"{source}: {section}.{key}"))
         if section == "loss" and "variant" in values:
             _apply_variant(cfg.loss, explicit=values)
+        if section == "loss":
+            _check_switches(cfg.loss, source)
     return cfg
+
+
+# allowed values of the string switches; the old one-column "+ w" form was called "additive"
+_SWITCH_CHOICES: dict[str, tuple[str, ...]] = {
+    "centroid_update": ("sum", "mean"),
+    "hard_negative_mode": ("multiply", "additive_block", "additive_column"),
+    "false_negative_denominator": ("keep", "remove"),
+    "bml_reduction": ("all_pairs", "masked_pairs"),
+    "mask_mode": ("channels", "patches"),
+    "recon_region": ("all", "masked"),
+}
+
+
+def _check_switches(loss: LossConfig, source: str) -> None:
+    for key, choices in _SWITCH_CHOICES.items():
+        value = getattr(loss, key)
+        if value not in choices:
+            hint = (
+                " (the former `additive` is now `additive_block` (clean, ClusterNS) or "
+                "`additive_column` (one extra column + w))"
+                if key == "hard_negative_mode" and value == "additive"
+                else ""
+            )
+            raise BadInputError(
+                f"{source}: loss.{key} must be one of {', '.join(choices)}, not {value!r}{hint}"
+            )
 
 
 def _apply_variant(loss: LossConfig, explicit: dict[str, Any]) -> None:
@@ -299,6 +332,9 @@ def resolve(
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a Config saved with ``to_dict`` (checkpoints' config.json)."""
     cfg = Config(preset=data.get("preset", "custom"))
-    sections = {k: v for k, v in data.items() if k != "preset"}
-    apply_overrides(cfg, copy.deepcopy(sections), source="config.json")
+    sections = copy.deepcopy({k: v for k, v in data.items() if k != "preset"})
+    loss = sections.get("loss")
+    if isinstance(loss, dict) and loss.get("hard_negative_mode") == "additive":
+        loss["hard_negative_mode"] = "additive_column"  # what runs saved before the rename ran
+    apply_overrides(cfg, sections, source="config.json")
     return cfg

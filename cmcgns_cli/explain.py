@@ -167,7 +167,9 @@ def reconstruction(run: LoadedRun, batch: dict, seed: int = 0) -> tuple[np.ndarr
     mode = run.cfg.loss.mask_mode
     masked, patch_masked = mask_local_features(img["local"], run.cfg.loss.mask_ratio, mode, gen)
     size = tuple(batch["images"].shape[-2:])
-    pred = model.decoder(masked, t2i, img["grid"], size)
+    pred = model.decoder(masked, t2i, img["grid"])  # (1, 3, H', W')
+    if tuple(pred.shape[-2:]) != size:
+        pred = torch.nn.functional.interpolate(pred, size=size, mode="bilinear")
     h, w = int(img["grid"][0]), int(img["grid"][1])
     pm = patch_masked[0].reshape(h, w).cpu().numpy()
     dropped = dropped_energy_share(img["local"][0], masked[0]).reshape(h, w).cpu().numpy()
@@ -181,7 +183,7 @@ def reconstruction(run: LoadedRun, batch: dict, seed: int = 0) -> tuple[np.ndarr
         share = cv2.resize(dropped.astype(np.float32), (size[1], size[0]),
                            interpolation=cv2.INTER_NEAREST)  # fmt: skip
         view = overlay(original, share, alpha=0.6, lo=0.0, hi=1.0)
-    rec = pred[0, 0].float().cpu().numpy()
+    rec = pred[0].float().mean(dim=0).cpu().numpy()  # the decoder predicts 3 channels
     lo, hi = float(rec.min()), float(rec.max())
     stretched = ((rec - lo) / max(hi - lo, 1e-12) * 255.0).astype(np.uint8)
     return view, stretched, pm, dropped, (lo, hi)

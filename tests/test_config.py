@@ -56,8 +56,26 @@ def test_yaml_file(tmp_path: Path) -> None:
 def test_variant_shorthand_and_explicit_switch() -> None:
     cfg = resolve("tiny", sets=["loss.variant=clean", "loss.mask_mode=channels"])
     assert cfg.loss.centroid_update == "mean"
-    assert cfg.loss.hard_negative_mode == "additive"
+    assert cfg.loss.hard_negative_mode == "additive_block"
+    assert cfg.loss.bml_reduction == "masked_pairs" and cfg.loss.recon_final_relu is False
     assert cfg.loss.mask_mode == "channels"  # explicit switch wins over the shorthand
+    default = resolve("tiny")  # the authors' computation by default
+    assert (default.loss.hard_negative_mode, default.loss.bml_reduction) == (
+        "multiply",
+        "all_pairs",
+    )
+    assert default.loss.recon_final_relu is True and default.loss.logit_scale_max == 0.0
+    back = resolve("tiny", sets=["loss.variant=clean", "loss.variant=authors"])
+    assert back.loss.hard_negative_mode == "multiply"
+
+
+def test_old_additive_name_is_refused_with_a_hint_but_old_runs_still_load() -> None:
+    with pytest.raises(BadInputError, match="additive_block"):
+        resolve("tiny", sets=["loss.hard_negative_mode=additive"])
+    saved = resolve("tiny").to_dict()
+    saved["loss"]["hard_negative_mode"] = "additive"  # a run saved before the rename
+    assert config_from_dict(saved).loss.hard_negative_mode == "additive_column"
+    assert saved["loss"]["hard_negative_mode"] == "additive"  # the caller's dict is untouched
 
 
 @pytest.mark.parametrize(

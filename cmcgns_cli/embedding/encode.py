@@ -13,12 +13,15 @@ def image_embeddings(model: torch.nn.Module, images: torch.Tensor) -> dict[str, 
     x = images.expand(-1, 3, -1, -1).contiguous() if images.shape[1] == 1 else images
     out = model.encode_image(x)
     out["global"] = F.normalize(out["global"].float(), dim=-1)
+    out["sentences"] = F.normalize(out["sentences"].float(), dim=-1)
     return out
 
 
 @torch.no_grad()
 def text_embeddings(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, object]:
-    """``global`` (B, D), ``sentences`` (B, S, D), ``sentence_mask`` (B, S)."""
+    """``global`` (B, D), ``sentences`` (B, S, D), ``sentence_mask`` (B, S); both embeddings
+    L2-normalised (the model's sentence vectors are means of unit token vectors, norm <= 1;
+    the outputs are unit vectors, ready for cosine search; padding rows stay 0)."""
     out = model.encode_text(
         batch["input_ids"],
         batch["attention_mask"],
@@ -26,6 +29,7 @@ def text_embeddings(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> d
         batch["num_sentences"],
     )
     out["global"] = F.normalize(out["global"].float(), dim=-1)
+    out["sentences"] = F.normalize(out["sentences"].float(), dim=-1)
     return out
 
 

@@ -19,7 +19,7 @@ def identity_gather(x: Tensor) -> tuple[Tensor, int]:
     return x, 0
 
 
-MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp: keeps exp(s) <= 100 so training stays stable
+CLIP_MAX_SCALE = 100.0  # CLIP trainers clamp exp(s) at 100; the authors' code never clamps
 
 
 def global_infonce(
@@ -27,14 +27,20 @@ def global_infonce(
     text: Tensor,
     logit_scale: Tensor,
     gather: GatherFn = identity_gather,
+    max_scale: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Symmetric InfoNCE between L2-normalised global embeddings, paper.md item 1.
+    """Symmetric InfoNCE between L2-normalised global embeddings (arXiv 2506.11674, global
+    alignment; the CLIP objective).
 
-    logits = exp(s) * cos(image_i, text_j), s learnable (initialised to log(1/0.1), clamped at
-    log 100). Rows are this rank's samples; columns come from all ranks through ``gather``.
-    Returns ``(loss, acc_i2t, acc_t2i)`` where loss = (CE(i->t) + CE(t->i)) / 2.
+    logits = exp(s) * cos(image_i, text_j), s learnable (initialised to log(1/0.1)). The
+    authors' code never clamps exp(s) (``max_scale = 0``, the default); ``max_scale > 0``
+    clamps s at log(max_scale) as CLIP trainers do (``loss.logit_scale_max = 100``).
+    ``image``, ``text``: (n, D) float; rows are this rank's samples, columns come from all
+    ranks through ``gather``. Returns ``(loss, acc_i2t, acc_t2i)``, scalars, where
+    loss = (CE(i->t) + CE(t->i)) / 2.
     """
-    scale = logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+    s = logit_scale.clamp(max=math.log(max_scale)) if max_scale > 0 else logit_scale
+    scale = s.exp()
     text_all, offset = gather(text)
     image_all, _ = gather(image)
     labels = torch.arange(image.shape[0], device=image.device) + offset

@@ -8,17 +8,15 @@ from torch import Tensor, nn
 
 
 class Predictor(nn.Module):
-    """The shared 2-layer predictor MLP. LayerNorm (not BatchNorm) keeps every patch's output
-    independent of the rest of the batch, so batched == per-sample exactly."""
+    """The shared predictor MLP of the local image loss, as in the authors' code:
+    Linear(D, D/2) -> ReLU -> Linear(D/2, D), no normalisation layer (384 hidden units at
+    D = 768). Maps (..., D) -> (..., D); each patch's output is independent of the batch.
+    ``hidden`` overrides D/2 (``model.predictor_hidden``)."""
 
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int | None = None):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(dim, hidden),
-            nn.LayerNorm(hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, dim),
-        )
+        h = dim // 2 if hidden is None else int(hidden)
+        self.net = nn.Sequential(nn.Linear(dim, h), nn.ReLU(inplace=True), nn.Linear(h, dim))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

@@ -1,9 +1,11 @@
 """CM-MIR masking and reconstruction loss (paper.md item 5).
 
 Two switches (LossConfig):
-- ``mask_mode``: "channels" (authors' code, default) drops a fraction ``mask_ratio`` of whole
-  feature channels per sample (the same channels at every patch); "patches" (clean) drops whole
-  patches, as "masked local image regions" in the abstract.
+- ``mask_mode``: "channels" (authors' code, default) drops each feature channel per sample
+  independently with probability ``mask_ratio`` (a Bernoulli draw, no rescaling; the same
+  channels at every patch), so the dropped count is Binomial(D, ratio); "patches" (clean) drops
+  exactly ``round(mask_ratio * P)`` whole patches, as "masked local image regions" in the
+  abstract.
 - ``recon_region``: "all" (authors, default) takes the L1 over the whole image; "masked" (clean)
   only over pixels of masked patches. Channel masking touches every patch, so with
   ``mask_mode="channels"`` the masked region is the whole image.
@@ -32,7 +34,8 @@ def mask_local_features(
     ``patch_masked`` marks patches whose features were (partly) removed."""
     b, p, d = local.shape
     if mode == "channels":
-        keep = random_keep_mask(b, d, ratio, local.device, generator)  # (B, D)
+        u = torch.rand(b, d, device=local.device, generator=generator)
+        keep = u >= ratio  # (B, D): each channel dropped with probability ``ratio``
         masked = local * keep[:, None, :].to(local.dtype)
         patch_masked = (~keep).any(dim=1, keepdim=True).expand(b, p)
     elif mode == "patches":
@@ -44,9 +47,15 @@ def mask_local_features(
     return masked, patch_masked
 
 
-def reconstruction_target(images: Tensor) -> Tensor:
-    """The grayscale target (B, 1, H, W): channel mean of the normalised input (in [-1, 1])."""
-    return images.mean(dim=1, keepdim=True)
+def reconstruction_target(images: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+    """The 3-channel target (B, 3, H, W): the normalised input image (values in [-1, 1]), as in
+    the authors' code; a 1-channel input is repeated to 3 channels. Resized (bilinear) to
+    ``size`` when the decoder's output size differs from the input's."""
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    if size is not None and tuple(images.shape[-2:]) != tuple(size):
+        images = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
+    return images
 
 
 def reconstruction_loss(

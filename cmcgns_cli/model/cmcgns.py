@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from cmcgns_cli.config import Config
 from cmcgns_cli.losses.global_loss import GatherFn, global_infonce, identity_gather
 from cmcgns_cli.losses.local_image import Predictor, local_image_loss
-from cmcgns_cli.losses.local_text import LocalTextLoss
+from cmcgns_cli.losses.local_text import HEALTH_KEYS, LocalTextLoss
 from cmcgns_cli.losses.recon import (
     mask_local_features,
     reconstruction_loss,
@@ -43,6 +43,9 @@ LOSS_KEYS = (
     "acc_i2t",
     "acc_t2i",
 )
+# cluster health of the batch (see losses.local_text.cluster_health); NaN until the k-means
+# is used (the training records turn NaN into null)
+CLUSTER_KEYS = HEALTH_KEYS
 
 
 class CMCGNS(nn.Module):
@@ -66,6 +69,7 @@ class CMCGNS(nn.Module):
             mc.decoder_channels,
             cfg.data.crop_size,
             self.image_encoder.stride,
+            final_relu=cfg.loss.recon_final_relu,
         )
         self.max_sentences = cfg.data.max_sentences
         self.gather: GatherFn = identity_gather
@@ -109,8 +113,8 @@ class CMCGNS(nn.Module):
         num_sentences: Tensor,
         s_max: int | None = None,
     ) -> dict[str, Tensor]:
-        """``global`` (B, D), ``sentences`` (B, S, D) (L2-normalised, padding = 0) and
-        ``sentence_mask`` (B, S) bool."""
+        """``global`` (B, D) unit vectors, ``sentences`` (B, S, D) (means of unit token
+        vectors, not re-normalised: norm <= 1; padding = 0) and ``sentence_mask`` (B, S) bool."""
         s = self.sentence_slots(num_sentences) if s_max is None else s_max
         dev = input_ids.device
         return self.text_encoder(
@@ -144,12 +148,13 @@ class CMCGNS(nn.Module):
         zero = local.new_zeros((), dtype=torch.float32)
         out = dict.fromkeys(LOSS_KEYS, zero)
         out["kmeans_ready"] = zero
+        out.update(dict.fromkeys(CLUSTER_KEYS, torch.full_like(zero, float("nan"))))
         out["logit_scale"] = self.logit_scale.detach().exp()
         total = zero
 
         if lc.w_global > 0:
             g, out["acc_i2t"], out["acc_t2i"] = global_infonce(
-                img["global"], txt["global"], self.logit_scale, self.gather
+                img["global"], txt["global"], self.logit_scale, self.gather, lc.logit_scale_max
             )
             out["global"], total = g, total + lc.w_global * g
 
@@ -166,14 +171,15 @@ class CMCGNS(nn.Module):
                 )
                 out["local_text"], out["cluster_fn"] = lt["loss"], lt["bml"]
                 out["kmeans_ready"] = lt["ready"].float()
+                out.update({k: lt[k] for k in CLUSTER_KEYS})
                 total = total + lc.w_local_text * (lt["loss"] + lc.bml_weight * lt["bml"])
             if do_recon:
                 images = batch["images"]
                 masked, patch_masked = mask_local_features(local, lc.mask_ratio, lc.mask_mode)
-                pred = self.decoder(masked, t2i, img["grid"], tuple(images.shape[-2:]))
+                pred = self.decoder(masked, t2i, img["grid"])
                 r = reconstruction_loss(
                     pred,
-                    reconstruction_target(images),
+                    reconstruction_target(images, tuple(pred.shape[-2:])),
                     patch_masked,
                     img["grid"],
                     lc.recon_region,

@@ -1,12 +1,18 @@
-"""CM-MIR decoder (paper.md item 5): masked patch features + text-to-image context -> image.
+"""CM-MIR decoder (arXiv 2506.11674, cross-modal masked image reconstruction), laid out as in
+the authors' code: masked patch features + text-to-image context -> a 3-channel image.
 
-ResNet path: the (B, 2D, h, w) map of [masked local | t2i context] goes through a 1x1 conv and
-a stack of (nearest x2 upsample, 3x3 conv, BN, ReLU) stages up to the crop size, then a 3x3 conv
-to ONE channel (chest X-rays are grayscale; the target is the channel mean of the input) and
-tanh (the input is normalised to [-1, 1]). A final bilinear interpolate makes the output exactly
-H x W for sizes that are not a power of two times the grid.
-ViT path: the masked tokens are fused with the context by cross-attention (tokens query the
-context), refined by a small transformer, then decoded by the same conv stack.
+ResNet path: the masked local features and the t2i context, each (B, P, D) laid out on the
+h x w patch grid, are concatenated along channels (B, 2D, h, w), then ``stages`` blocks of
+conv 3x3 -> ReLU -> bilinear x2 with C, C/2, C/4, ... and finally 3 output channels (C = 512
+and five stages at 224 px: 512, 256, 128, 64, 3; 7 -> 224 px), then tanh (the input is
+normalised to [-1, 1]).
+The authors' last conv is followed by a ReLU before the upsampling and tanh, so their
+predictions are never negative while the target is; ``final_relu=True`` reproduces it (default,
+``loss.recon_final_relu``), ``False`` drops that ReLU (``clean``).
+ViT path: a multi-head fusion attention (queries = masked image tokens, keys / values = t2i
+context, with a residual), a learned positional embedding, a 6-layer transformer decoder (8
+heads, feed-forward 2048; memory = the t2i context), then the same conv head with 4 stages
+(512, 256, 128, 3 at 14 -> 224 px).
 """
 
 from __future__ import annotations
@@ -17,68 +23,92 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+VIT_DECODER_LAYERS = 6
+VIT_DECODER_FFN = 2048
+
 
 def _num_stages(crop_size: int, stride: int) -> int:
     grid = max(crop_size // stride, 1)
     return max(math.ceil(math.log2(crop_size / grid)), 1)
 
 
+def stage_channels(channels: int, stages: int) -> list[int]:
+    """Output channels of each stage: C, C/2, ... (at least 8), and 3 for the last."""
+    return [max(channels >> i, 8) for i in range(stages - 1)] + [3]
+
+
 class ConvUpDecoder(nn.Module):
-    """(B, C_in, h, w) -> (B, 1, H, W) in [-1, 1]; x2 upsampling per stage."""
+    """(B, C_in, h, w) -> (B, 3, h * 2^stages, w * 2^stages) in [-1, 1]: per stage conv 3x3 ->
+    ReLU -> bilinear x2; tanh at the end. ``final_relu``: keep the ReLU after the last conv."""
 
-    def __init__(self, in_channels: int, channels: int, stages: int):
+    def __init__(self, in_channels: int, channels: int, stages: int, final_relu: bool = True):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 1), nn.ReLU(inplace=True)]
-        c = channels
-        for _ in range(stages):
-            nxt = max(c // 2, 16)
-            layers += [
-                nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.Conv2d(c, nxt, 3, padding=1, bias=False),
-                nn.BatchNorm2d(nxt),
-                nn.ReLU(inplace=True),
-            ]
+        outs = stage_channels(channels, stages)
+        self.convs = nn.ModuleList()
+        c = in_channels
+        for nxt in outs:
+            self.convs.append(nn.Conv2d(c, nxt, 3, padding=1))
             c = nxt
-        layers.append(nn.Conv2d(c, 1, 3, padding=1))
-        self.net = nn.Sequential(*layers)
+        self.final_relu = final_relu
 
-    def forward(self, fmap: Tensor, size: tuple[int, int]) -> Tensor:
-        out = self.net(fmap)
-        if tuple(out.shape[-2:]) != tuple(size):
-            out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-        return torch.tanh(out)
+    def forward(self, fmap: Tensor) -> Tensor:
+        x = fmap
+        last = len(self.convs) - 1
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            if i < last or self.final_relu:
+                x = F.relu(x)
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return torch.tanh(x)
 
 
 class CMMIRDecoder(nn.Module):
-    """Decode [masked local features ; t2i context] (both (B, P, D)) to a (B, 1, H, W) image."""
+    """Decode [masked local features ; t2i context] (both (B, P, D)) to a (B, 3, H', W') image
+    with H' = grid_h * 2^stages (224 for ResNet-50 and ViT-B/16 at 224 px input)."""
 
-    def __init__(self, kind: str, dim: int, channels: int, crop_size: int, stride: int):
+    def __init__(
+        self,
+        kind: str,
+        dim: int,
+        channels: int,
+        crop_size: int,
+        stride: int,
+        final_relu: bool = True,
+    ):
         super().__init__()
         self.kind = kind
+        stages = _num_stages(crop_size, stride)
         if kind == "vit":
-            heads = 4 if dim % 4 == 0 else 1
-            self.fuse_in = nn.Linear(2 * dim, dim)
+            heads = 8 if dim % 8 == 0 else 1
+            grid = max(crop_size // stride, 1)
             self.fuse_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-            layer = nn.TransformerEncoderLayer(
-                dim, heads, dim_feedforward=2 * dim, batch_first=True, norm_first=True
+            self.grid = grid
+            self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid, dim))
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+            layer = nn.TransformerDecoderLayer(
+                dim, heads, dim_feedforward=VIT_DECODER_FFN, batch_first=True
             )
-            self.transformer = nn.TransformerEncoder(
-                layer, num_layers=2, enable_nested_tensor=False
-            )
+            self.transformer = nn.TransformerDecoder(layer, num_layers=VIT_DECODER_LAYERS)
             in_ch = dim
         else:
             in_ch = 2 * dim
-        self.conv = ConvUpDecoder(in_ch, channels, _num_stages(crop_size, stride))
+        self.conv = ConvUpDecoder(in_ch, channels, stages, final_relu)
 
-    def forward(
-        self, masked_local: Tensor, context: Tensor, grid: tuple[int, int], size: tuple[int, int]
-    ) -> Tensor:
-        b, p, _ = masked_local.shape
+    def _pos(self, grid: tuple[int, int]) -> Tensor:
+        """The learned positional embedding, bilinearly resized for another patch grid."""
+        if tuple(grid) == (self.grid, self.grid):
+            return self.pos_embed
+        d = self.pos_embed.shape[-1]
+        pos = self.pos_embed.view(1, self.grid, self.grid, d).permute(0, 3, 1, 2)
+        pos = F.interpolate(pos, size=tuple(grid), mode="bilinear", align_corners=False)
+        return pos.flatten(2).transpose(1, 2)
+
+    def forward(self, masked_local: Tensor, context: Tensor, grid: tuple[int, int]) -> Tensor:
+        b = masked_local.shape[0]
         if self.kind == "vit":
-            x = self.fuse_in(torch.cat([masked_local, context], dim=-1))
-            x = x + self.fuse_attn(x, context, context, need_weights=False)[0]
-            tokens = self.transformer(x)
+            x = masked_local + self.fuse_attn(masked_local, context, context, need_weights=False)[0]
+            tokens = self.transformer(x + self._pos(grid), context)
         else:
             tokens = torch.cat([masked_local, context], dim=-1)
         fmap = tokens.transpose(1, 2).reshape(b, tokens.shape[-1], grid[0], grid[1])
-        return self.conv(fmap, size)
+        return self.conv(fmap)

@@ -1,8 +1,9 @@
 """Text side: the BERT encoder, sentence pooling by sentence index, attention pooling.
 
-paper.md "Encoders and features": token features are projected to ``embed_dim`` and averaged per
-sentence (each token carries its sentence index); the global text vector is attention pooling
-over the sentences of a report (the mean of the sentences prepended, a learned query, multi-head).
+As in the authors' code (arXiv 2506.11674, text encoder): token features are projected to
+``embed_dim``, L2-normalised per token and averaged per sentence (each token carries its sentence
+index), WITHOUT re-normalising the average (its norm is below 1, smaller when the tokens
+disagree); the global text vector is CLIP-style attention pooling over the report's sentences.
 """
 
 from __future__ import annotations
@@ -81,28 +82,41 @@ def sentence_mean(
 
 
 class AttentionPool(nn.Module):
-    """Global text vector: a learned query (plus the sentence mean) attends over
-    ``[mean; sentences]``; padding sentences are excluded with a key padding mask."""
+    """CLIP-style attention pooling (CLIP's ``AttentionPool2d`` without positional embedding),
+    as the authors' code pools a report: the report's sentence vectors with their mean
+    prepended as an extra first token, multi-head attention with separate q / k / v
+    projections and an output projection, the output at the first position (the mean token
+    is the query) is the report vector. ``sentences`` (B, S, D), ``mask`` (B, S) bool (padding
+    sentences are excluded from the keys and the mean) -> (B, D). Parameters: 4 (D^2 + D)."""
 
-    def __init__(self, dim: int, heads: int = 1):
+    def __init__(self, dim: int, heads: int = 8):
         super().__init__()
-        self.query = nn.Parameter(torch.zeros(1, 1, dim))
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.out = nn.Linear(dim, dim)
+        if dim % heads:
+            raise ValueError(
+                f"attention pooling: embed_dim {dim} is not divisible by {heads} heads"
+            )
+        self.heads = heads
+        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(dim, dim) for _ in range(3))
+        self.c_proj = nn.Linear(dim, dim)
 
     def forward(self, sentences: Tensor, mask: Tensor) -> Tensor:
+        b, _, d = sentences.shape
+        h = self.heads
         n = mask.sum(1, keepdim=True).clamp(min=1).to(sentences.dtype)
         mean = (sentences * mask[..., None]).sum(1, keepdim=True) / n[..., None]
-        tokens = torch.cat([mean, sentences], dim=1)
-        key_pad = torch.cat([mask.new_zeros(mask.shape[0], 1), ~mask], dim=1)  # True = ignore
-        pooled, _ = self.attn(
-            mean + self.query, tokens, tokens, key_padding_mask=key_pad, need_weights=False
-        )
-        return self.out(pooled[:, 0])
+        tokens = torch.cat([mean, sentences], dim=1)  # (B, 1 + S, D)
+        keep = torch.cat([mask.new_ones(b, 1), mask], dim=1)  # (B, 1 + S) True = attend
+        q = self.q_proj(mean).view(b, 1, h, d // h).transpose(1, 2)
+        k = self.k_proj(tokens).view(b, -1, h, d // h).transpose(1, 2)
+        v = self.v_proj(tokens).view(b, -1, h, d // h).transpose(1, 2)
+        pooled = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])
+        return self.c_proj(pooled.transpose(1, 2).reshape(b, d))
 
 
 class TextEncoder(nn.Module):
-    """BERT + token projection + per-sentence mean + attention pooling."""
+    """BERT + token projection + per-token L2 norm + per-sentence mean + attention pooling.
+    Returns ``global`` (B, D) unit vectors, ``sentences`` (B, S, D) (norm <= 1, padding rows 0)
+    and ``sentence_mask`` (B, S) bool."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int | None = None):
         super().__init__()
@@ -120,9 +134,10 @@ class TextEncoder(nn.Module):
         s_max: int,
     ) -> dict[str, Tensor]:
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        sents, mask = sentence_mean(self.token_proj(hidden), sentence_index, num_sentences, s_max)
+        tokens = F.normalize(self.token_proj(hidden).float(), dim=-1)
+        sents, mask = sentence_mean(tokens, sentence_index, num_sentences, s_max)
         return {
             "global": F.normalize(self.pool(sents, mask), dim=-1),
-            "sentences": F.normalize(sents, dim=-1),  # padding rows stay exactly zero
+            "sentences": sents,  # means of unit vectors, not re-normalised; padding rows are 0
             "sentence_mask": mask,
         }

@@ -18,7 +18,9 @@ Ground truth lives beside them (readers never see it):
   `boxes` ([[x, y, w, h]] in original pixels), `box_labels`, and `label`:
   mimic / chexpert the CheXpert-14 dict (1.0 / 0.0 / -1.0 / null), rsna Target (0/1),
   siim 1 if the mask is non-empty, covidx the class string, object-cxr 1 if any object.
-  Extra keys: mimic `study_id, subject_id, view, split, defect`; chexpert `split, view`;
+  Extra keys: mimic `study_id, subject_id, view, split, defect` and `sentences`
+  ([{"text", "finding"}]: every sentence the report's FINDINGS / IMPRESSION uses (order not
+  significant), with the finding it describes, or "normal"); chexpert `split, view`;
   rsna `class`; covidx `split`; object-cxr `split, types` (annotation type per object,
   in the same order as `boxes`).
 - `truth/siim_masks/<ImageId>.png`: the drawn pneumothorax mask (0/255), image size.

@@ -187,15 +187,21 @@ def _wrap(text: str) -> str:
     return textwrap.fill(text, width=76, initial_indent=" ", subsequent_indent=" ")
 
 
+NORMAL = "normal"  # the finding of a sentence that describes no abnormality (negations, normal)
+
+
 def make_report(
     findings: list[Finding], rng: np.random.Generator, view: str, defect: str = ""
-) -> tuple[bytes, dict[str, float | None], list[str]]:
-    """Write one report. Returns (raw bytes, CheXpert labels, the sentences used).
+) -> tuple[bytes, dict[str, float | None], list[str], list[str]]:
+    """Write one report. Returns (raw bytes, CheXpert labels, the sentences used, the finding
+    each of those sentences describes: a finding name, or ``"normal"``).
 
     `defect`: "" | "impression_only" | "empty_findings" | "non_utf8" | "no_headers".
     """
     find_s: list[tuple[str, dict]] = []
     imp_s: list[tuple[str, dict]] = []
+    find_f: list[str] = []  # the finding of each sentence, beside find_s / imp_s
+    imp_f: list[str] = []
     present = set()
     for f in findings:
         s, short = _phrases(f, rng)
@@ -207,12 +213,16 @@ def make_report(
             s, short, val = _uncertain(s, rng), _uncertain(short + ".", rng).rstrip("."), -1.0
         m = dict.fromkeys(labels, val)
         find_s.append((s, m))
+        find_f.append(f.name)
         if short:
             imp_s.append((short + ".", m))
+            imp_f.append(f.name)
     for keys, options in NEGATIONS:
         if not present.intersection(keys) and rng.random() < 0.6:
             find_s.append((_pick(rng, options), dict.fromkeys(keys, 0.0)))
+            find_f.append(NORMAL)
     if not imp_s:
+        imp_f.append(NORMAL)
         imp_s.append(
             (
                 _pick(
@@ -270,12 +280,13 @@ def make_report(
             "telephone on ___ at 2:15 PM.",
         ]
     text = "\n".join(lines) + "\n"
-    used = list(imp_s)
+    used, used_f = list(imp_s), list(imp_f)
     if defect not in ("impression_only", "empty_findings"):
         used += find_s
+        used_f += find_f
     labels = merge_mentions([m for _, m in used])
     sentences = [s for s, _ in used]
     data = text.encode("utf-8")
     if defect == "non_utf8":  # a Latin-1 degree sign, as in some real reports
         data = data.replace(b"\x00", b"\xb0")
-    return data, labels, sentences
+    return data, labels, sentences, used_f

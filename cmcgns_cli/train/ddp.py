@@ -11,7 +11,8 @@ What the model needs from the ranks, and how it gets it:
   exactly those of one process on the global batch -- and the result is broadcast from rank 0.
 * loss scaling: DDP averages gradients over ranks, which reproduces a global-batch mean only
   for terms whose per-rank denominators are equal. The local text InfoNCE (mean over valid
-  sentences) and its BML term (mean over false-negative pairs) have per-rank counts, so a
+  sentences) and its BML term (mean over false-negative pairs, or over all pairs in the
+  authors' form) have per-rank counts, so a
   forward hook multiplies each rank's term by ``world * count_rank / count_all``; after DDP's
   average the gradient, and the mean of the logged terms over ranks, equal those of the
   global batch exactly.
@@ -23,11 +24,9 @@ import types
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cmcgns_cli.losses.global_loss import identity_gather
-from cmcgns_cli.losses.local_text import false_negative_mask
 from cmcgns_cli.train import dist
 
 
@@ -49,7 +48,6 @@ def install(model: nn.Module) -> None:
         km.maybe_initialize = types.MethodType(_gathered_maybe_initialize, km)
     lt = getattr(model, "local_text_loss", None)
     if lt is not None:
-        handles.append(lt.register_forward_pre_hook(_remember_centroids))
         handles.append(lt.register_forward_hook(_rescale_local_text))
     model._ddp_hooks = handles
 
@@ -100,40 +98,23 @@ def _gathered_maybe_initialize(km: Any, z1: Tensor, z2: Tensor, valid: Tensor) -
         km.reduce = reduce
 
 
-def _remember_centroids(module: nn.Module, args: tuple[Any, ...]) -> None:
-    km = module.kmeans
-    if km is not None:
-        module._pre_centroids = (km.initialized.clone(), km.centroids.detach().clone())
-
-
 def _rescale_local_text(
     module: nn.Module, args: tuple[Any, ...], out: dict[str, Tensor]
 ) -> dict[str, Tensor]:
-    """Scale the local text terms by world * count_rank / count_all (see the module doc)."""
-    z1, _, valid = args
+    """Scale the local text terms by world * count_rank / count_all (see the module doc); the
+    loss reports the BML's per-rank denominator as ``bml_count``."""
+    _, _, valid = args
     ws = dist.world_size()
     counts = [valid.sum().float()]
-    km = module.kmeans
-    if km is not None:
-        was, before = module._pre_centroids
-        module._pre_centroids = None
-        # the centroids the loss used: pre-forward ones, unless this step initialised them
-        used = torch.where(was, before, km.centroids.detach())
-        z1n = F.normalize(z1.detach().float(), dim=-1)
-        cn = F.normalize(used.float(), dim=-1)
-        assign_rows = (z1n @ cn.t()).argmax(dim=1)
-        z1_all, offset = dist.gather(z1n)
-        valid_all, _ = dist.gather(valid)
-        assign_cols = (z1_all @ cn.t()).argmax(dim=1)
-        fn = false_negative_mask(assign_rows, assign_cols, offset, valid, valid_all)
-        counts.append((fn & out["ready"].to(fn.device)).sum().float())
+    if module.kmeans is not None:
+        counts.append(out["bml_count"].float().to(counts[0].device))
     local = torch.stack(counts)
     total = dist.all_reduce_sum(local)
     # a term whose global count is 0 is 0 on every rank; keep the scale finite
     scale = torch.where(total > 0, ws * local / total.clamp(min=1.0), torch.ones_like(local))
     new = dict(out)
     new["loss"] = out["loss"] * scale[0]
-    if km is not None:
+    if module.kmeans is not None:
         new["bml"] = out["bml"] * scale[1]
     return new
 

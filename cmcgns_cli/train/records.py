@@ -15,6 +15,14 @@ import torch
 
 from cmcgns_cli.train import dist
 
+# per-step cluster health (NaN in the model's output until the k-means is used -> null)
+CLUSTER_KEYS = (
+    "clusters_nonempty",
+    "cluster_top_share",
+    "cluster_entropy",
+    "fn_pair_share",
+    "hard_negative_cos",
+)
 TERMS = ("loss", "global", "local_image", "local_text", "cluster_fn", "recon", "acc_i2t", "acc_t2i")
 SHORT = {
     "global": "glob",
@@ -122,6 +130,9 @@ class StepBuffer:
         for (meta, _), row in zip(self.pending, rows, strict=True):
             rec = dict(meta)
             rec.update(zip(self.keys, row[:-1], strict=True))
+            for k in CLUSTER_KEYS:  # NaN = the k-means was not used on this step
+                if k in rec and rec[k] != rec[k]:
+                    rec[k] = None
             if meta.get("clipped"):
                 rec["grad_norm"] = row[-1]
             rec.pop("clipped", None)

@@ -48,6 +48,7 @@ def _validate_here(trainer: Any, stage: int) -> dict[str, Any]:  # noqa: ANN401
     for k, b in model.named_buffers():  # validation never changes training state
         b.copy_(buffers[k])
     model.train()
-    val = {f"val_{k}": v / n for k, v in sums.items()}
+    # NaN: a term that was undefined on some batch (cluster health before the k-means is used)
+    val = {f"val_{k}": (None if v != v else v / n) for k, v in sums.items()}
     val.update({"val_top1_i2t": i2t, "val_top1_t2i": t2i, "val_pairs": n})
     return val

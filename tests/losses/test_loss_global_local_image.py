@@ -34,16 +34,22 @@ def test_global_infonce_matches_hand_computation() -> None:
     assert 0.0 <= float(acc_t2i) <= 1.0
 
 
-def test_global_infonce_logit_scale_is_learnable_and_clamped() -> None:
+def test_global_infonce_logit_scale_is_learnable_unclamped_by_default_clamp_optional() -> None:
+    torch.manual_seed(5)
     img = F.normalize(torch.randn(4, 3), dim=-1)
     txt = F.normalize(torch.randn(4, 3), dim=-1)
     s = torch.tensor(math.log(10.0), requires_grad=True)
     loss, _, _ = global_infonce(img, txt, s)
     loss.backward()
     assert s.grad is not None and float(s.grad.abs()) > 0
-    big = torch.tensor(10.0)  # exp(10) would be far above CLIP's clamp of 100
-    ref, _ = _ref_infonce(img, txt, 100.0)
-    assert abs(float(global_infonce(img, txt, big)[0]) - ref) < 1e-4
+    big = torch.tensor(6.0)  # exp(6) = 403, above CLIP's clamp of 100
+    # the authors never clamp: the full exp(6) is used
+    unclamped, _ = _ref_infonce(img, txt, math.exp(6.0))
+    assert abs(float(global_infonce(img, txt, big)[0]) - unclamped) < 1e-3
+    # the CLIP-trainer clamp as an option
+    clamped, _ = _ref_infonce(img, txt, 100.0)
+    got = float(global_infonce(img, txt, big, max_scale=100.0)[0])
+    assert abs(got - clamped) < 1e-4 and abs(clamped - unclamped) > 1.0
 
 
 def test_global_infonce_gather_hook_gives_rows_of_the_full_batch() -> None:

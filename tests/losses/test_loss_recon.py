@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from cmcgns_cli.losses import mask_local_features, reconstruction_loss, reconstruction_target
 
 
-def test_channel_masking_drops_whole_channels_per_sample() -> None:
+def test_channel_masking_drops_whole_channels_per_sample_without_rescaling() -> None:
     torch.manual_seed(0)
     local = torch.randn(3, 4, 10) + 5.0  # no accidental zeros
     masked, patch_masked = mask_local_features(local, 0.5, "channels")
     for b in range(3):
         dropped = [d for d in range(10) if bool((masked[b, :, d] == 0).all())]
-        assert len(dropped) == 5  # exactly ratio * D channels, the same at every patch
         kept = [d for d in range(10) if d not in dropped]
+        # the same channels at every patch, the kept ones untouched (no 1 / (1 - p) rescale)
+        assert int((masked[b] == 0).sum()) == 4 * len(dropped)
         assert torch.equal(masked[b][:, kept], local[b][:, kept])
-    assert bool(patch_masked.all())  # every patch lost channels
+
+
+def test_dropped_channel_count_is_binomial_d_half() -> None:
+    """Each channel is dropped independently with p = 0.5 (the authors' Bernoulli draw), so
+    the dropped count per sample is Binomial(D, 0.5), not exactly D / 2."""
+    d, b = 12, 20000
+    gen = torch.Generator().manual_seed(1)
+    masked, _ = mask_local_features(torch.ones(b, 1, d), 0.5, "channels", gen)
+    counts = (masked[:, 0] == 0).sum(dim=1)
+    freq = torch.bincount(counts, minlength=d + 1).double() / b
+    pmf = torch.tensor([math.comb(d, k) * 0.5**d for k in range(d + 1)], dtype=torch.float64)
+    assert float((freq - pmf).abs().max()) < 0.01  # sd of each frequency < 0.0036 here
+    assert abs(float(counts.double().mean()) - d / 2) < 0.05
+    assert abs(float(counts.double().var()) - d / 4) < 0.15
+    assert float(freq[d // 2]) < 0.3  # exactly D / 2 only about 23 % of the time
 
 
 def test_patch_masking_drops_whole_patches() -> None:
@@ -57,7 +74,13 @@ def test_reconstruction_loss_all_and_masked_regions() -> None:
     assert abs(float(loss_m) - 10.0 * num / den) < 1e-5
 
 
-def test_reconstruction_target_is_grayscale_in_range() -> None:
+def test_reconstruction_target_is_the_three_channel_input() -> None:
     img = torch.rand(2, 3, 5, 5) * 2 - 1
-    t = reconstruction_target(img)
-    assert t.shape == (2, 1, 5, 5) and float(t.abs().max()) <= 1.0
+    assert torch.equal(reconstruction_target(img), img)
+    gray = torch.rand(2, 1, 5, 5) * 2 - 1
+    t = reconstruction_target(gray)
+    assert t.shape == (2, 3, 5, 5) and all(torch.equal(t[:, c], gray[:, 0]) for c in range(3))
+    # resized to the decoder's output when sizes differ: a constant image stays constant
+    const = torch.full((1, 3, 5, 5), 0.25)
+    r = reconstruction_target(const, (8, 8))
+    assert r.shape == (1, 3, 8, 8) and torch.allclose(r, torch.full_like(r, 0.25))

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from cmcgns_cli.config import Config, preset
+from cmcgns_cli.config import Config, apply_overrides, preset
 
 
 def tiny_config(variant: str = "authors", **loss: object) -> Config:
     cfg = preset("tiny")
     cfg.model.embed_dim = 16
-    cfg.model.predictor_hidden = 16
     cfg.model.decoder_channels = 16
     cfg.loss.num_clusters = 4
-    if variant == "clean":
-        cfg.loss.centroid_update, cfg.loss.hard_negative_mode = "mean", "additive"
-        cfg.loss.false_negative_denominator, cfg.loss.mask_mode = "remove", "patches"
-        cfg.loss.recon_region = "masked"
+    apply_overrides(cfg, {"loss": {"variant": variant}}, source="test")
     for k, v in loss.items():
         setattr(cfg.loss, k, v)
     return cfg

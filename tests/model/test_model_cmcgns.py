@@ -25,7 +25,9 @@ def test_keys_stages_and_encoders() -> None:
     out2 = model(batch, stage=2)
     assert float(out2["recon"].detach()) > 0
     out2["loss"].backward()
-    assert model.decoder.conv.net[0].weight.grad is not None
+    assert model.decoder.conv.convs[0].weight.grad is not None
+    health = ("clusters_nonempty", "cluster_top_share", "cluster_entropy", "fn_pair_share")
+    assert all(k in out1 for k in (*health, "hard_negative_cos"))
     img = model.encode_image(batch["images"])
     assert img["local"].shape == (4, 4, 16) and img["grid"] == (2, 2)
     assert torch.allclose(img["global"].norm(dim=-1), torch.ones(4))
@@ -90,8 +92,8 @@ def test_non_power_of_two_input_and_grayscale_reconstruction() -> None:
     img = model.encode_image(batch["images"])
     assert img["grid"] == (3, 3)
     local = img["local"]
-    pred = model.decoder(local, local, img["grid"], (72, 72))
-    assert pred.shape == (2, 1, 72, 72) and float(pred.detach().abs().max()) <= 1.0
+    pred = model.decoder(local, local, img["grid"])  # 3 x 3 grid, 5 stages of x2: 96 px
+    assert pred.shape == (2, 3, 96, 96) and float(pred.detach().abs().max()) <= 1.0
     assert torch.isfinite(model(batch, stage=2)["recon"])
 
 
@@ -106,7 +108,8 @@ def test_vit_path_runs_both_stages() -> None:
     out = model(batch, stage=2)
     assert float(out["recon"].detach()) > 0
     out["loss"].backward()
-    assert model.decoder.fuse_in.weight.grad is not None
+    assert model.decoder.fuse_attn.in_proj_weight.grad is not None
+    assert model.decoder.pos_embed.grad is not None
 
 
 def test_forward_never_calls_item_and_hooks_are_used(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,22 @@ from cmcgns_test_helpers import make_batch, tiny_config
 from cmcgns_cli.model import CMCGNS
 
 
+def _clip_pool(pool: torch.nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """CLIP attention pooling by hand: the mean token queries [mean; sentences], per head."""
+    x = torch.cat([t.mean(0, keepdim=True), t])  # (1 + n, D)
+    d, h = t.shape[-1], pool.heads
+    dh = d // h
+    q, k, v = pool.q_proj(x[0]), pool.k_proj(x), pool.v_proj(x)
+    heads = []
+    for i in range(h):
+        sl = slice(i * dh, (i + 1) * dh)
+        scores = [float(q[sl] @ k[j, sl]) / math.sqrt(dh) for j in range(x.shape[0])]
+        top = max(scores)
+        wts = [math.exp(s_ - top) for s_ in scores]
+        heads.append(sum(w_ / sum(wts) * v[j, sl] for j, w_ in enumerate(wts)))
+    return pool.c_proj(torch.cat(heads))
+
+
 def _per_sample_features(model: CMCGNS, batch: dict, b: int) -> dict:
     """One sample alone: no padding slots at all."""
     img = batch["images"][b : b + 1]
@@ -25,12 +41,15 @@ def _per_sample_features(model: CMCGNS, batch: dict, b: int) -> dict:
     proj = te.token_proj(hidden)
     n = int(batch["num_sentences"][b])
     sents = []
-    for s in range(n):
-        toks = [proj[t] for t in range(proj.shape[0]) if int(batch["sentence_index"][b, t]) == s]
+    for s in range(n):  # unit token vectors, averaged, NOT re-normalised
+        toks = [
+            proj[t] / proj[t].norm()
+            for t in range(proj.shape[0])
+            if int(batch["sentence_index"][b, t]) == s
+        ]
         sents.append(torch.stack(toks).mean(0))
-    raw = torch.stack(sents)  # (n, D)
-    t = F.normalize(raw, dim=-1)
-    tglob = F.normalize(te.pool(raw[None], torch.ones(1, n, dtype=torch.bool))[0], dim=-1)
+    t = torch.stack(sents)  # (n, D), norms below 1
+    tglob = F.normalize(_clip_pool(te.pool, t), dim=-1)
     ca = model.cross_attention
     d = v.shape[-1]
     t2i = torch.zeros_like(v)
@@ -72,32 +91,40 @@ def _reference(model: CMCGNS, batch: dict, stage: int) -> dict[str, float]:
     tau, w = lc.local_text_tau, lc.hard_negative_weight
     sims = [[float(a @ c) for c in cents] for a in z1]
     assign = [max(range(len(cents)), key=lambda k, r=r: r[k]) for r in sims]
+    second = [sorted(range(len(cents)), key=lambda k, r=r: -r[k])[1] for r in sims]
     lt, bml, pairs = 0.0, 0.0, 0
-    for a in range(len(z1)):
-        cos = [float(z1[a] @ z2[b]) for b in range(len(z2))]
-        hn = sorted(sims[a], reverse=True)[1]
-        hard = w * hn / tau if lc.hard_negative_mode == "multiply" else hn / tau + w
-        same = [b for b in range(len(z1)) if b != a and assign[b] == assign[a]]
+    n_all = len(z1)
+    for a in range(n_all):
+        cos = [float(z1[a] @ z2[b]) for b in range(n_all)]
+        block = [float(z1[a] @ cents[second[j]]) / tau for j in range(n_all)]
+        if lc.hard_negative_mode == "multiply":  # weights w at j = a, 0 elsewhere
+            extra = [(w if j == a else 0.0) * block[j] for j in range(n_all)]
+        else:  # additive_block: real cosines, + w at j = a
+            extra = [block[j] + (w if j == a else 0.0) for j in range(n_all)]
+        same = [b for b in range(n_all) if b != a and assign[b] == assign[a]]
         terms = [
             c / tau
             for b, c in enumerate(cos)
             if not (lc.false_negative_denominator == "remove" and b in same)
-        ] + [hard]
+        ] + extra
         lt += math.log(sum(map(math.exp, terms))) - cos[a] / tau
-        for b in same:
-            dlt = cos[b] - cos[a]
+        for b in range(n_all):
+            m = 1.0 if b in same else 0.0
+            if lc.bml_reduction == "masked_pairs" and not m:
+                continue
+            dlt = (cos[b] - cos[a]) * m
             bml += max(dlt + lc.bml_alpha, 0.0) + max(-dlt - lc.bml_beta, 0.0)
             pairs += 1
-    lt /= len(z1)
+    lt /= n_all
     bml /= max(pairs, 1)
     recon = 0.0
     if stage == 2:  # mask_ratio is 0 in this test: the decoder sees the unmasked features
         for b, f in enumerate(feats):
             h, wd = f["grid"]
             fmap = torch.cat([f["v"], f["t2i"]], dim=-1).t().reshape(1, -1, h, wd)
-            size = tuple(batch["images"].shape[-2:])
-            pred = model.decoder.conv(fmap, size)
-            target = batch["images"][b : b + 1].mean(1, keepdim=True)
+            pred = model.decoder.conv(fmap)  # 2 x 2 grid, 5 stages: the 64 px input size
+            target = batch["images"][b : b + 1]  # the 3-channel normalised image
+            assert pred.shape == target.shape
             recon += lc.recon_scale * float((pred - target).abs().mean()) / n
     loss = glob + li + lt + lc.bml_weight * bml + recon
     return {

@@ -39,3 +39,30 @@ def test_tiny_pretrain_on_sample_mimic(tmp_path, monkeypatch, capsys):
     terms = ("loss", "global", "local_image", "local_text", "cluster_fn", "recon")
     assert all(math.isfinite(r[k]) for r in train for k in terms)
     assert any(r["kmeans_ready"] == 1 for r in train)
+    # cluster health per step: null until the k-means is used, numbers after
+    health = ("clusters_nonempty", "cluster_top_share", "cluster_entropy", "fn_pair_share",
+              "hard_negative_cos")  # fmt: skip
+    assert all(k in r for r in train for k in health)
+    used = [r for r in train if r["clusters_nonempty"] is not None]
+    assert used and train[0]["clusters_nonempty"] is None
+    for r in used:
+        assert 1 <= r["clusters_nonempty"] <= 16 and 0 < r["cluster_top_share"] <= 1
+        assert 0 <= r["cluster_entropy"] <= math.log(16) + 1e-6
+        assert 0 <= r["fn_pair_share"] <= 1 and -1 <= r["hard_negative_cos"] <= 1
+        # top share s leaves at most 1 - s for the rest: entropy <= H(s) + (1 - s) log(K - 1)
+        s = r["cluster_top_share"]
+        h_s = -(s * math.log(s) + (1 - s) * math.log(max(1 - s, 1e-12)))
+        assert r["cluster_entropy"] <= h_s + (1 - s) * math.log(15) + 1e-5
+
+    # `clusters`: truth metrics with --truth, null without
+    run = ["clusters", "--checkpoint", str(tmp_path / "r"), "--data", str(tmp_path / "p")]
+    assert cli([*run, "--json"], monkeypatch) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert all(plain[k] is None for k in ("purity", "nmi", "fn_precision", "fn_recall"))
+    truth = SAMPLE.parent / "truth" / "mimic.jsonl"
+    assert cli([*run, "--truth", str(truth), "--json"], monkeypatch) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["truth_sentences"] == got["sentences"]  # every sentence found its finding
+    assert 0 < got["purity"] <= 1 and 0 <= got["nmi"] <= 1
+    assert 0 < got["fn_precision"] <= 1 and 0 < got["fn_recall"] <= 1
+    assert cli([*run, "--truth", str(tmp_path / "missing.jsonl")], monkeypatch) == 2

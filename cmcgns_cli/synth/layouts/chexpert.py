@@ -42,7 +42,7 @@ def write(out: Path, n: int, seed: int, size: int, progress=None) -> tuple[list[
             r_find, r_text, r_view, r_img0, r_img1 = rngs(seed, "chexpert", img, 5)
             findings = general_findings(r_find)
             ap = "AP" if r_view.random() < 0.6 else "PA"
-            _, rep_labels, _ = make_report(findings, r_text, ap)
+            _, rep_labels, _, _ = make_report(findings, r_text, ap)
             labels = truth_labels([f.name for f in findings]) if split == "valid" else rep_labels
             h, w = portrait(size, float(r_view.uniform(0.78, 0.86)))
             views = [("frontal", ap)]

@@ -114,7 +114,12 @@ def write(out: Path, n: int, seed: int, size: int, progress=None) -> tuple[list[
                 if x < 0.05
                 else ("non_utf8" if x < 0.06 else "")
             )
-        report, labels, _ = make_report(findings, r_text, views[0] or "AP", defect)
+        report, labels, sents, sent_findings = make_report(
+            findings, r_text, views[0] or "AP", defect
+        )
+        sentence_truth = [
+            {"text": t, "finding": f} for t, f in zip(sents, sent_findings, strict=True)
+        ]
         folder = root / "files" / f"p{str(sid)[:2]}" / f"p{sid}"
         write_bytes(folder / f"s{stid}.txt", report)
         date = (
@@ -139,6 +144,7 @@ def write(out: Path, n: int, seed: int, size: int, progress=None) -> tuple[list[
             split_rows.append([did, stid, sid, splits[k]])
             rec = truth_record(did, rend, findings, labels)
             rec.update(study_id=stid, subject_id=sid, view=view, split=splits[k], defect=defect)
+            rec["sentences"] = sentence_truth
             truth.append(rec)
         chex.append([sid, stid] + [label_str(labels[c]) for c in MIMIC_LABELS])
         nb = [
