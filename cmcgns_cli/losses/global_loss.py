@@ -1,4 +1,4 @@
-"""Global image-report alignment (paper.md item 1) and the distributed gather hook."""
+"""Global image-report alignment (the CM-CGNS paper, arXiv 2506.11674; CLIP/ConVIRT-style InfoNCE) and the distributed gather hook."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Local image loss (paper.md item 3): SimSiam-style alignment of patches and their
+"""Local image loss (local image term of the CM-CGNS paper, arXiv 2506.11674): SimSiam-style alignment of patches and their
 text-to-image context."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class Predictor(nn.Module):
 
 
 def local_image_loss(patches: Tensor, context: Tensor, predictor: nn.Module) -> Tensor:
-    """Symmetric negative cosine, paper.md item 3:
+    """Symmetric negative cosine (the local image term of the CM-CGNS paper, arXiv 2506.11674):
     L = -1/2 [cos(pred(v), sg(c)) + cos(pred(c), sg(v))], averaged over patches and the batch,
     with ``v`` the patch feature and ``c`` its text-to-image context (both (B, P, D)).
     """

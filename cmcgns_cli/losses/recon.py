@@ -1,4 +1,4 @@
-"""CM-MIR masking and reconstruction loss (paper.md item 5).
+"""CM-MIR masking and reconstruction loss (Cross-Modal Masked Image Reconstruction, the CM-CGNS paper, arXiv 2506.11674).
 
 Two switches (LossConfig):
 - ``mask_mode``: "channels" (authors' code, default) drops each feature channel per sample
@@ -66,7 +66,7 @@ def reconstruction_loss(
     region: str = "all",
     scale: float = 10.0,
 ) -> Tensor:
-    """CM-MIR loss, paper.md item 5: ``scale`` x L1(pred, target) over the whole image ("all")
+    """CM-MIR loss (the authors' code): ``scale`` x L1(pred, target) over the whole image ("all")
     or over the pixels of masked patches only ("masked"; nearest-upsampled patch mask)."""
     err = (pred.float() - target.float()).abs()
     if region == "all":

@@ -1,4 +1,4 @@
-"""Run-directory checkpoints (DESIGN.md), every write atomic.
+"""Run-directory checkpoints (layout in docs/architecture.md), every write atomic.
 
 Layout of a run directory ``RUN``::
 

@@ -1,4 +1,4 @@
-"""Per-stage learning-rate schedule: linear warm-up, then cosine decay to zero (paper.md)."""
+"""Per-stage learning-rate schedule: linear warm-up, then cosine decay to zero (the authors' training schedule)."""
 
 from __future__ import annotations
 

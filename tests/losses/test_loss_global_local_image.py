@@ -1,4 +1,4 @@
-"""Global InfoNCE (paper.md item 1) and local image loss (item 3) against plain computations."""
+"""Global InfoNCE  and local image loss  against plain computations."""
 
 from __future__ import annotations
 

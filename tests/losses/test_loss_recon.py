@@ -1,4 +1,4 @@
-"""CM-MIR masking and reconstruction loss (paper.md item 5): both switches."""
+"""CM-MIR masking and reconstruction loss (CM-MIR): both switches."""
 
 from __future__ import annotations
 
