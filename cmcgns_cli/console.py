@@ -1,4 +1,5 @@
-"""Where output goes: progress and logs to stderr, results to stdout (the CLI convention in docs/architecture.md)."""
+"""Where output goes: progress and logs to stderr, results to stdout (the CLI convention in
+docs/architecture.md)."""
 
 from __future__ import annotations
 

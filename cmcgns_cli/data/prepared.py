@@ -1,4 +1,5 @@
-"""The prepared-dataset format (see docs/architecture.md): meta.json, manifest.parquet, images.npy, masks.npy.
+"""The prepared-dataset format (see docs/architecture.md): meta.json, manifest.parquet,
+images.npy, masks.npy.
 
 Row ``i`` of the manifest is ``images[i]``. Images are uint8 (N, S, S) opened with
 ``mmap_mode="r"`` so training never decodes. This module is the one place that knows the

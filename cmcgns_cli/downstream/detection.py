@@ -1,7 +1,8 @@
 """Detection (``rsna-det``, ``object-cxr-det``): the YOLOv3-style head of ``yolo.py`` on the
 frozen pretrained ResNet (``--full`` trains the backbone too), scored by COCO mAP.
 
-Defaults (the published MGCA detection protocol the paper follows): 50 epochs, AdamW lr 1e-3, batch 16; the epoch with the best validation
+Defaults (the published MGCA detection protocol the paper follows): 50 epochs, AdamW lr 1e-3,
+batch 16; the epoch with the best validation
 mAP is kept. ``evaluate`` writes ``metrics.json``, ``coco_gt.json`` and
 ``coco_predictions.json`` (prepared-image pixels) so the numbers can be re-scored.
 """

@@ -1,4 +1,5 @@
-"""Global image-report alignment (the CM-CGNS paper, arXiv 2506.11674; CLIP/ConVIRT-style InfoNCE) and the distributed gather hook."""
+"""Global image-report alignment (the CM-CGNS paper, arXiv 2506.11674; CLIP/ConVIRT-style
+InfoNCE) and the distributed gather hook."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Cross-modal k-means over image-to-text sentence features (cross-modal clustering-guided negative sampling, the CM-CGNS paper, arXiv 2506.11674).
+"""Cross-modal k-means over image-to-text sentence features (cross-modal clustering-guided
+negative sampling, the CM-CGNS paper, arXiv 2506.11674).
 
 State (``centroids (K, D)``, ``initialized`` bool scalar, ``step`` long scalar) lives in
 registered buffers, so it is saved in checkpoints and restored on resume and across the stage

@@ -1,4 +1,5 @@
-"""Local image loss (local image term of the CM-CGNS paper, arXiv 2506.11674): SimSiam-style alignment of patches and their
+"""Local image loss (local image term of the CM-CGNS paper, arXiv 2506.11674): SimSiam-style
+alignment of patches and their
 text-to-image context."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""CM-MIR masking and reconstruction loss (Cross-Modal Masked Image Reconstruction, the CM-CGNS paper, arXiv 2506.11674).
+"""CM-MIR masking and reconstruction loss (Cross-Modal Masked Image Reconstruction, the CM-CGNS
+paper, arXiv 2506.11674).
 
 Two switches (LossConfig):
 - ``mask_mode``: "channels" (authors' code, default) drops each feature channel per sample

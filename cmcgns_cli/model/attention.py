@@ -1,4 +1,5 @@
-"""Local cross-attention between patches and sentences (local alignment of the CM-CGNS paper, arXiv 2506.11674; the authors' sigmoid-weighted form), batched with masks.
+"""Local cross-attention between patches and sentences (local alignment of the CM-CGNS paper,
+arXiv 2506.11674; the authors' sigmoid-weighted form), batched with masks.
 
 Per pair (image i, report i), patches ``V (P, D)`` and sentences ``T (S, D)``:
 text-to-image context per patch   = sigmoid(q(V) k(T)^T / sqrt(D)) v(T)      (P, D)

@@ -1,7 +1,8 @@
 """The two-stage pretraining loop: plain PyTorch, one process (CPU or one GPU) or DDP.
 
 Stage 1 trains without CM-MIR, stage 2 adds it, each with its own AdamW and its own
-warm-up + cosine schedule (the authors' training schedule). Stage 2 starts from the best stage-1 weights; the
+warm-up + cosine schedule (the authors' training schedule). Stage 2 starts from the best stage-1
+weights; the
 k-means buffers survive the switch (if the best stage-1 weights predate the k-means
 initialisation, the latest k-means state is carried over) and any resume (they are model
 buffers, saved in every checkpoint).

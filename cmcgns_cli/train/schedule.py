@@ -1,4 +1,5 @@
-"""Per-stage learning-rate schedule: linear warm-up, then cosine decay to zero (the authors' training schedule)."""
+"""Per-stage learning-rate schedule: linear warm-up, then cosine decay to zero (the authors'
+training schedule)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Cross-modal k-means (the authors' clustering-guided negative sampling): state buffers, init rule, momentum update."""
+"""Cross-modal k-means (the authors' clustering-guided negative sampling): state buffers, init
+rule, momentum update."""
 
 from __future__ import annotations
 
