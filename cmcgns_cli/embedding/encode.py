@@ -13,7 +13,6 @@ def image_embeddings(model: torch.nn.Module, images: torch.Tensor) -> dict[str, 
     x = images.expand(-1, 3, -1, -1).contiguous() if images.shape[1] == 1 else images
     out = model.encode_image(x)
     out["global"] = F.normalize(out["global"].float(), dim=-1)
-    out["sentences"] = F.normalize(out["sentences"].float(), dim=-1)
     return out
 
 

@@ -86,9 +86,19 @@ def test_tiny_pretrain_learns_with_both_stages_and_kmeans(tiny_run):
     weights = load_file(tiny_run / "model.safetensors")
     assert bool(weights["local_text_loss.kmeans.initialized"])
     assert len(val) == 3 and all(math.isfinite(v["val_loss"]) for v in val)
-    for s in (1, 2):
-        losses = [r["loss"] for r in train if r["stage"] == s]
-        assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, f"stage {s} loss did not fall"
+    losses = [r["loss"] for r in train if r["stage"] == 1]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, "stage 1 loss did not fall"
+
+
+def test_stage2_loss_falls_over_three_epochs(world, tmp_path):
+    """Stage 2 adds the authors' CM-MIR (3 channels, the final ReLU, 10 x L1): its first four
+    steps are within batch noise (measured: 10.80, 11.20, 11.51, 11.27), so the fall is judged
+    over 3 epochs (12 steps; measured 11.17 -> 10.81 for the first / last 3 steps)."""
+    cfg = _cfg(stage1_epochs=2, stage2_epochs=3)
+    summary = run_pretrain(cfg, data=world, out=tmp_path / "s2", resume=None, nproc=1,
+                           as_json=True)  # fmt: skip
+    assert summary["stage"] == 2
+    assert summary["stage2_loss_end"] < summary["stage2_loss_start"]
 
 
 @pytest.fixture(scope="module")
