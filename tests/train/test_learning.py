@@ -25,5 +25,7 @@ def test_pretrained_retrieval_beats_random_init(tmp_path):
         f"test i2t top-1: pretrained {trained['top1_i2t']:.3f} random init {init['top1_i2t']:.3f}"
     )
     assert trained["pairs"] == init["pairs"] == 96
-    assert trained["top1_i2t"] >= 2 * init["top1_i2t"]
-    assert trained["top1_i2t"] >= 0.3
+    # chance is 1/96 = 0.010. Measured with the authors' objective (the default since
+    # issue 11): pretrained 0.115, random init 0.010; under the previous objective >= 0.3.
+    assert trained["top1_i2t"] >= 5 * max(init["top1_i2t"], 1 / 96)
+    assert trained["top1_i2t"] >= 0.08
