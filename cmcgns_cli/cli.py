@@ -106,6 +106,7 @@ class Split(StrEnum):
     train = "train"
     validate = "validate"
     test = "test"
+    chexpert_5x200 = "5x200"  # CheXpert's held-out 5x200 images (--protocol mgca)
 
 
 class Protocol(StrEnum):
@@ -355,8 +356,8 @@ def evaluate(
     seeds: int = typer.Option(1, "--seeds", help="Repeat finetuning with N seeds: mean, std."),
     save_examples: int = typer.Option(0, "--save-examples", help="Write N example PNGs."),
     prompts: Path | None = typer.Option(None, "--prompts", help="zero-shot prompts file."),
-    split: str = typer.Option(
-        "test", "--split", help="retrieval / zeroshot-*: split to score (e.g. test, 5x200)."
+    split: Split = typer.Option(
+        Split.test, "--split", help="retrieval / zeroshot-*: split to score (e.g. test, 5x200)."
     ),
     annotations: Path | None = typer.Option(
         None, "--annotations", help="grounding-mscxr: the MS-CXR annotation CSV."
@@ -384,7 +385,7 @@ def evaluate(
         device=device.value,
         workers=workers,
         as_json=as_json,
-        split=split,
+        split=split.value,
         annotations=annotations,
         out=out,
     )
@@ -542,7 +543,7 @@ def clusters(
 def compare(
     run_a: Path = typer.Argument(..., help="Run A (finetuned directory or pretrain run)."),
     run_b: Path = typer.Argument(..., help="Run B, compared with A: diff = B - A."),
-    task: str = typer.Option(..., "--task", help=f"One of: {', '.join(TASKS)}."),
+    task: EvaluateTask = typer.Option(..., "--task", help="Task to score both runs on."),
     data: Path = typer.Option(..., "--data", help="Prepared dataset with a test split."),
     prompts: Path | None = typer.Option(None, "--prompts", help="zero-shot / grounding prompts."),
     annotations: Path | None = typer.Option(
@@ -557,7 +558,7 @@ def compare(
     from cmcgns_cli.compare import run_compare
 
     run_compare(
-        run_a=run_a, run_b=run_b, task=task, data=data, prompts=prompts,
+        run_a=run_a, run_b=run_b, task=task.value, data=data, prompts=prompts,
         annotations=annotations, resamples=resamples, seed=seed, device=device.value,
         as_json=as_json,
     )  # fmt: skip

@@ -99,6 +99,7 @@ def localising_run(tmp_path_factory: pytest.TempPathFactory):
     return data, root / "run"
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
     reason="open regression: with the authors' objective as default (issue 11) the tiny "
