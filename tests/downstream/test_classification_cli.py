@@ -101,6 +101,7 @@ def test_evaluate_refuses_other_task(cli, prepared: Path, tmp_path: Path) -> Non
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_seeds_report_mean_and_std(cli, prepared: Path, tmp_path: Path) -> None:
     _finetune(cli, prepared, tmp_path / "ft", "--fraction", "0.5")
     res = cli(

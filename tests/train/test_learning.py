@@ -6,12 +6,15 @@ this is the same measurement on a small drawn world that fits in the test budget
 
 from __future__ import annotations
 
+import pytest
+
 from cmcgns_cli.config import preset
 from cmcgns_cli.train.evaluate import retrieval
 from cmcgns_cli.train.run import run_pretrain
 from tests.train.worlds import make_world
 
 
+@pytest.mark.slow
 def test_pretrained_retrieval_beats_random_init(tmp_path):
     data = make_world(tmp_path / "data", n=480, size=64, seed=1, splits=(0.7, 0.1))
     cfg = preset("tiny")
