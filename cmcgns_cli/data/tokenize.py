@@ -266,20 +266,14 @@ class TokenCache:
         return ids, sidx, len(pieces)
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _manifest_digest(prepared: Any) -> str:
     from cmcgns_cli.data.prepared import MANIFEST
 
     path = Path(prepared.root) / MANIFEST
     if path.is_file():
-        return _file_digest(path)
+        from cmcgns_cli.bundle import sha256_file
+
+        return sha256_file(path)
     h = hashlib.sha256()  # an in-memory manifest (tests): hash the sentences themselves
     for sents in prepared.manifest["sentences"]:
         h.update("\x1e".join(map(str, list(sents))).encode("utf-8"))

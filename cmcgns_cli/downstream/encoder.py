@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cmcgns_cli.bundle import sha256_file
 from cmcgns_cli.config import PRESETS, ModelConfig, preset
 from cmcgns_cli.errors import BadInputError
 
@@ -39,14 +39,6 @@ class EncoderSource:
         return dataclasses.asdict(self)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def resolve_source(
     checkpoint: str,
     arch: str | None,
@@ -66,7 +58,7 @@ def resolve_source(
             raise BadInputError(f"{weights}: --image-weights file not found")
         return EncoderSource(
             "none", arch, data.image_size, data.crop_size,
-            str(weights) if weights else None, sha256_of(weights) if weights else None,
+            str(weights) if weights else None, sha256_file(weights) if weights else None,
             init_seed, allow_partial,
         )  # fmt: skip
     if image_weights is not None:
@@ -91,7 +83,7 @@ def resolve_source(
         raise BadInputError(f"{cfg_path}: run uses {cfg.model.image_encoder}, --arch says {arch}")
     return EncoderSource(
         str(run), cfg.model.image_encoder, cfg.data.image_size, cfg.data.crop_size,
-        str(weights), sha256_of(weights), allow_partial=allow_partial,
+        str(weights), sha256_file(weights), allow_partial=allow_partial,
     )  # fmt: skip
 
 
