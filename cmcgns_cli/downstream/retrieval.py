@@ -35,7 +35,7 @@ PER_CLASS = 200
 @torch.no_grad()
 def pair_embeddings(run: Any, ds: PairedDataset, batch_size: int = 64) -> tuple[np.ndarray, ...]:
     """(image (N, D), report (N, D), keys (N,)) over the dataset's pairs, in its order."""
-    from cmcgns_cli.train.loop import report_keys
+    from cmcgns_cli.train.retrieval import report_keys
 
     loader = DataLoader(
         ds, batch_size=batch_size, shuffle=False, collate_fn=PadCollate(ds.tokens.pad_id)

@@ -9,10 +9,13 @@ all-reduce), which gives the global-batch values (see ``train/ddp.py`` for the l
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from cmcgns_cli import jsonio
+from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train import dist
 
 # per-step cluster health (NaN in the model's output until the k-means is used -> null)
@@ -149,3 +152,45 @@ def fmt_info(record: dict[str, Any], stage: int) -> str:
     if record.get("pairs_per_s"):
         parts.append(f"{record['pairs_per_s']:.1f} pairs/s")
     return " ".join(parts)
+
+
+class MetricsLog:
+    """Appends records to ``<run>/metrics.jsonl`` (one JSON object per line, flushed at once)
+    and mirrors them to TensorBoard when ``tensorboard`` names a directory. Rank 0 only: on
+    other ranks :meth:`write` does nothing."""
+
+    def __init__(self, run: Path, tensorboard: str | None = None) -> None:
+        self.path = Path(run) / ckpt.METRICS
+        self.tensorboard = tensorboard
+        self._fh: Any = None
+        self._tb: Any = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append ``record`` (JSON-serialisable) as one line."""
+        if not dist.is_main():
+            return
+        if self._fh is None:
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._fh.write(jsonio.dumps(record) + "\n")
+        self._fh.flush()
+        if self.tensorboard:
+            if self._tb is None:
+                from cmcgns_cli.train.tensorboard import TensorBoardLog
+
+                self._tb = TensorBoardLog(self.tensorboard)
+            self._tb.write(record)
+
+    def size(self) -> int:
+        """Bytes of metrics.jsonl written so far (a checkpoint stores it to truncate on
+        resume)."""
+        if self._fh is not None:
+            self._fh.flush()
+        return self.path.stat().st_size if self.path.is_file() else 0
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
