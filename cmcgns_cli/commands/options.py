@@ -7,6 +7,7 @@ from enum import StrEnum
 import typer
 
 from cmcgns_cli.config import PRESETS
+from cmcgns_cli.task_names import EVAL_ONLY_TASKS, FINETUNE_TASKS
 
 
 class Dataset(StrEnum):
@@ -56,25 +57,9 @@ class Protocol(StrEnum):
     grouped = "grouped"
 
 
-TASKS = (
-    "chexpert-cls",
-    "rsna-cls",
-    "covidx-cls",
-    "rsna-det",
-    "object-cxr-det",
-    "siim-seg",
-    "rsna-seg",
-    "retrieval",
-    "zeroshot-chexpert",
-    "zeroshot-mimic",
-    "zeroshot-rsna",
-    "zeroshot-covidx",
-    "grounding-rsna",
-    "grounding-siim",
-    "grounding-mscxr",
-)
+TASKS = (*FINETUNE_TASKS, *EVAL_ONLY_TASKS)
 
-FinetuneTask = StrEnum("FinetuneTask", {t: t for t in TASKS[:7]})
+FinetuneTask = StrEnum("FinetuneTask", {t: t for t in FINETUNE_TASKS})
 EvaluateTask = StrEnum("EvaluateTask", {t: t for t in TASKS})
 
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
