@@ -51,6 +51,7 @@ def kmeans_keys(state: dict[str, torch.Tensor]) -> list[str]:
 
 
 def kmeans_initialized(state: dict[str, torch.Tensor]) -> bool | None:
+    """The k-means ``initialized`` flag of a model state dict; None when it has no k-means."""
     for k in kmeans_keys(state):
         if "initiali" in k.lower():
             return bool(state[k].detach().float().reshape(-1)[0].item() > 0)
@@ -58,6 +59,8 @@ def kmeans_initialized(state: dict[str, torch.Tensor]) -> bool | None:
 
 
 def scalar(v: Any) -> float | None:  # noqa: ANN401
+    """``v`` as a Python float when it is a one-element tensor or a number, else None
+    (reading a CUDA tensor syncs the device)."""
     if isinstance(v, torch.Tensor):
         if v.numel() != 1:
             return None
@@ -90,6 +93,7 @@ class Progress:
     recent: list[dict[str, Any]] = field(default_factory=list)  # the last 3 step records
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (the checkpoint's progress.json)."""
         return dict(self.__dict__)
 
 
@@ -104,6 +108,7 @@ class StepBuffer:
         self.pending: list[tuple[dict[str, Any], torch.Tensor]] = []
 
     def add(self, out: dict[str, Any]) -> None:
+        """Add one micro-batch's model output: its one-element tensors, kept on the device."""
         if self.keys is None:
             self.keys = [
                 k for k, v in out.items() if isinstance(v, torch.Tensor) and v.numel() == 1
@@ -113,6 +118,8 @@ class StepBuffer:
         self.count += 1
 
     def close_step(self, meta: dict[str, Any], grad_norm: torch.Tensor | None) -> None:
+        """End the optimizer step: its micro-batch mean and ``grad_norm`` (None when not
+        clipped) join the pending steps with ``meta`` (step, stage, epoch, lr, ...)."""
         assert self.sum is not None
         extra = torch.full((1,), float("nan"), device=self.sum.device)
         if grad_norm is not None:
@@ -145,6 +152,7 @@ class StepBuffer:
 
 
 def fmt_info(record: dict[str, Any], stage: int) -> str:
+    """The progress bar's one-line text of a train record (short term names, pairs/s)."""
     parts = [f"ep {record['epoch']}", f"step {record['step']}", f"loss {record['loss']:.3f}"]
     for k in TERMS[1:]:
         if k in record and record[k] is not None and not (k == "recon" and stage == 1):

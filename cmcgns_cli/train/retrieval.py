@@ -36,7 +36,8 @@ def _pick_global(x: Any) -> torch.Tensor:
 def global_embeddings(
     model: torch.nn.Module, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised global image and report embeddings of a batch."""
+    """L2-normalised global image and report embeddings of a padded batch (``PadCollate``):
+    two float32 (B, D) tensors, row i of each from pair i."""
     img = _pick_global(model.encode_image(batch["images"]))
     txt = _pick_global(
         model.encode_text(
@@ -78,7 +79,8 @@ def retrieval_top1(
 
 
 def report_keys(dataset: PairedDataset) -> np.ndarray:
-    """One integer per dataset item; equal for items whose kept report tokens are equal."""
+    """(N,) int64, one key per dataset item; equal for items whose kept report tokens are
+    equal (the retrieval scores count such reports as the same answer)."""
     seen: dict[bytes, int] = {}
     out = np.empty(len(dataset), dtype=np.int64)
     for i, row in enumerate(dataset.rows):
