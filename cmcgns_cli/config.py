@@ -41,6 +41,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class DataConfig:
+    """Prepared-data reading: image and crop sizes (px), report token and sentence limits,
+    augmentation, DataLoader workers (``[data]`` in a config file)."""
+
     image_size: int = 256  # prepared images are resized to this before cropping
     crop_size: int = 224  # training crop fed to the image encoder
     max_length: int = 256  # report tokens
@@ -51,6 +54,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """Encoders, embedding width and heads (``[model]``); presets fill these."""
+
     # resnet50 | vit_b16 | resnet18 | resnet_tiny (torchvision-keyed ResNet, BasicBlock [1,1,1,1])
     image_encoder: str = "resnet50"
     image_weights: str | None = None  # local state-dict file (e.g. ImageNet weights)
@@ -69,6 +74,9 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
+    """Loss weights and the form of each term (``[loss]``); ``variant`` picks the
+    authors' forms or the clean ones."""
+
     w_global: float = 1.0
     w_local_image: float = 1.0
     w_local_text: float = 1.0
@@ -98,6 +106,10 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
+    """The two-stage schedule and run settings (``[train]``): epochs per stage, per-process
+    batch size, AdamW lr and weight decay, warm-up (epochs), clipping, accumulation, seed,
+    device, logging and speed switches."""
+
     stage1_epochs: int = 10
     stage2_epochs: int = 20
     batch_size: int = 64
@@ -122,6 +134,9 @@ class TrainConfig:
 
 @dataclass
 class Config:
+    """A whole run configuration: ``data``, ``model``, ``loss``, ``train`` and the preset
+    it started from; saved as the run's config.json."""
+
     preset: str = "paper-resnet50"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -129,9 +144,11 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict of every field."""
         return asdict(self)
 
     def to_json(self) -> str:
+        """:meth:`to_dict` as indented strict JSON."""
         return jsonio.dumps(self.to_dict(), indent=2)
 
 

@@ -91,3 +91,20 @@ def dumps(
         sort_keys=sort_keys,
         allow_nan=False,
     )
+
+
+def read_lines(text: str, name: str) -> list[tuple[int, Any]]:
+    """``(index, value)`` for each non-blank line of JSON Lines ``text`` (``index`` counts
+    from 0 over all lines, blank ones included). A line that is not JSON raises
+    :class:`~cmcgns_cli.errors.BadInputError` naming ``name`` and its 1-based line number."""
+    from cmcgns_cli.errors import BadInputError
+
+    out = []
+    for i, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            out.append((i, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise BadInputError(f"{name}: line {i + 1} is not JSON ({exc.msg})") from None
+    return out

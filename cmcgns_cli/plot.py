@@ -28,17 +28,8 @@ COLS = 3
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Records of a JSON Lines file; a line that is not JSON is bad input (file and line)."""
-    out = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadInputError(f"{path}: line {i + 1} is not JSON ({exc.msg})") from None
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
+    lines = jsonio.read_lines(path.read_text(encoding="utf-8"), str(path))
+    return [rec for _, rec in lines if isinstance(rec, dict)]
 
 
 def numeric_series(records: list[dict[str, Any]], x_key: str) -> dict[str, tuple[list, list]]:

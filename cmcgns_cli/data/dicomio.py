@@ -27,10 +27,8 @@ def _image_error(reason: str, detail: str) -> Exception:
 
 
 def _minmax_u8(arr: np.ndarray) -> np.ndarray:
-    lo, hi = float(np.min(arr)), float(np.max(arr))
-    if hi <= lo:
-        return np.zeros(arr.shape, dtype=np.uint8)
-    return np.clip(np.rint((arr - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+    """``arr``'s own min..max stretched onto 0..255 uint8 (all zero when constant)."""
+    return _scale_range(arr, float(np.min(arr)), float(np.max(arr)))
 
 
 def _first(value: object) -> float:
@@ -203,19 +201,27 @@ def dicom_to_uint8(ds: object, arr: np.ndarray) -> np.ndarray:
 
 
 def _scale_range(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``lo``..``hi`` onto 0..255 uint8, rounded, values outside clipped."""
     if hi <= lo:
         return np.zeros(v.shape, dtype=np.uint8)
     return np.clip(np.rint((v - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
 
 
 def _window(v: np.ndarray, c: float, w: float, fn: str) -> np.ndarray:
-    """DICOM PS3.3 C.11.2.1.2 window to [0, 1], then to 0..255."""
-    if fn == "SIGMOID":
-        y = 1.0 / (1.0 + np.exp(-4.0 * (v - c) / w))
-    elif fn == "LINEAR_EXACT":
-        y = (v - c) / w + 0.5
-    else:
-        if w < 1:
-            w = 1.0
-        y = (v - (c - 0.5)) / max(w - 1.0, 1e-9) + 0.5
-    return np.clip(np.rint(np.clip(y, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
+    """DICOM PS3.3 C.11.2.1.2 window (centre ``c``, width ``w`` in modality units) onto
+    0..255 uint8, computed by ``pydicom.pixels.apply_windowing`` with an 8-bit unsigned
+    output range. An unknown VOI LUT Function is read as LINEAR (its default), and a LINEAR
+    width below 1 as 1 (the standard requires >= 1; pydicom would raise)."""
+    from pydicom.dataset import Dataset
+    from pydicom.pixels import apply_windowing
+
+    fn = fn if fn in ("LINEAR_EXACT", "SIGMOID") else "LINEAR"
+    window = Dataset()
+    window.PhotometricInterpretation = "MONOCHROME2"
+    window.PixelRepresentation = 0
+    window.BitsStored = 8  # output range y_min..y_max = 0..255
+    window.WindowCenter = c
+    window.WindowWidth = max(w, 1.0) if fn == "LINEAR" else w
+    window.VOILUTFunction = fn
+    out = apply_windowing(np.asarray(v, dtype=np.float64), window)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

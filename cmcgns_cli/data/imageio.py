@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,26 +193,19 @@ def decode(
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's SOF marker without decoding, or None."""
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-            if i + 9 > n:
+    """(height, width) in pixels of a JPEG as stored (before any EXIF rotation), read by
+    Pillow from the header only (no pixel decode); None when ``data`` is not a JPEG Pillow
+    can open."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format != "JPEG":
                 return None
-            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-            return (h, w) if h and w else None
-        i += 2 + length
-    return None
+            w, h = im.size
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return None
+    return (h, w) if h and w else None
 
 
 def reduce_factor(orig_h: int, orig_w: int, size: int | None) -> int:

@@ -8,7 +8,6 @@ its presence marks a finished dataset) -> summary table or JSON on stdout.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
 import sys
@@ -18,11 +17,11 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from cmcgns_cli import interrupts, jsonio
 from cmcgns_cli.data import imageio, writer
+from cmcgns_cli.data.prepare_summary import emit_summary, summarize
 from cmcgns_cli.data.prepared import (
     FORMAT_VERSION,
     MANIFEST,
@@ -172,7 +171,7 @@ def run_prepare(
         if old.get("job") == job and not (out / writer.WORK).exists():
             summary = old.get("summary", {})
             summary = {**summary, "resumed": summary.get("count", 0), "already_prepared": True}
-            _emit(summary, as_json)
+            emit_summary(summary, as_json)
             return summary
         if old.get("job") != job:
             if not overwrite:
@@ -239,7 +238,7 @@ def run_prepare(
     tmp = out / f".{SKIPPED}.tmp"
     skipped_df.to_csv(tmp, index=False)
     os.replace(tmp, out / SKIPPED)
-    summary = _summary(dataset, manifest, skipped_df, result, len(items))
+    summary = summarize(dataset, manifest, skipped_df, result, len(items))
     meta = {
         "format": FORMAT_VERSION,
         "dataset": dataset,
@@ -269,7 +268,7 @@ def run_prepare(
         "seconds": round(time.perf_counter() - started, 2),
         "images_per_s": round((len(tasks) - resumed) / max(decode_s, 1e-9), 2),
     }
-    _emit(summary, as_json)
+    emit_summary(summary, as_json)
     return summary
 
 
@@ -359,95 +358,3 @@ def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     df.to_parquet(tmp, index=False)
     os.replace(tmp, path)
-
-
-def _summary(
-    dataset: str, manifest: pd.DataFrame, skipped: pd.DataFrame, result: ReaderResult, n_tasks: int
-) -> dict[str, Any]:
-    names = ["train", "validate", "test"]
-    if len(manifest):  # extra splits such as CheXpert's 5x200
-        names += sorted(set(manifest["split"]) - set(names))
-    splits = {s: int((manifest["split"] == s).sum()) for s in names}
-    prevalence: dict[str, float | None] = {}
-    names = list(result.meta.get("label_names", []))
-    if "labels" in manifest and len(manifest) and names:
-        lab = np.stack([np.asarray(v, dtype=np.float64) for v in manifest["labels"]])
-        # Share of all rows labelled positive: blanks (not mentioned) count as not positive.
-        for j, name in enumerate(names):
-            prevalence[name] = round(float((lab[:, j] == 1).mean()), 4)
-    summary: dict[str, Any] = {
-        "dataset": dataset,
-        "count": int(len(manifest)),
-        "candidates": n_tasks,
-        "splits": splits,
-        "label_prevalence": prevalence,
-        "skipped": int(len(skipped)),
-        "skipped_by_reason": dict(Counter(skipped["reason"]).most_common()) if len(skipped) else {},
-    }
-    if "boxes" in manifest:
-        summary["boxes"] = int(sum(len(b) for b in manifest["boxes"]))
-    if result.meta.get("rle_encoding"):
-        summary["rle_encoding"] = result.meta["rle_encoding"]["encoding"]
-    rerooting = result.meta.get("path_rerooting")
-    if rerooting:
-        summary["paths_rerooted"] = int(
-            rerooting["separators_normalised"] + rerooting["prefix_dropped"]
-        )
-        summary["dropped_prefixes"] = dict(rerooting["dropped_prefixes"])
-    if dataset == "siim":
-        summary["images_in_two_splits"] = images_in_several_splits(manifest)
-    return summary
-
-
-def images_in_several_splits(manifest: pd.DataFrame) -> int:
-    """Images (manifest ``id``) with rows in more than one split.
-
-    Under ``--protocol mgca`` SIIM is split over CSV rows as MGCA does, so an image with
-    several RLE rows can sit in two splits, each with the part of its mask whose rows fell
-    there; ``--protocol grouped`` never does this.
-    """
-    if not len(manifest):
-        return 0
-    return int((manifest.groupby("id")["split"].nunique() > 1).sum())
-
-
-def _emit(summary: dict[str, Any], as_json: bool) -> None:
-    from cmcgns_cli.console import emit_json, err, out
-
-    if summary.get("images_in_two_splits"):
-        err.print(
-            f"note: {summary['images_in_two_splits']} images sit in two splits, each with part "
-            "of its mask (--protocol mgca splits the CSV rows, as MGCA does); "
-            "--protocol grouped keeps every image in one split",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-
-    if as_json:
-        emit_json(summary)
-        return
-    from rich.table import Table
-
-    table = Table(title=f"prepared {summary['dataset']}: {summary['count']} images")
-    table.add_column("summary")
-    table.add_column("value", justify="right")
-    for s, n in summary["splits"].items():
-        table.add_row(f"split {s}", str(n))
-    for name, p in summary.get("label_prevalence", {}).items():
-        table.add_row(f"positive {name}", "-" if p is None or math.isnan(p) else f"{p:.3f}")
-    if "boxes" in summary:
-        table.add_row("boxes", str(summary["boxes"]))
-    if summary.get("rle_encoding"):
-        table.add_row(f"RLE starts: {summary['rle_encoding']}", "")
-    if summary.get("paths_rerooted"):
-        prefixes = ", ".join(summary.get("dropped_prefixes") or {}) or "separators only"
-        table.add_row(f"paths re-rooted ({prefixes})", str(summary["paths_rerooted"]))
-    if summary.get("images_in_two_splits"):
-        table.add_row("images in two splits", str(summary["images_in_two_splits"]))
-    table.add_row("skipped", str(summary["skipped"]))
-    for reason, n in summary["skipped_by_reason"].items():
-        table.add_row(f"  {reason}", str(n))
-    if summary.get("resumed"):
-        table.add_row("resumed rows", str(summary["resumed"]))
-    out.print(table)

@@ -35,7 +35,7 @@ PER_CLASS = 200
 @torch.no_grad()
 def pair_embeddings(run: Any, ds: PairedDataset, batch_size: int = 64) -> tuple[np.ndarray, ...]:
     """(image (N, D), report (N, D), keys (N,)) over the dataset's pairs, in its order."""
-    from cmcgns_cli.train.loop import report_keys
+    from cmcgns_cli.train.retrieval import report_keys
 
     loader = DataLoader(
         ds, batch_size=batch_size, shuffle=False, collate_fn=PadCollate(ds.tokens.pad_id)
@@ -70,6 +70,9 @@ def five_by_200(prepared: Any, rows: np.ndarray, seed: int = 0) -> tuple[np.ndar
 def retrieval_metrics(
     img: np.ndarray, txt: np.ndarray, keys: np.ndarray | None = None
 ) -> dict[str, float]:
+    """``i2t_R@K`` and ``t2i_R@K`` for K in ``KS`` (shares in [0, 1]) of (N, D) image and
+    report embeddings, row i of each from pair i; ``keys`` (N,) marks identical reports
+    (relevant to each other's queries)."""
     sims = img @ txt.T
     i2t = recall_at_k(sims, KS, keys, keys)
     t2i = recall_at_k(sims.T, KS, keys, keys)
@@ -87,6 +90,12 @@ def evaluate_retrieval(
     random_init: bool = False,
     batch_size: int = 64,
 ) -> dict[str, Any]:
+    """``cmcgns evaluate --task retrieval``: Recall@K both ways over the pairs of ``split``
+    of the prepared ``data`` with the pretrain run (or bundle) ``checkpoint`` (the module
+    docstring gives the protocol), plus the 5x200 Precision@K when CheXpert labels exist.
+    Returns the metrics record (``task``, ``metric``, ``metrics``, ``protocol``,
+    ``per_image``). Raises BadInputError when ``data`` has no reports. Not to be confused
+    with ``train.retrieval.validation_top1``, the top-1 check during pretraining."""
     run = open_run(checkpoint, dev, random_init=random_init)
     prepared = open_prepared(data)
     if "sentences" not in prepared.manifest.columns:

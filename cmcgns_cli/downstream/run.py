@@ -20,18 +20,9 @@ from cmcgns_cli.downstream.classification import (
 from cmcgns_cli.downstream.tasks import CLS_TASKS, DENSE_TASKS
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.runtime import resolve_device
+from cmcgns_cli.task_names import EVAL_ONLY_TASKS
 
-# evaluate-only tasks: they score a pretrain run directly, with no finetuning
-EVAL_ONLY = (
-    "retrieval",
-    "zeroshot-chexpert",
-    "zeroshot-mimic",
-    "zeroshot-rsna",
-    "zeroshot-covidx",
-    "grounding-rsna",
-    "grounding-siim",
-    "grounding-mscxr",
-)
+EVAL_ONLY = EVAL_ONLY_TASKS
 
 
 def _check_task(task: str, *, finetune: bool = False) -> None:

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
+from cmcgns_cli import jsonio
 from cmcgns_cli.data.imageio import DICOM_SUFFIXES, ImageError, load_prepared_image
 from cmcgns_cli.data.paired import PairedDataset, collate_paired
 from cmcgns_cli.data.reports import clean_text, report_sentences, split_sentences
@@ -102,13 +103,9 @@ def _csv_reports(text: str, name: str) -> list[tuple[str, str]]:
 
 def _jsonl_reports(text: str, name: str) -> list[tuple[str, str]]:
     out = []
-    for i, ln in enumerate(text.splitlines()):
-        if not ln.strip():
-            continue
-        try:
-            obj = json.loads(ln)
-        except json.JSONDecodeError as exc:
-            raise BadInputError(f"{name}: line {i + 1} is not JSON ({exc})") from None
+    for i, obj in jsonio.read_lines(text, name):
+        if not isinstance(obj, dict):
+            raise BadInputError(f"{name}: line {i + 1} is not a JSON object")
         out.append((str(obj.get("id", i)), str(obj.get("text", ""))))
     return out
 

@@ -39,6 +39,14 @@ def global_infonce(
     ``image``, ``text``: (n, D) float; rows are this rank's samples, columns come from all
     ranks through ``gather``. Returns ``(loss, acc_i2t, acc_t2i)``, scalars, where
     loss = (CE(i->t) + CE(t->i)) / 2.
+
+    Two orthogonal pairs at s = 0 (exp(s) = 1): each row's logits are (1, 0), so
+    CE = -log(e / (e + 1)) = log(1 + 1/e) in both directions:
+
+    >>> e = torch.eye(2)
+    >>> loss, acc_i2t, acc_t2i = global_infonce(e, e, torch.tensor(0.0))
+    >>> round(loss.item(), 4), acc_i2t.item(), acc_t2i.item()
+    (0.3133, 1.0, 1.0)
     """
     s = logit_scale.clamp(max=math.log(max_scale)) if max_scale > 0 else logit_scale
     scale = s.exp()

@@ -33,7 +33,16 @@ def _identity(x: Tensor) -> Tensor:
 def farthest_point_init(z: Tensor, valid: Tensor, k: int, u: Tensor) -> Tensor:
     """K centroids from the rows of ``z`` (N, D): a random valid first row (the ``u``-quantile
     among valid rows, so padding rows do not change the draw), then each next centroid is the
-    valid, not yet chosen row least similar (cosine) to the previous one."""
+    valid, not yet chosen row least similar (cosine) to the previous one.
+
+    With ``u`` = 0 the first valid row starts; row 1 is orthogonal to it, row 2 nearly
+    parallel, so row 1 comes next:
+
+    >>> z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]])
+    >>> farthest_point_init(z, torch.ones(3, dtype=torch.bool), 2, torch.tensor(0.0))
+    tensor([[1., 0.],
+            [0., 1.]])
+    """
     n = z.shape[0]
     zn = F.normalize(z, dim=-1)
     n_valid = valid.sum()
@@ -85,6 +94,14 @@ class CrossModalKMeans(nn.Module):
         self._host_ready, self._pending = False, None  # re-learn the (possibly new) flag
 
     def host_knows_ready(self) -> bool:
+        """Whether the host has seen the ``initialized`` flag set, without blocking.
+
+        On CPU the flag is read directly. On CUDA the first call(s) return False and start
+        an asynchronous copy of the flag to pinned memory marked by a CUDA event; a later
+        call returns the copied value once the event has completed. Once True it stays True
+        until a state dict is loaded (which may bring another flag). The caller uses it only
+        to stop computing the farthest-point candidates, so a late True changes no result.
+        """
         if self._host_ready:
             return True
         flag = self.initialized

@@ -27,6 +27,16 @@ def local_image_loss(patches: Tensor, context: Tensor, predictor: nn.Module) -> 
     """Symmetric negative cosine (the local image term of the CM-CGNS paper, arXiv 2506.11674):
     L = -1/2 [cos(pred(v), sg(c)) + cos(pred(c), sg(v))], averaged over patches and the batch,
     with ``v`` the patch feature and ``c`` its text-to-image context (both (B, P, D)).
+    Returns a float32 scalar in [-1, 1].
+
+    With an identity predictor and a context equal to the patches both cosines are 1:
+
+    >>> import torch
+    >>> v = torch.tensor([[[1.0, 2.0], [3.0, -1.0]]])
+    >>> round(local_image_loss(v, v, nn.Identity()).item(), 6)
+    -1.0
+    >>> round(local_image_loss(v, -v, nn.Identity()).item(), 6)
+    1.0
     """
     pv, pc = predictor(patches), predictor(context)
     a = F.cosine_similarity(pv.float(), context.detach().float(), dim=-1)

@@ -132,6 +132,19 @@ def bml_loss(
     averaged over all valid n x N pairs (``valid_rows`` (n,), ``valid_cols`` (N,) bool; all
     when None), so every unmasked pair adds the constant alpha and the gradient is scaled by
     1 / (number of pairs). Returns ``(bml, count)``: the scalar and its denominator.
+
+    One false-negative pair (0, 1): delta = 0.7 - 0.5 = 0.2, so with alpha = 0.1 and
+    beta = 0.3 the BML is relu(0.3) + relu(-0.5) = 0.3; "all_pairs" adds alpha = 0.1 for
+    each of the three unmasked pairs and averages over all four: (0.3 + 3 * 0.1) / 4:
+
+    >>> cos = torch.tensor([[0.5, 0.7], [0.2, 0.9]])
+    >>> fn = torch.tensor([[False, True], [False, False]])
+    >>> bml, n = bml_loss(cos, fn, 0, alpha=0.1, beta=0.3)
+    >>> round(bml.item(), 4), n.item()
+    (0.3, 1.0)
+    >>> bml, n = bml_loss(cos, fn, 0, alpha=0.1, beta=0.3, reduction="all_pairs")
+    >>> round(bml.item(), 4), n.item()
+    (0.15, 4.0)
     """
     rows = torch.arange(cos.shape[0], device=cos.device)
     pos = cos[rows, rows + offset]

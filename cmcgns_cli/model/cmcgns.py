@@ -150,6 +150,19 @@ class CMCGNS(nn.Module):
 
     # -- losses --------------------------------------------------------------------------
     def forward(self, batch: dict[str, Tensor], stage: int = 1) -> dict[str, Tensor]:
+        """The training objective of one batch (the module docstring gives the batch).
+
+        ``loss`` = w_global * global + w_local_image * local_image + w_local_text *
+        (local_text + bml_weight * cluster_fn) [+ w_recon * recon when ``stage`` >= 2]: the
+        four terms of arXiv 2506.11674, combined and weighted as the authors' code does (all
+        weights 1 by default, CM-MIR only in the second stage). Every value is a float32
+        scalar tensor: the loss terms of ``LOSS_KEYS`` (a term switched off is 0), the
+        batch's global retrieval accuracies ``acc_i2t`` / ``acc_t2i`` (shares in [0, 1]),
+        ``kmeans_ready`` (1.0 once the cross-modal k-means is initialised), the cluster
+        health of ``CLUSTER_KEYS`` (NaN until the k-means is used) and ``logit_scale``
+        (the exponentiated learned inverse temperature, detached). Only ``loss`` carries
+        gradients meant for ``backward``.
+        """
         lc = self.cfg.loss
         img, txt = self._encode(batch)
         local, sents, mask = img["local"], txt["sentences"], txt["sentence_mask"]

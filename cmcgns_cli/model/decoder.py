@@ -104,6 +104,12 @@ class CMMIRDecoder(nn.Module):
         return pos.flatten(2).transpose(1, 2)
 
     def forward(self, masked_local: Tensor, context: Tensor, grid: tuple[int, int]) -> Tensor:
+        """``masked_local`` (B, P, D), the image's local features with masked patches zeroed;
+        ``context`` (B, P, D), the text-to-image attention output for each patch; ``grid`` the
+        patch grid (h, w) with h * w = P. Returns the reconstruction (B, 3, h * 2^n, w * 2^n)
+        in [-1, 1] (tanh), n = the number of upsampling stages (the CM-MIR decoder of
+        arXiv 2506.11674 as the authors' code lays it out: concatenation + convolutions for
+        ResNet, attention fusion + a transformer decoder for ViT)."""
         b = masked_local.shape[0]
         if self.kind == "vit":
             x = masked_local + self.fuse_attn(masked_local, context, context, need_weights=False)[0]

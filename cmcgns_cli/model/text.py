@@ -100,6 +100,9 @@ class AttentionPool(nn.Module):
         self.c_proj = nn.Linear(dim, dim)
 
     def forward(self, sentences: Tensor, mask: Tensor) -> Tensor:
+        """``sentences`` (B, S, D) float, ``mask`` (B, S) bool (True = a real sentence) ->
+        report vectors (B, D), not normalised. A report without sentences pools its zero
+        mean token alone."""
         b, _, d = sentences.shape
         h = self.heads
         n = mask.sum(1, keepdim=True).clamp(min=1).to(sentences.dtype)
@@ -133,6 +136,14 @@ class TextEncoder(nn.Module):
         num_sentences: Tensor,
         s_max: int,
     ) -> dict[str, Tensor]:
+        """Encode a batch of tokenised reports (as the authors' code, arXiv 2506.11674).
+
+        ``input_ids`` / ``attention_mask`` long (B, L); ``sentence_index`` long (B, L): the
+        sentence of each token, -1 for [CLS] / [SEP] / padding; ``num_sentences`` long (B,);
+        ``s_max`` the S of the padded sentence layout. Returns ``global`` float32 (B, D),
+        unit vectors; ``sentences`` float32 (B, S, D), the mean of each sentence's unit token
+        vectors (norm <= 1, not re-normalised; padding rows 0); ``sentence_mask`` (B, S) bool.
+        """
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         tokens = F.normalize(self.token_proj(hidden).float(), dim=-1)
         sents, mask = sentence_mean(tokens, sentence_index, num_sentences, s_max)

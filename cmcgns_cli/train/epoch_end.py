@@ -1,19 +1,26 @@
 """End of an epoch (the validation record; best/ and the resume checkpoint, rank 0 only),
-the run summary, and the non-finite stop: Trainer methods split out of ``loop.py``."""
+the run summary, and the non-finite stop, split out of ``loop.py``."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cmcgns_cli.console import err
 from cmcgns_cli.errors import RunFailedError
 from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train import dist
-from cmcgns_cli.train.records import TERMS, kmeans_initialized, scalar
+from cmcgns_cli.train.records import TERMS, MetricsLog, Progress, kmeans_initialized, scalar
+
+if TYPE_CHECKING:
+    from cmcgns_cli.train.loop import Trainer
 
 
-def end_epoch(self: Any, stage: int, val: dict[str, Any]) -> None:
+def end_epoch(self: Trainer, stage: int, val: dict[str, Any]) -> None:
+    """Close an epoch of ``stage`` with its validation values ``val`` (``validate.validate``):
+    log the ``val`` record, update the per-stage loss means and history, and on rank 0 save
+    best/ (when the validation loss is the stage's lowest) and the resume checkpoint."""
     state = self.model.state_dict()
     vloss = float(val.get("val_loss", float("nan")))
     is_best = math.isfinite(vloss) and (self.prog.best_val is None or vloss < self.prog.best_val)
@@ -25,7 +32,7 @@ def end_epoch(self: Any, stage: int, val: dict[str, Any]) -> None:
         **val,
         "best": is_best,
     }
-    self._log(record)
+    self.log.write(record)
     self.last_val = record
     if dist.is_main():
         err.print(
@@ -57,7 +64,9 @@ def end_epoch(self: Any, stage: int, val: dict[str, Any]) -> None:
     dist.barrier()  # the checkpoint is on disk before any rank reads it
 
 
-def _save(self: Any, stage: int, state: dict[str, Any], val: dict[str, Any], is_best: bool) -> None:
+def _save(
+    self: Trainer, stage: int, state: dict[str, Any], val: dict[str, Any], is_best: bool
+) -> None:
     if is_best:
         enc = self.export_encoder(self.model) if self.export_encoder else None
         ckpt.save_best(
@@ -66,19 +75,13 @@ def _save(self: Any, stage: int, state: dict[str, Any], val: dict[str, Any], is_
             encoder_state=enc,
             meta={"stage": stage, "epoch": self.prog.epoch, "step": self.prog.step, **val},
         )
-    self.prog.metrics_bytes = self._metrics_size()
-    self.prog.recent = list(self.recent)
-    assert self.optimizer is not None
-    ckpt.save_checkpoint(
-        self.run,
-        model_state=state,
-        optimizer=self.optimizer,
-        scaler=self.scaler,
-        progress=self.prog.to_dict(),
-    )
+    self.write_checkpoint()
 
 
-def summary(self: Any, wall: float) -> dict[str, Any]:
+def summary(self: Trainer, wall: float) -> dict[str, Any]:
+    """The run summary ``pretrain --json`` prints: steps, epochs, ``wall_s`` (seconds), the
+    final train terms, each stage's first-3-step and last-3-step mean loss, the last and best
+    validation values, whether the k-means is initialised, the last ``pairs_per_s``."""
     state = self.model.state_dict()
     out: dict[str, Any] = {
         "run_dir": str(self.run),
@@ -109,26 +112,30 @@ def summary(self: Any, wall: float) -> dict[str, Any]:
     return out
 
 
-def fail_nonfinite(self: Any, stage: int, out: dict[str, Any], what: str) -> None:
+def fail_nonfinite(
+    log: MetricsLog, prog: Progress, run: Path, stage: int, out: dict[str, Any], what: str
+) -> None:
+    """Log an ``error`` record with the step's terms and raise RunFailedError naming the
+    non-finite terms (``what`` when none of ``out`` is) and the intact checkpoint in ``run``."""
     terms = {k: scalar(v) for k, v in out.items() if scalar(v) is not None}
     terms = {k: v for k, v in terms.items() if k not in ("step", "stage", "epoch", "stage_step")}
     bad = [k for k, v in terms.items() if not math.isfinite(v)] or [what]
-    self._log(
+    log.write(
         {
             "kind": "error",
-            "step": self.prog.step + 1,
+            "step": prog.step + 1,
             "stage": stage,
             "error": f"non-finite {what}",
             **{k: str(v) for k, v in terms.items()},
         }
     )
     last = (
-        f"the last checkpoint (step {self.prog.step - self.prog.stage_step}"
-        if (self.run / ckpt.MODEL).is_file()
+        f"the last checkpoint (step {prog.step - prog.stage_step}"
+        if (run / ckpt.MODEL).is_file()
         else "no checkpoint was written yet ("
     )
     raise RunFailedError(
-        f"non-finite {what} at stage {stage}, step {self.prog.step + 1} "
+        f"non-finite {what} at stage {stage}, step {prog.step + 1} "
         f"(non-finite: {', '.join(bad)}); the run stopped without saving this epoch; "
-        f"{last}) in {self.run} is intact; try a lower --lr or train.grad_clip"
+        f"{last}) in {run} is intact; try a lower --lr or train.grad_clip"
     )

@@ -11,7 +11,7 @@ from cmcgns_cli.data.paired import PairedDataset
 from cmcgns_cli.data.prepared import open_prepared
 from cmcgns_cli.data.tokenize import load_tokenizer, token_cache
 from cmcgns_cli.train import checkpoint as ckpt
-from cmcgns_cli.train.loop import evaluate_retrieval
+from cmcgns_cli.train.retrieval import validation_top1
 from cmcgns_cli.train.run import build_model, load_run_config
 
 
@@ -50,4 +50,4 @@ def retrieval(
     prepared = open_prepared(data)
     cache = token_cache(prepared, tok, fallback_dir=Path(run))
     ds = PairedDataset(prepared, split, cache, cfg.data, train=False)
-    return evaluate_retrieval(model, ds, batch_size=batch_size, device=torch.device("cpu"))
+    return validation_top1(model, ds, batch_size=batch_size, device=torch.device("cpu"))

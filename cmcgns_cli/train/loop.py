@@ -1,19 +1,18 @@
 """The two-stage pretraining loop: plain PyTorch, one process (CPU or one GPU) or DDP.
 
-Stage 1 trains without CM-MIR, stage 2 adds it, each with its own AdamW and its own
-warm-up + cosine schedule (the authors' training schedule). Stage 2 starts from the best stage-1
-weights; the
-k-means buffers survive the switch (if the best stage-1 weights predate the k-means
-initialisation, the latest k-means state is carried over) and any resume (they are model
-buffers, saved in every checkpoint).
+Stage 1 trains without CM-MIR, stage 2 adds it (arXiv 2506.11674, as the authors' code does),
+each with its own AdamW and its own warm-up + cosine schedule (the authors' training schedule).
+Stage 2 starts from the best stage-1 weights; the k-means buffers survive the switch (if the
+best stage-1 weights predate the k-means initialisation, the latest k-means state is carried
+over) and any resume (they are model buffers, saved in every checkpoint).
 
 "Best" means the lowest mean validation loss within the current stage (stage-2 losses
 include the reconstruction term, so stages are not compared with each other).
 
 Distributed (``train/ddp.py``, ``train/dist.py``): ``train.batch_size`` is per process, a step
 consumes ``batch_size * world`` pairs, rank 0 alone validates, logs and writes checkpoints.
-Helpers live beside this file: ``records.py`` (progress, step records), ``validate.py``,
-``retrieval.py``, ``speed.py`` (channels_last, checkpointing, compile).
+Beside it: ``feed.py`` (batches), ``records.py`` (progress, metrics.jsonl), ``validate.py``,
+``epoch_end.py`` (checkpoints, summary, non-finite stop), ``stop.py`` (signals), ``speed.py``.
 """
 
 from __future__ import annotations
@@ -21,57 +20,68 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.progress import TextColumn
-from torch.utils.data import DataLoader
 
-from cmcgns_cli import interrupts, jsonio
+from cmcgns_cli import interrupts
+from cmcgns_cli.config import Config
 from cmcgns_cli.console import err, progress
-from cmcgns_cli.data.paired import DistributedEpochSampler, EpochSampler, PadCollate, PairedDataset
+from cmcgns_cli.data.paired import PairedDataset
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train import ddp, dist, speed, stop
 from cmcgns_cli.train.epoch_end import end_epoch, fail_nonfinite, summary
+from cmcgns_cli.train.feed import BatchFeed
 from cmcgns_cli.train.records import (
-    SHORT,  # noqa: F401 - re-exported
     TERMS,
+    MetricsLog,
     Progress,
     StepBuffer,
     fmt_info,
     kmeans_initialized,
     kmeans_keys,
 )
-from cmcgns_cli.train.retrieval import (  # noqa: F401 - re-exported for callers of loop
-    evaluate_retrieval,
-    global_embeddings,
-    report_keys,
-    retrieval_top1,
-)
+from cmcgns_cli.train.retrieval import report_keys
 from cmcgns_cli.train.schedule import lr_at, warmup_steps_for
 from cmcgns_cli.train.validate import validate
 
-__all__ = ["Progress", "Trainer", "evaluate_retrieval", "global_embeddings", "retrieval_top1"]
+__all__ = ["Trainer"]
 
 
 def _after_step(trainer: Trainer, record: dict[str, Any]) -> None:
-    """Hook called after every optimizer step (tests use it to simulate a crash)."""
+    """Hook called after every logged optimizer step (tests use it to simulate a crash)."""
 
 
 class Trainer:
+    """Pretrains ``model`` on ``train_ds`` in two stages, validating on ``val_ds`` after
+    every epoch and writing the run directory ``run`` (metrics.jsonl, the resume checkpoint,
+    best/).
+
+    ``cfg.train`` gives the schedule (epochs per stage, per-process batch size, accumulation,
+    lr, warm-up, clipping, seed); ``export_encoder(model)``, when given, returns the image
+    encoder's state dict saved beside the best weights. Public state a caller may read:
+    ``prog`` (:class:`~cmcgns_cli.train.records.Progress`: stage, step, epoch, best),
+    ``steps_per_epoch``, ``batch_size``, ``feed`` (:class:`~cmcgns_cli.train.feed.BatchFeed`)
+    and ``log`` (:class:`~cmcgns_cli.train.records.MetricsLog`).
+
+    Raises :class:`~cmcgns_cli.errors.BadInputError` when ``train_ds`` holds fewer pairs than
+    one global batch.
+    """
+
     def __init__(
         self,
-        cfg: Any,
+        cfg: Config,
         model: torch.nn.Module,
         train_ds: PairedDataset,
         val_ds: PairedDataset,
         run: Path,
         device: torch.device,
         *,
-        export_encoder: Any = None,
+        export_encoder: Callable[[torch.nn.Module], dict[str, torch.Tensor]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.model = model
@@ -81,15 +91,14 @@ class Trainer:
         self.device = device
         self.export_encoder = export_encoder
         self.tc = cfg.train
-        self.pad_id = train_ds.tokens.pad_id
         self.world = dist.world_size()
         self.batch_size = int(self.tc.batch_size)  # per process
         self.accumulate = max(1, int(self.tc.accumulate))
         global_batch = self.batch_size * self.world
-        self.drop_last = self.world > 1 or len(train_ds) >= self.batch_size
+        drop_last = self.world > 1 or len(train_ds) >= self.batch_size
         self.micro_per_epoch = (
             len(train_ds) // global_batch
-            if self.drop_last
+            if drop_last
             else math.ceil(len(train_ds) / self.batch_size)
         )
         if self.micro_per_epoch == 0:
@@ -98,41 +107,43 @@ class Trainer:
                 f"({self.batch_size} x {self.world} processes); lower --batch-size"
             )
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / self.accumulate)
-        self.use_amp = bool(self.tc.amp) and device.type == "cuda"
-        self.channels_last = bool(self.tc.channels_last) and device.type == "cuda"
+        cuda = device.type == "cuda"
+        self.feed = BatchFeed(
+            device=device,
+            batch_size=self.batch_size,
+            world=self.world,
+            seed=int(self.tc.seed),
+            workers=int(cfg.data.workers),
+            pad_id=train_ds.tokens.pad_id,
+            drop_last=drop_last,
+            sentence_slots=int(cfg.data.max_sentences),
+            amp=bool(self.tc.amp) and cuda,
+            channels_last=bool(self.tc.channels_last) and cuda,
+        )
         # CPU: reading a number is free, so check and log every step; CUDA: every log_every
-        self.sync_every = 1 if device.type != "cuda" else max(1, int(self.tc.log_every))
+        self.sync_every = 1 if not cuda else max(1, int(self.tc.log_every))
         self.scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no scaling
         self.prog = Progress(world_size=self.world)
         self.optimizer: torch.optim.Optimizer | None = None
         self.val_keys = report_keys(val_ds)
-        self._metrics_fh: Any = None
-        self._tb: Any = None  # TensorBoardLog when train.tensorboard names a directory
+        self.log = MetricsLog(self.run, getattr(self.tc, "tensorboard", None))
         self.last_val: dict[str, Any] = {}
-        self.recent: list[dict[str, float]] = []
+        self.recent: list[dict[str, float]] = []  # the last 3 train records
         self.net: torch.nn.Module = model  # the DDP wrapper under torchrun
         self.applied: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ helpers
 
     def stage_epochs(self, stage: int) -> int:
+        """Configured epochs of ``stage`` (1 or 2)."""
         return int(self.tc.stage1_epochs if stage == 1 else self.tc.stage2_epochs)
 
     def stage_total_steps(self, stage: int) -> int:
+        """Optimizer steps of ``stage``: epochs x steps per epoch, capped by train.max_steps."""
         total = self.stage_epochs(stage) * self.steps_per_epoch
         if self.tc.max_steps is not None:
             total = min(total, int(self.tc.max_steps))
         return max(total, 0)
-
-    def _autocast(self) -> Any:
-        if self.use_amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self.world > 1:  # every rank pads to the same sentence slots (gathered columns)
-            batch["sentence_slots"] = int(self.cfg.data.max_sentences)
-        return speed.to_device(batch, self.device, self.channels_last)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -141,66 +152,33 @@ class Trainer:
             params, lr=float(self.tc.lr), weight_decay=float(self.tc.weight_decay), **kw
         )
 
-    def _loader(self, ds: PairedDataset, *, train: bool, epoch: int, skip: int = 0) -> DataLoader:
-        ds.set_epoch(epoch)
-        if train and self.world > 1:
-            sampler: Any = DistributedEpochSampler(
-                len(ds), int(self.tc.seed), self.batch_size, self.world, dist.rank()
-            )
-        else:
-            sampler = EpochSampler(len(ds), int(self.tc.seed), shuffle=train)
-        sampler.set_epoch(epoch)
-        if skip:
-            sampler = stop.SkipSampler(sampler, skip)
-        gen = torch.Generator()
-        gen.manual_seed(int(self.tc.seed) * 100_003 + epoch)
-        workers = int(self.cfg.data.workers)
-        cuda = self.device.type == "cuda"
-        return DataLoader(
-            ds,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=train and self.drop_last,
-            num_workers=workers,
-            collate_fn=PadCollate(self.pad_id),
-            generator=gen,
-            worker_init_fn=_seed_worker,
-            pin_memory=cuda,
-            prefetch_factor=4 if cuda and workers > 0 else None,
+    def write_checkpoint(self) -> None:
+        """Write the resume checkpoint of the current step (call on rank 0 only): model,
+        optimizer, scaler, progress (with the metrics.jsonl size and the recent records)."""
+        self.prog.metrics_bytes = self.log.size()
+        self.prog.recent = list(self.recent)
+        assert self.optimizer is not None
+        ckpt.save_checkpoint(
+            self.run,
+            model_state=self.model.state_dict(),
+            optimizer=self.optimizer,
+            scaler=self.scaler,
+            progress=self.prog.to_dict(),
         )
 
-    def _log(self, record: dict[str, Any]) -> None:
-        if not dist.is_main():
-            return
-        if self._metrics_fh is None:
-            self._metrics_fh = open(self.run / ckpt.METRICS, "a", encoding="utf-8")  # noqa: SIM115
-        self._metrics_fh.write(jsonio.dumps(record) + "\n")
-        self._metrics_fh.flush()
-        tb_dir = getattr(self.tc, "tensorboard", None)
-        if tb_dir:
-            if self._tb is None:
-                from cmcgns_cli.train.tensorboard import TensorBoardLog
-
-                self._tb = TensorBoardLog(tb_dir)
-            self._tb.write(record)
-
-    def _metrics_size(self) -> int:
-        if self._metrics_fh is not None:
-            self._metrics_fh.flush()
-        path = self.run / ckpt.METRICS
-        return path.stat().st_size if path.is_file() else 0
-
     def close(self) -> None:
-        if self._metrics_fh is not None:
-            self._metrics_fh.close()
-            self._metrics_fh = None
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        """Close metrics.jsonl and the TensorBoard writer."""
+        self.log.close()
 
     # ------------------------------------------------------------------ resume
 
     def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a resume checkpoint ``state`` (``checkpoint.load_resume``): model
+        weights (strict), progress, the optimizer (unless its stage was finished), scaler and
+        RNG state; metrics.jsonl is cut back to the checkpoint's size. A checkpoint written
+        with another world size restarts the interrupted epoch at the same point of the
+        stage's schedule, counted in steps of the new global batch.
+        """
         self.model.load_state_dict(state["model"], strict=True)
         p = state["progress"]
         self.prog = Progress(**{k: v for k, v in p.items() if k in Progress.__dataclass_fields__})
@@ -232,6 +210,14 @@ class Trainer:
     # ------------------------------------------------------------------ run
 
     def fit(self) -> dict[str, Any]:
+        """Train the stages still to do (both for a fresh run; from ``prog`` after
+        :meth:`restore`) and return the run summary (steps, epochs, wall time in s, first and
+        last loss per stage, last and best validation values; see ``epoch_end.summary``).
+
+        Raises :class:`~cmcgns_cli.errors.RunFailedError` on a non-finite loss or gradient
+        norm and :class:`~cmcgns_cli.interrupts.Interrupted` after SIGINT/SIGTERM (a
+        checkpoint of the last finished step is written first).
+        """
         start = time.perf_counter()
         self.model.to(self.device)
         self.applied = speed.apply(self.model, self.tc, self.device, self.world)
@@ -252,7 +238,7 @@ class Trainer:
                 self._run_stage(stage)
         finally:
             self.close()
-        return self._summary(time.perf_counter() - start)
+        return summary(self, time.perf_counter() - start)
 
     def _enter_stage(self, stage: int) -> None:
         """Switch to ``stage``: best weights of the previous stage, fresh optimizer."""
@@ -290,15 +276,15 @@ class Trainer:
             )
             while self.prog.stage_epoch < epochs and self.prog.stage_step < total:
                 self._train_epoch(stage, total, warmup, bar, task)
-                val = validate(self, stage)
+                val = validate(self.model, self.feed, self.val_ds, self.val_keys, stage)
                 self.prog.epoch_micro = 0
                 self.prog.stage_epoch += 1
                 self.prog.epoch += 1
                 if self.prog.stage_epoch >= epochs or self.prog.stage_step >= total:
                     self.prog.stage_done = True
-                self._end_epoch(stage, val)
-                if stop.agreed(self):  # the epoch-end checkpoint is already on disk
-                    stop.raise_interrupted(self, stage, self.prog.epoch)
+                end_epoch(self, stage, val)
+                if stop.agreed(self.world, self.device):  # the epoch-end checkpoint is on disk
+                    stop.raise_interrupted(self.run, self.prog.step, stage, self.prog.epoch)
 
     def _train_epoch(self, stage: int, total: int, warmup: int, bar: Any, task: Any) -> None:
         model, net, opt = self.model, self.net, self.optimizer
@@ -307,7 +293,7 @@ class Trainer:
         gepoch = self.prog.epoch
         start = int(self.prog.epoch_micro)  # > 0 when resuming a mid-epoch checkpoint
         skip = start * self.batch_size
-        loader = self._loader(self.train_ds, train=True, epoch=gepoch, skip=skip)
+        loader = self.feed.loader(self.train_ds, train=True, epoch=gepoch, skip=skip)
         n_micro = self.micro_per_epoch
         buf = StepBuffer()
         group_start = start
@@ -321,16 +307,16 @@ class Trainer:
                 group_start = i
             group = min(self.accumulate, n_micro - group_start)
             last_micro = i - group_start + 1 >= group
-            batch = self._to_device(batch)
+            batch = self.feed.to_device(batch)
             sync = (
                 net.no_sync() if (net is not model and not last_micro) else contextlib.nullcontext()
             )
             with sync:
-                with self._autocast():
+                with self.feed.autocast():
                     out = net(batch, stage=stage)
                 loss = out["loss"]
                 if self.sync_every == 1 and not torch.isfinite(loss.detach()).all():
-                    self._fail_nonfinite(stage, out, "loss")
+                    fail_nonfinite(self.log, self.prog, self.run, stage, out, "loss")
                 (loss.float() / group).backward()
             buf.add(out)
             pairs += int(batch["images"].shape[0]) * self.world
@@ -342,7 +328,7 @@ class Trainer:
                     model.parameters(), float(self.tc.grad_clip)
                 )
                 if self.sync_every == 1 and not math.isfinite(float(grad_norm)):
-                    self._fail_nonfinite(stage, out, "gradient norm")
+                    fail_nonfinite(self.log, self.prog, self.run, stage, out, "gradient norm")
             lr = lr_at(
                 self.prog.stage_step,
                 total_steps=total,
@@ -375,7 +361,7 @@ class Trainer:
                 for record in records:
                     record["pairs_per_s"] = pairs / dt if dt > 0 else None
                     self._check_record(stage, record)
-                    self._log(record)
+                    self.log.write(record)
                     self._track(record)
                     if dist.is_main():
                         bar.update(
@@ -383,9 +369,12 @@ class Trainer:
                         )
                     _after_step(self, record)
                 pairs, t0 = 0, time.perf_counter()
-                if not done and stop.agreed(self):
-                    stop.save_mid_epoch(self, i + 1)
-                    stop.raise_interrupted(self, stage, gepoch + 1)
+                if not done and stop.agreed(self.world, self.device):
+                    self.prog.epoch_micro = i + 1
+                    if dist.is_main():
+                        self.write_checkpoint()
+                    dist.barrier()
+                    stop.raise_interrupted(self.run, self.prog.step, stage, gepoch + 1)
             if self.prog.stage_step >= total:
                 break
 
@@ -395,7 +384,7 @@ class Trainer:
             if v is not None and not math.isfinite(v):
                 self.prog.step = record["step"] - 1
                 self.prog.stage_step = record["stage_step"] - 1
-                self._fail_nonfinite(stage, record, what)
+                fail_nonfinite(self.log, self.prog, self.run, stage, record, what)
 
     def _track(self, record: dict[str, Any]) -> None:
         if record["stage_step"] <= 3:  # the stage's starting loss: mean of its first 3 steps
@@ -406,20 +395,3 @@ class Trainer:
                     self.prog.stage_first[f"{record['stage']}:{k}"] = prev + (record[k] - prev) / n
         self.recent.append(record)
         self.recent = self.recent[-3:]
-
-    def _fail_nonfinite(self, stage: int, out: dict[str, Any], what: str) -> None:
-        fail_nonfinite(self, stage, out, what)
-
-    def _end_epoch(self, stage: int, val: dict[str, Any]) -> None:
-        end_epoch(self, stage, val)
-
-    def _summary(self, wall: float) -> dict[str, Any]:
-        return summary(self, wall)
-
-
-def _seed_worker(worker_id: int) -> None:
-    import random
-
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)

@@ -9,10 +9,13 @@ all-reduce), which gives the global-batch values (see ``train/ddp.py`` for the l
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from cmcgns_cli import jsonio
+from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train import dist
 
 # per-step cluster health (NaN in the model's output until the k-means is used -> null)
@@ -51,6 +54,7 @@ def kmeans_keys(state: dict[str, torch.Tensor]) -> list[str]:
 
 
 def kmeans_initialized(state: dict[str, torch.Tensor]) -> bool | None:
+    """The k-means ``initialized`` flag of a model state dict; None when it has no k-means."""
     for k in kmeans_keys(state):
         if "initiali" in k.lower():
             return bool(state[k].detach().float().reshape(-1)[0].item() > 0)
@@ -58,6 +62,8 @@ def kmeans_initialized(state: dict[str, torch.Tensor]) -> bool | None:
 
 
 def scalar(v: Any) -> float | None:  # noqa: ANN401
+    """``v`` as a Python float when it is a one-element tensor or a number, else None
+    (reading a CUDA tensor syncs the device)."""
     if isinstance(v, torch.Tensor):
         if v.numel() != 1:
             return None
@@ -90,6 +96,7 @@ class Progress:
     recent: list[dict[str, Any]] = field(default_factory=list)  # the last 3 step records
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (the checkpoint's progress.json)."""
         return dict(self.__dict__)
 
 
@@ -104,6 +111,7 @@ class StepBuffer:
         self.pending: list[tuple[dict[str, Any], torch.Tensor]] = []
 
     def add(self, out: dict[str, Any]) -> None:
+        """Add one micro-batch's model output: its one-element tensors, kept on the device."""
         if self.keys is None:
             self.keys = [
                 k for k, v in out.items() if isinstance(v, torch.Tensor) and v.numel() == 1
@@ -113,6 +121,8 @@ class StepBuffer:
         self.count += 1
 
     def close_step(self, meta: dict[str, Any], grad_norm: torch.Tensor | None) -> None:
+        """End the optimizer step: its micro-batch mean and ``grad_norm`` (None when not
+        clipped) join the pending steps with ``meta`` (step, stage, epoch, lr, ...)."""
         assert self.sum is not None
         extra = torch.full((1,), float("nan"), device=self.sum.device)
         if grad_norm is not None:
@@ -145,6 +155,7 @@ class StepBuffer:
 
 
 def fmt_info(record: dict[str, Any], stage: int) -> str:
+    """The progress bar's one-line text of a train record (short term names, pairs/s)."""
     parts = [f"ep {record['epoch']}", f"step {record['step']}", f"loss {record['loss']:.3f}"]
     for k in TERMS[1:]:
         if k in record and record[k] is not None and not (k == "recon" and stage == 1):
@@ -152,3 +163,45 @@ def fmt_info(record: dict[str, Any], stage: int) -> str:
     if record.get("pairs_per_s"):
         parts.append(f"{record['pairs_per_s']:.1f} pairs/s")
     return " ".join(parts)
+
+
+class MetricsLog:
+    """Appends records to ``<run>/metrics.jsonl`` (one JSON object per line, flushed at once)
+    and mirrors them to TensorBoard when ``tensorboard`` names a directory. Rank 0 only: on
+    other ranks :meth:`write` does nothing."""
+
+    def __init__(self, run: Path, tensorboard: str | None = None) -> None:
+        self.path = Path(run) / ckpt.METRICS
+        self.tensorboard = tensorboard
+        self._fh: Any = None
+        self._tb: Any = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append ``record`` (JSON-serialisable) as one line."""
+        if not dist.is_main():
+            return
+        if self._fh is None:
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._fh.write(jsonio.dumps(record) + "\n")
+        self._fh.flush()
+        if self.tensorboard:
+            if self._tb is None:
+                from cmcgns_cli.train.tensorboard import TensorBoardLog
+
+                self._tb = TensorBoardLog(self.tensorboard)
+            self._tb.write(record)
+
+    def size(self) -> int:
+        """Bytes of metrics.jsonl written so far (a checkpoint stores it to truncate on
+        resume)."""
+        if self._fh is not None:
+            self._fh.flush()
+        return self.path.stat().st_size if self.path.is_file() else 0
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None

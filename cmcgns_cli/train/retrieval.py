@@ -1,4 +1,11 @@
-"""Image-report retrieval top-1 from global embeddings (validation, bench scripts, tests)."""
+"""Image-report retrieval top-1 from global embeddings, the pretraining-time check.
+
+:func:`retrieval_top1` is the one top-1 computation (it scores with
+:func:`cmcgns_cli.metrics.recall_at_k` at K = 1); the validation pass of the trainer and
+:func:`validation_top1` (a model and a dataset, for bench scripts and tests) both call it.
+The downstream ``evaluate --task retrieval`` (Recall@K on a saved run) lives in
+:mod:`cmcgns_cli.downstream.retrieval`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from cmcgns_cli.data.paired import PadCollate, PairedDataset
 from cmcgns_cli.errors import RunFailedError
+from cmcgns_cli.metrics import recall_at_k
 
 
 def _pick_global(x: Any) -> torch.Tensor:
@@ -28,7 +36,8 @@ def _pick_global(x: Any) -> torch.Tensor:
 def global_embeddings(
     model: torch.nn.Module, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised global image and report embeddings of a batch."""
+    """L2-normalised global image and report embeddings of a padded batch (``PadCollate``):
+    two float32 (B, D) tensors, row i of each from pair i."""
     img = _pick_global(model.encode_image(batch["images"]))
     txt = _pick_global(
         model.encode_text(
@@ -48,27 +57,30 @@ def retrieval_top1(
 ) -> tuple[float, float]:
     """Image-to-report and report-to-image top-1 by cosine within one set of pairs.
 
-    A retrieved item counts as correct when it is the true partner or carries the same
-    report text (``keys`` equal): identical reports cannot be told apart.
+    ``img`` and ``txt`` are (N, D) L2-normalised global embeddings, row i of each being one
+    pair; ``keys`` (N,) integers. A retrieved item counts as correct when it is the true
+    partner or carries the same report text (equal ``keys``): identical reports cannot be
+    told apart. Ties go to the lower index. Returns two shares in [0, 1]; NaN when N = 0.
+    The (N, N) similarities are formed ``chunk`` query rows at a time to bound memory.
     """
     n = img.shape[0]
     if n == 0:
         return float("nan"), float("nan")
-    keys_t = torch.as_tensor(np.arange(n) if keys is None else np.asarray(keys, dtype=np.int64))
-    hits_i2t = 0
-    hits_t2i = 0
+    keys_np = np.arange(n) if keys is None else np.asarray(keys, dtype=np.int64)
+    hits_i2t = 0.0
+    hits_t2i = 0.0
     for a in range(0, n, chunk):
-        sims = img[a : a + chunk] @ txt.T
-        pred = sims.argmax(dim=1).cpu()
-        hits_i2t += int((keys_t[pred] == keys_t[a : a + chunk]).sum())
-        sims_t = txt[a : a + chunk] @ img.T
-        pred_t = sims_t.argmax(dim=1).cpu()
-        hits_t2i += int((keys_t[pred_t] == keys_t[a : a + chunk]).sum())
+        q = keys_np[a : a + chunk]
+        sims = (img[a : a + chunk] @ txt.T).float().cpu().numpy()
+        hits_i2t += recall_at_k(sims, (1,), q, keys_np)[1] * len(q)
+        sims_t = (txt[a : a + chunk] @ img.T).float().cpu().numpy()
+        hits_t2i += recall_at_k(sims_t, (1,), q, keys_np)[1] * len(q)
     return hits_i2t / n, hits_t2i / n
 
 
 def report_keys(dataset: PairedDataset) -> np.ndarray:
-    """One integer per dataset item; equal for items whose kept report tokens are equal."""
+    """(N,) int64, one key per dataset item; equal for items whose kept report tokens are
+    equal (the retrieval scores count such reports as the same answer)."""
     seen: dict[bytes, int] = {}
     out = np.empty(len(dataset), dtype=np.int64)
     for i, row in enumerate(dataset.rows):
@@ -78,7 +90,7 @@ def report_keys(dataset: PairedDataset) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate_retrieval(
+def validation_top1(
     model: torch.nn.Module,
     dataset: PairedDataset,
     *,
@@ -86,7 +98,11 @@ def evaluate_retrieval(
     device: torch.device,
     workers: int = 0,
 ) -> dict[str, float]:
-    """Retrieval top-1 (both directions) over all pairs of ``dataset`` (eval transforms)."""
+    """Retrieval top-1 (both directions) over all pairs of ``dataset`` (eval transforms).
+
+    Returns ``{"top1_i2t", "top1_t2i"}`` (shares in [0, 1], see :func:`retrieval_top1`) and
+    ``"pairs"`` (the number of pairs). The model's train/eval mode is restored afterwards.
+    """
     was_training = model.training
     model.eval()
     loader = DataLoader(

@@ -109,6 +109,11 @@ def run_pretrain(
     nproc: int,
     as_json: bool,
 ) -> dict[str, Any]:
+    """``cmcgns pretrain``: train ``cfg`` on the prepared paired dataset ``data`` into the
+    run directory ``out`` (or continue the run ``resume``) and return the summary printed
+    on stdout (``Trainer.fit``'s, plus the pair counts). Under torchrun every rank calls
+    it; ``nproc`` > 1 outside torchrun prints the torchrun line and raises BadInputError.
+    SIGINT/SIGTERM stop it after a checkpoint (exit 130 / 143)."""
     if nproc > 1 and dist.launched_world_size() == 1:
         # cmcgns prints the launcher line rather than starting it: torchrun owns process
         # supervision, elastic restarts and the multi-node rendezvous (README)

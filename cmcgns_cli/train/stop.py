@@ -1,7 +1,7 @@
 """Stopping pretraining on SIGINT/SIGTERM without losing a step (see ``interrupts.py``).
 
 After each optimizer step the loop asks :func:`agreed`; when a signal arrived it writes a
-checkpoint of that very step (:func:`save_mid_epoch`: ``progress.epoch_micro`` records how
+checkpoint of that very step (``Trainer.write_checkpoint``; ``progress.epoch_micro`` records how
 many micro-batches of the epoch are done) and raises :class:`~cmcgns_cli.interrupts.Interrupted`.
 A resume replays the epoch's fixed order (a pure function of seed and epoch) minus the
 batches already trained (:class:`SkipSampler`), with the RNG state of that step, so it repeats
@@ -13,49 +13,31 @@ from __future__ import annotations
 import itertools
 import signal
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 import torch
 from torch.utils.data import Sampler
 
 from cmcgns_cli import interrupts
-from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train import dist
 
 
-def agreed(trainer: Any) -> bool:  # noqa: ANN401
+def agreed(world: int, device: torch.device) -> bool:
     """True when a SIGINT/SIGTERM arrived (on any rank: one all-reduce under DDP)."""
     flag = interrupts.requested() is not None
-    if trainer.world > 1:
-        t = torch.tensor([float(flag)], device=trainer.device)
+    if world > 1:
+        t = torch.tensor([float(flag)], device=device)
         flag = bool(dist.all_reduce_sum(t).item() > 0)
     return flag
 
 
-def save_mid_epoch(trainer: Any, micro_done: int) -> None:  # noqa: ANN401
-    """Checkpoint the current step inside an epoch (rank 0 writes, all ranks wait)."""
-    trainer.prog.epoch_micro = int(micro_done)
-    trainer.prog.recent = list(trainer.recent)
-    if dist.is_main():
-        trainer.prog.metrics_bytes = trainer._metrics_size()
-        assert trainer.optimizer is not None
-        ckpt.save_checkpoint(
-            trainer.run,
-            model_state=trainer.model.state_dict(),
-            optimizer=trainer.optimizer,
-            scaler=trainer.scaler,
-            progress=trainer.prog.to_dict(),
-        )
-    dist.barrier()
-
-
-def raise_interrupted(trainer: Any, stage: int, epoch: int) -> None:  # noqa: ANN401
+def raise_interrupted(run: Path, step: int, stage: int, epoch: int) -> None:
     """Raise the one-line Interrupted (exit 130 for SIGINT, 143 for SIGTERM)."""
     signum = interrupts.requested() or signal.SIGTERM  # another rank's signal under DDP
     raise interrupts.Interrupted(
         signum,
-        f"interrupted at stage {stage}, epoch {epoch}, step {trainer.prog.step}; "
-        f"resume with: cmcgns pretrain --resume {trainer.run}",
+        f"interrupted at stage {stage}, epoch {epoch}, step {step}; "
+        f"resume with: cmcgns pretrain --resume {run}",
     )
 
 

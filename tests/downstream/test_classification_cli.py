@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from cmcgns_cli.data.prepared import write_prepared
+from tests.downstream.cls_data import write_cls_dataset
 
 
 def _write_chexpert_like(root: Path, n: int = 120, seed: int = 0) -> Path:
@@ -19,21 +18,8 @@ def _write_chexpert_like(root: Path, n: int = 120, seed: int = 0) -> Path:
     images = rng.integers(0, 60, size=(n, 32, 32), dtype=np.uint8)
     images[labels[:, 0] > 0, :16] += 150
     images[labels[:, 1] > 0, :, 16:] += 90
-    split = np.array(["train"] * 80 + ["validate"] * 20 + ["test"] * 20)
-    manifest = pd.DataFrame(
-        {
-            "id": [f"img{i}" for i in range(n)],
-            "split": split,
-            "patient_id": [f"p{i}" for i in range(n)],
-            "study_id": [f"s{i}" for i in range(n)],
-            "view": "PA",
-            "labels": [row.tolist() for row in labels],
-        }
-    )
-    return write_prepared(
-        root, dataset="chexpert", manifest=manifest, images=images,
-        extra_meta={"label_names": ["Atelectasis", "Edema"]},
-    )  # fmt: skip
+    rows = [row.tolist() for row in labels]
+    return write_cls_dataset(root, "chexpert", images, rows, ["Atelectasis", "Edema"])
 
 
 @pytest.fixture(scope="module")

@@ -10,30 +10,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmcgns_cli.data.prepared import write_prepared
+from tests.downstream.cls_data import write_cls_dataset
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     n = 120
     rng = np.random.default_rng(3)
-    split = np.array(["train"] * 80 + ["validate"] * 20 + ["test"] * 20)
     order = np.concatenate([rng.permutation(80), np.arange(20), np.arange(20)])
-    manifest = pd.DataFrame(
-        {
-            "id": [f"img{i}" for i in range(n)],
-            "split": split,
-            "patient_id": [f"p{i}" for i in range(n)],
-            "study_id": [f"s{i}" for i in range(n)],
-            "view": "PA",
-            "labels": [[float(i % 2)] for i in range(n)],
-            "mgca_order": order,
-        }
-    )
     images = rng.integers(0, 255, size=(n, 32, 32), dtype=np.uint8)
-    return write_prepared(
-        tmp_path_factory.mktemp("rsna") / "prep", dataset="rsna", manifest=manifest,
-        images=images, extra_meta={"label_names": ["Pneumonia"], "protocol": {"name": "mgca"}},
+    return write_cls_dataset(
+        tmp_path_factory.mktemp("rsna") / "prep", "rsna", images,
+        [[float(i % 2)] for i in range(n)], ["Pneumonia"],
+        columns={"mgca_order": order}, meta={"protocol": {"name": "mgca"}},
     )  # fmt: skip
 
 

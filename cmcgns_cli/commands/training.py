@@ -1,0 +1,240 @@
+"""``cmcgns pretrain``, ``finetune``, ``evaluate`` and ``compare``: train and score.
+
+Each function parses its options and hands them to the module that does the work.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from cmcgns_cli.commands.options import (
+    Device,
+    DeviceOpt,
+    EvaluateTask,
+    FinetuneTask,
+    JsonOpt,
+    Preset,
+    SeedOpt,
+    Split,
+    Variant,
+)
+from cmcgns_cli.errors import BadInputError
+
+
+def pretrain(
+    data: Path | None = typer.Option(
+        None, "--data", help="Prepared paired dataset (e.g. mimic); with --resume, optional."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Run directory for checkpoints and logs (--resume: that run's)."
+    ),
+    preset_name: Preset | None = typer.Option(
+        None,
+        "--preset",
+        help="Required (except with --resume). tiny and small run offline with a scratch "
+        "text encoder; paper-resnet50 and paper-vit need --text-encoder DIR (a local "
+        "Bio_ClinicalBERT).",
+        show_default=False,
+    ),
+    config_file: Path | None = typer.Option(None, "--config", help="TOML/YAML overrides."),
+    sets: list[str] = typer.Option([], "--set", help="Override one key: section.key=value."),
+    image_weights: Path | None = typer.Option(
+        None, "--image-weights", help="Local torchvision/timm state dict to start from."
+    ),
+    text_encoder: str | None = typer.Option(
+        None, "--text-encoder", help="Local BERT directory or hub id."
+    ),
+    variant: Variant | None = typer.Option(
+        None,
+        "--variant",
+        help="authors (the authors' code, the default) or clean (all five textbook forms).",
+    ),
+    stage1_epochs: int | None = typer.Option(
+        None, "--stage1-epochs", min=0, help="Epochs without CM-MIR (default: the preset's)."
+    ),
+    stage2_epochs: int | None = typer.Option(
+        None, "--stage2-epochs", min=0, help="Epochs with CM-MIR (default: the preset's)."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Pairs per step and process (default: the preset's)."
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default: preset's)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Cap steps per stage."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue this run directory."),
+    device: Device = DeviceOpt,
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (default: the preset's)."),
+    workers: int | None = typer.Option(None, "--workers", help="DataLoader workers."),
+    nproc: int = typer.Option(1, "--nproc", help="GPUs on this node; >1 prints torchrun."),
+    tensorboard: Path | None = typer.Option(
+        None, "--tensorboard", help="Also log the training records to TensorBoard here."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config, stop."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Pretrain CM-CGNS (two stages: without, then with CM-MIR)."""
+    from cmcgns_cli.config import resolve
+    from cmcgns_cli.train.run import run_pretrain
+
+    if preset_name is None and resume is None:
+        raise BadInputError(
+            "--preset is required: tiny or small (offline, scratch text encoder), or "
+            "paper-resnet50 / paper-vit with --text-encoder DIR (a local Bio_ClinicalBERT)"
+        )
+    cfg = resolve(
+        # a resumed run takes its saved config; the preset only seeds the option parsing
+        preset_name.value if preset_name is not None else "tiny",
+        config_file,
+        sets,
+        cli={
+            "model": {
+                "image_weights": str(image_weights) if image_weights else None,
+                "text_encoder": text_encoder,
+            },
+            "loss": {"variant": variant.value if variant is not None else None},
+            "train": {
+                "stage1_epochs": stage1_epochs,
+                "stage2_epochs": stage2_epochs,
+                "batch_size": batch_size,
+                "lr": lr,
+                "max_steps": max_steps,
+                "device": device.value if device != Device.auto else None,
+                "seed": seed,
+                "tensorboard": str(tensorboard) if tensorboard else None,
+            },
+            "data": {"workers": workers},
+        },
+    )
+    if dry_run:
+        sys.stdout.write(cfg.to_json() + "\n")
+        return
+    run_pretrain(cfg, data=data, out=out, resume=resume, nproc=nproc, as_json=as_json)
+
+
+def finetune(
+    task: FinetuneTask = typer.Option(..., "--task", help="Downstream task."),
+    data: Path = typer.Option(..., "--data", help="Prepared downstream dataset."),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="Pretrain run directory, exported bundle, or none (random init)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    fraction: float = typer.Option(1.0, "--fraction", help="Share of training labels: 0.01-1."),
+    full: bool = typer.Option(False, "--full", help="Fine-tune the encoder too."),
+    arch: str | None = typer.Option(
+        None, "--arch", help="Encoder for --checkpoint none: resnet50 (default), resnet18, ..."
+    ),
+    image_weights: Path | None = typer.Option(
+        None, "--image-weights", help="Start from a torchvision-compatible state dict."
+    ),
+    allow_partial: bool = typer.Option(
+        False, "--allow-partial", help="Accept image weights that fill < 95 % of the encoder."
+    ),
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, help="Training epochs (default: the task's protocol)."
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate (default: the task's)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Images per step (default: the task's)."
+    ),
+    device: Device = DeviceOpt,
+    seed: int = SeedOpt,
+    fraction_sampler: str = typer.Option(
+        "auto",
+        "--fraction-sampler",
+        help="auto (the data's protocol: mgca -> mgca, else stratified), mgca or stratified.",
+    ),
+    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader workers."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Train a downstream head (linear probe, detector or U-Net) on a pretrained encoder."""
+    from cmcgns_cli.downstream.run import run_finetune
+
+    if checkpoint is None and image_weights is None:
+        raise BadInputError("give --checkpoint RUN|BUNDLE|none, or --image-weights FILE")
+    run_finetune(
+        task=task.value,
+        data=data,
+        checkpoint=str(checkpoint) if checkpoint is not None else "none",
+        out=out,
+        fraction=fraction,
+        full=full,
+        arch=arch,
+        image_weights=image_weights,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        device=device.value,
+        seed=seed,
+        workers=workers,
+        as_json=as_json,
+        fraction_sampler=fraction_sampler,
+        allow_partial=allow_partial,
+    )
+
+
+def evaluate(
+    task: EvaluateTask = typer.Option(..., "--task", help="Task to score."),
+    data: Path = typer.Option(..., "--data", help="Prepared dataset with a test split."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Finetuned (or pretrain) run."),
+    seeds: int = typer.Option(1, "--seeds", help="Repeat finetuning with N seeds: mean, std."),
+    save_examples: int = typer.Option(0, "--save-examples", help="Write N example PNGs."),
+    prompts: Path | None = typer.Option(None, "--prompts", help="zero-shot prompts file."),
+    split: Split = typer.Option(
+        Split.test, "--split", help="retrieval / zeroshot-*: split to score (e.g. test, 5x200)."
+    ),
+    annotations: Path | None = typer.Option(
+        None, "--annotations", help="grounding-mscxr: the MS-CXR annotation CSV."
+    ),
+    device: Device = DeviceOpt,
+    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader workers."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Folder for metrics.json (default: beside the finetuned head; retrieval and "
+        "zero-shot: CHECKPOINT/evaluate/TASK).",
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Score a checkpoint on the test split (AUROC, accuracy, mAP, Dice, recall)."""
+    from cmcgns_cli.downstream.run import run_evaluate
+
+    run_evaluate(
+        task=task.value,
+        data=data,
+        checkpoint=checkpoint,
+        seeds=seeds,
+        save_examples=save_examples,
+        prompts=prompts,
+        device=device.value,
+        workers=workers,
+        as_json=as_json,
+        split=split.value,
+        annotations=annotations,
+        out=out,
+    )
+
+
+def compare(
+    run_a: Path = typer.Argument(..., help="Run A (finetuned directory or pretrain run)."),
+    run_b: Path = typer.Argument(..., help="Run B, compared with A: diff = B - A."),
+    task: EvaluateTask = typer.Option(..., "--task", help="Task to score both runs on."),
+    data: Path = typer.Option(..., "--data", help="Prepared dataset with a test split."),
+    prompts: Path | None = typer.Option(None, "--prompts", help="zero-shot / grounding prompts."),
+    annotations: Path | None = typer.Option(
+        None, "--annotations", help="grounding-mscxr: the MS-CXR annotation CSV."
+    ),
+    resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples."),
+    seed: int = SeedOpt,
+    device: Device = DeviceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Paired comparison of two runs on the same test images: diff, 95% CI, p-value."""
+    from cmcgns_cli.compare import run_compare
+
+    run_compare(
+        run_a=run_a, run_b=run_b, task=task.value, data=data, prompts=prompts,
+        annotations=annotations, resamples=resamples, seed=seed, device=device.value,
+        as_json=as_json,
+    )  # fmt: skip

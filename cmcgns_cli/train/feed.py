@@ -1,0 +1,92 @@
+"""How batches reach the model during pretraining: the epoch's loader, the device move and
+the autocast context, shared by the training steps and the validation pass.
+
+The training order is a pure function of ``train.seed`` and the epoch (``EpochSampler``; one
+shard per rank under DDP, ``DistributedEpochSampler``), so a resume can replay an epoch minus
+the batches it already trained (``skip``, see ``train/stop.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from cmcgns_cli.data.paired import DistributedEpochSampler, EpochSampler, PadCollate, PairedDataset
+from cmcgns_cli.train import dist, speed, stop
+
+
+@dataclass(frozen=True)
+class BatchFeed:
+    """Loader settings of one run.
+
+    ``batch_size`` is per process; ``world`` the number of processes; ``drop_last`` drops a
+    partial last training batch (always under DDP, so every rank steps together);
+    ``sentence_slots`` is the fixed number of sentence columns every rank pads to under DDP
+    (``data.max_sentences``, so gathered tensors line up); ``amp`` turns on bf16 autocast
+    (CUDA only); ``channels_last`` moves images to NHWC (CUDA only).
+    """
+
+    device: torch.device
+    batch_size: int
+    world: int
+    seed: int
+    workers: int
+    pad_id: int
+    drop_last: bool
+    sentence_slots: int
+    amp: bool
+    channels_last: bool
+
+    def loader(self, ds: PairedDataset, *, train: bool, epoch: int, skip: int = 0) -> DataLoader:
+        """The DataLoader of ``epoch`` over ``ds`` (shuffled when ``train``), starting after
+        ``skip`` samples (a resumed mid-epoch checkpoint)."""
+        ds.set_epoch(epoch)
+        if train and self.world > 1:
+            sampler: Any = DistributedEpochSampler(
+                len(ds), self.seed, self.batch_size, self.world, dist.rank()
+            )
+        else:
+            sampler = EpochSampler(len(ds), self.seed, shuffle=train)
+        sampler.set_epoch(epoch)
+        if skip:
+            sampler = stop.SkipSampler(sampler, skip)
+        gen = torch.Generator()
+        gen.manual_seed(self.seed * 100_003 + epoch)
+        cuda = self.device.type == "cuda"
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=train and self.drop_last,
+            num_workers=self.workers,
+            collate_fn=PadCollate(self.pad_id),
+            generator=gen,
+            worker_init_fn=seed_worker,
+            pin_memory=cuda,
+            prefetch_factor=4 if cuda and self.workers > 0 else None,
+        )
+
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``batch`` on the run's device (images NHWC when ``channels_last``)."""
+        if self.world > 1:  # every rank pads to the same sentence slots (gathered columns)
+            batch["sentence_slots"] = self.sentence_slots
+        return speed.to_device(batch, self.device, self.channels_last)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast on CUDA when ``amp``; a no-op otherwise."""
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker init: numpy's and Python's RNGs from the worker's torch seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
