@@ -88,7 +88,9 @@ def test_zeroshot_beats_random_init(labelled, cli):
         + f", macro {got['macro_auroc']:.3f}/{init['macro_auroc']:.3f}",
         file=sys.__stderr__,
     )
-    assert np.isnan(got["Edema"]) if got["Edema"] is not None else True
+    # Atelectasis and Edema never occur in the test world: AUROC is undefined, JSON null
+    assert got["Edema"] is None and got["Atelectasis"] is None
+    assert all(got[c] is not None and got[c] > 0.5 for c in CLASS_OF.values())
     assert got["macro_auroc"] >= init["macro_auroc"] + 0.1
     assert got["macro_auroc"] >= 0.7
     res = cli("evaluate", "--task", "zeroshot-rsna", "--data", data, "--checkpoint", run)
