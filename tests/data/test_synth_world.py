@@ -13,6 +13,7 @@ import pytest
 from cmcgns_cli.data import imageio
 from cmcgns_cli.data.prepare import run_prepare
 from cmcgns_cli.data.prepared import open_prepared
+from cmcgns_cli.synth import write_world
 from tests.standards import CHEXPERT_TASKS, UNCERTAIN_TO
 
 SIZE = 64
@@ -28,9 +29,8 @@ FOLDERS = {
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    synth = pytest.importorskip("cmcgns_cli.synth")
     root = tmp_path_factory.mktemp("world")
-    synth.write_world(root, 16, seed=3, image_size=96)
+    write_world(root, 16, seed=3, image_size=96)
     return root
 
 
