@@ -43,12 +43,13 @@ def test_siim_seg_learns_and_round_trips(cli, tmp_path: Path) -> None:
 
 def test_rsna_seg_fills_boxes_when_no_masks(cli, tmp_path: Path) -> None:
     data = write_rect_dataset(tmp_path / "rsna", "rsna", n=20, with_masks=False)
+    assert not (data / "masks.npy").exists()  # the targets can only come from the boxes
     ft = tmp_path / "ft"
     record = _run(cli, "finetune", "--task", "rsna-seg", "--data", data, "--out", ft,
                   "--fraction", "0.1", "--epochs", "1", *COMMON)  # fmt: skip
     assert record["n_train"] == 2  # one per stratum (has a box / not)
     summary = _run(cli, "evaluate", "--task", "rsna-seg", "--data", data, "--checkpoint", ft)
-    assert 0.0 <= summary["mean"]["dice"] <= 1.0
+    assert summary["mean"]["dice"] is not None  # exact fill: test_box_fill_covers_exactly...
     assert summary["runs"][0]["protocol"]["split_sizes"] == {"train": 12, "validate": 4, "test": 4}
 
 
