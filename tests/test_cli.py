@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +17,25 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# Every documented subcommand (README), written down: a command dropped from the app fails.
+SUBCOMMANDS = {
+    "prepare", "pretrain", "finetune", "evaluate", "embed", "explain", "clusters", "synth",
+    "demo", "compare", "plot", "export",
+}  # fmt: skip
+
+
 def test_help_lists_every_subcommand() -> None:
+    import typer
+
+    from cmcgns_cli.cli import app
+
+    registered = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    assert registered == SUBCOMMANDS
     res = run("--help")
     assert res.returncode == 0
-    for name in ("prepare", "pretrain", "finetune", "evaluate", "embed", "synth"):
-        assert name in res.stdout
+    # the help's command table: one "│ name  summary" row per command
+    listed = set(re.findall(r"^│ ([a-z]+) ", res.stdout, flags=re.MULTILINE))
+    assert listed == SUBCOMMANDS, res.stdout
 
 
 def test_dry_run_prints_resolved_config_as_json(tmp_path: Path) -> None:
@@ -47,3 +62,5 @@ def test_bad_usage_exits_2_with_one_line(args: tuple[str, ...]) -> None:
     res = run(*args)
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr

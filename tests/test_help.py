@@ -82,3 +82,17 @@ def test_version_and_one_line_usage_errors():
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
         assert lines[0].endswith(f"(see cmcgns {args[0]} --help)")
+
+
+def test_every_subcommand_has_help_without_bool_flags():
+    from typer.testing import CliRunner
+
+    from tests.test_cli import SUBCOMMANDS
+
+    assert set(COMMANDS) == SUBCOMMANDS
+    runner = CliRunner()
+    for name in COMMANDS:
+        res = runner.invoke(app, [name, "--help"], prog_name="cmcgns", env={"COLUMNS": "100"})
+        assert res.exit_code == 0, (name, res.output)
+        assert f"Usage: cmcgns {name} " in res.output, res.output
+        assert "<bool>" not in res.output, name

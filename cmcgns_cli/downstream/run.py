@@ -238,6 +238,15 @@ def _is_count(results: list[dict[str, Any]], key: str) -> bool:
     )
 
 
+def seed_std(values: np.ndarray) -> float | None:
+    """Standard deviation over finetune seeds: the sample standard deviation (ddof = 1, the
+    n - 1 denominator), which is what papers report as "mean ± std over seeds". ``values``:
+    (n_seeds,) float; undefined (NaN) entries are left out. Returns None (JSON null) when
+    fewer than two seeds give a defined value, since one value has no spread to estimate."""
+    finite = values[np.isfinite(values)]
+    return float(np.std(finite, ddof=1)) if finite.size >= 2 else None
+
+
 def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k in results[0]["metrics"]]
     values = {k: np.array([r["metrics"][k] for r in results], dtype=float) for k in keys}
@@ -251,9 +260,7 @@ def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
             k: int(v[0]) if k in counts else float(np.nanmean(v)) if np.isfinite(v).any() else None
             for k, v in values.items()
         },  # fmt: skip
-        "std": {
-            k: float(np.nanstd(v)) if np.isfinite(v).any() else None for k, v in values.items()
-        },  # fmt: skip
+        "std": {k: seed_std(v) for k, v in values.items()},
         "ci95": results[0].get("ci95"),
         "ci95_method": results[0].get("ci95_method"),
         "runs": [{k: v for k, v in r.items() if k not in ("per_image", "extra")} for r in results],

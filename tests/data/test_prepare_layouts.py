@@ -13,6 +13,9 @@ from cmcgns_cli.data import imageio
 from cmcgns_cli.data.prepared import open_prepared
 from cmcgns_cli.data.readers import chexpert as chx
 from cmcgns_cli.errors import BadInputError
+from tests.standards import CHEXPERT_TASKS, UNCERTAIN_TO
+
+OPTIONS_GROUPED = {"protocol": "grouped", "min_words": 3, "polygon_box": "pole"}
 
 
 def _skipped(out) -> dict[str, str]:
@@ -60,7 +63,7 @@ def test_chexpert_labels_split_and_policy(prepared, raw):
     out, summary, truth = prepared("chexpert")
     p = open_prepared(out)
     m = p.manifest
-    assert p.label_names == chx.TASKS
+    assert p.label_names == list(CHEXPERT_TASKS)
     assert not any("lateral" in i for i in m["id"])
     assert (m.loc[m["split"] == "test", "id"].str.contains("/valid/")).all()
     assert (m["split"] == "test").sum() == 6
@@ -74,9 +77,9 @@ def test_chexpert_labels_split_and_policy(prepared, raw):
     lab = p.labels_array()
     for row, rel in enumerate(m["id"]):
         raw_vals = truth[rel]["raw"]
-        for j, task in enumerate(chx.TASKS):
+        for j, task in enumerate(CHEXPERT_TASKS):
             v = raw_vals[task]
-            expect = 0.0 if v == "" else (chx.UNCERTAIN_TO[task] if v == "-1.0" else float(v))
+            expect = 0.0 if v == "" else (UNCERTAIN_TO[task] if v == "-1.0" else float(v))
             assert lab[row, j] == expect
     meta = json.loads((out / "meta.json").read_text())
     assert "U-Ones" in meta["label_policy"] and "valid.csv" in meta["split_description"]
@@ -117,8 +120,8 @@ def test_rsna_boxes_masks_and_grouping(prepared):
         t = truth[pid]
         assert p.labels_array()[row, 0] == float(bool(t["boxes"]))
         assert m["view"][row] == t["view"]  # read from the DICOM header
-        tf = imageio.letterbox_transform(256, 256, 64)
-        expect = imageio.map_boxes(t["boxes"], tf)
+        # 256 x 256 DICOMs into 64 px: a square image is scaled by 1/4, no padding
+        expect = [[v / 4 for v in b] for b in t["boxes"]]
         got = [list(b) for b in m["boxes"][row]]
         assert np.allclose(got, expect) if expect else got == []
         assert list(m["box_labels"][row]) == [0] * len(t["boxes"])
@@ -132,16 +135,47 @@ def test_siim_rle_masks(prepared):
     p = open_prepared(out)
     m = p.manifest
     assert len(m) == len(truth) and p.masks is not None
-    tf = imageio.letterbox_transform(128, 128, 64)
     for row, image_id in enumerate(m["id"]):
         t = truth[image_id]
         assert p.labels_array()[row, 0] == t["label"]
-        expect = imageio.map_mask(t["mask"], tf, 64)
+        # 128 px into 64 px: the drawn rectangles start and end on even pixels, so each
+        # 2 x 2 block is all in or all out
+        expect = t["mask"].reshape(64, 2, 64, 2).max(axis=(1, 3))
         assert np.mean(p.masks[row] != expect) == 0
     # image 0 has two RLE rows whose masks are unioned (when both rows share a split)
     first = "1.2.276.0.7230010.3.1.4.0"
     rows = m.index[m["id"] == first]
     assert p.masks[rows].sum() > 0
+
+
+def test_siim_mask_is_the_pixel_union_of_hand_written_rle_rows(tmp_path):
+    from cmcgns_cli.data.prepare import run_prepare
+    from tests.data import rawfix
+
+    # SIIM stage-1 RLE: (offset from the previous run's end, length) pairs, pixels counted
+    # down each column of a 64 x 64 image (index = column * 64 + row).
+    rows = [("img0", "130 4"), ("img0", "640 2 62 2"), ("img1", "-1"), ("img2", "-1"),
+            ("img3", "-1"), ("img4", "-1"), ("img5", "-1")]  # fmt: skip
+    src = tmp_path / "siim"
+    src.mkdir()
+    csv = pd.DataFrame(
+        {"ImageId": [r[0] for r in rows], " EncodedPixels": [f" {r[1]}" for r in rows]}
+    )
+    csv.to_csv(src / "train-rle.csv", index=False)
+    for i, image_id in enumerate(dict.fromkeys(r[0] for r in rows)):
+        d = src / "dicom-images-train" / f"study{i}" / f"series{i}"
+        rawfix.write_dicom(d / f"{image_id}.dcm", rawfix.gray(64, 64, seed=i))
+    out = tmp_path / "prep"
+    run_prepare("siim", src=src, out=out, size=64, workers=0,
+                options=OPTIONS_GROUPED, as_json=True)  # fmt: skip
+    p = open_prepared(out)
+    want = np.zeros((64, 64), np.uint8)
+    want[2:6, 2] = 1  # pixels 130..133: column 2, rows 2-5
+    want[0:2, 10] = 1  # pixels 640, 641: column 10, rows 0-1
+    want[0:2, 11] = 1  # pixels 704, 705 (642 + 62): column 11, rows 0-1
+    row = int(np.flatnonzero(p.manifest["id"] == "img0")[0])
+    np.testing.assert_array_equal(p.masks[row], want)
+    assert p.masks.sum() == want.sum()  # the negatives stay empty
 
 
 def test_siim_grouped_puts_each_image_in_one_split(prepared):

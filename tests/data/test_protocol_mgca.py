@@ -13,6 +13,7 @@ from sklearn.model_selection import train_test_split
 from cmcgns_cli.data.prepared import Prepared
 from cmcgns_cli.data.readers import chexpert, object_cxr, rsna, siim
 from cmcgns_cli.downstream import pools
+from tests.standards import CHEXPERT_TASKS
 
 # --------------------------------------------------------------------------- helpers
 
@@ -250,7 +251,7 @@ def _chexpert_csv(tmp_path, n=360):
         vals = {c: "" for c in OBS}
         task = k % 6  # 0..4: one competition task; 5: a mixed row
         if task < 5:
-            vals[chexpert.TASKS[task]] = "1.0"
+            vals[CHEXPERT_TASKS[task]] = "1.0"
             if k % 7 == 0:  # the old rule would keep it; the published one must not
                 vals["Lung Opacity"] = "1.0"
             if k % 11 == 0:
@@ -258,7 +259,7 @@ def _chexpert_csv(tmp_path, n=360):
             if k % 13 == 0:
                 vals["Support Devices"] = "-1.0"
         else:
-            for c in chexpert.TASKS:
+            for c in CHEXPERT_TASKS:
                 vals[c] = str(rng.choice(["1.0", "0.0", "-1.0", ""]))
         rows.append(
             {
@@ -285,7 +286,7 @@ def test_chexpert_5x200_and_validation_match_published(tmp_path):
     per_task = len(frontal) // 100  # the 200 of the public set, scaled
     others = [c for c in OBS if c != "No Finding"]
     picks = []
-    for t in chexpert.TASKS:
+    for t in CHEXPERT_TASKS:
         want = {c: (1.0 if c == t else 0.0) for c in others}
         cand = frontal[np.logical_and.reduce([frontal[c] == v for c, v in want.items()])]
         picks.append(cand.sample(n=per_task, random_state=0))
@@ -308,6 +309,17 @@ def test_chexpert_5x200_and_validation_match_published(tmp_path):
     assert by["train"] == expect_train
     assert res.meta["validate_in_train"] == len(expect_val & expect_train) > 0
     assert not any(df.set_index("Path").loc[p, "Lung Opacity"] == 1.0 for p in by["5x200"])
+    # each held-out image carries exactly the one-hot label of the task it was drawn for
+    one_hot = {
+        "Atelectasis": [1.0, 0.0, 0.0, 0.0, 0.0],
+        "Cardiomegaly": [0.0, 1.0, 0.0, 0.0, 0.0],
+        "Consolidation": [0.0, 0.0, 1.0, 0.0, 0.0],
+        "Edema": [0.0, 0.0, 0.0, 1.0, 0.0],
+        "Pleural Effusion": [0.0, 0.0, 0.0, 0.0, 1.0],
+    }
+    task_of = {p: t for t, pick in zip(CHEXPERT_TASKS, picks, strict=True) for p in pick["Path"]}
+    held = {i.id: list(i.labels) for i in res.items if i.split == "5x200"}
+    assert held == {p: one_hot[t] for p, t in task_of.items()}
 
     g = chexpert.read(tmp_path, {"protocol": "grouped"})
     gs = {}

@@ -13,7 +13,8 @@ import pytest
 from cmcgns_cli.data import imageio
 from cmcgns_cli.data.prepare import run_prepare
 from cmcgns_cli.data.prepared import open_prepared
-from cmcgns_cli.data.readers import chexpert as chx
+from cmcgns_cli.synth import write_world
+from tests.standards import CHEXPERT_TASKS, UNCERTAIN_TO
 
 SIZE = 64
 FOLDERS = {
@@ -28,9 +29,8 @@ FOLDERS = {
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    synth = pytest.importorskip("cmcgns_cli.synth")
     root = tmp_path_factory.mktemp("world")
-    synth.write_world(root, 16, seed=3, image_size=96)
+    write_world(root, 16, seed=3, image_size=96)
     return root
 
 
@@ -101,9 +101,9 @@ def test_chexpert_against_truth(prep):
     for row, image_id in enumerate(m["id"]):
         t = truth[image_id]
         assert (m["split"][row] == "test") == (t["split"] == "valid")
-        for j, task in enumerate(chx.TASKS):
+        for j, task in enumerate(CHEXPERT_TASKS):
             v = t["label"][task]
-            expect = 0.0 if v is None else (chx.UNCERTAIN_TO[task] if v == -1 else v)
+            expect = 0.0 if v is None else (UNCERTAIN_TO[task] if v == -1 else v)
             assert lab[row, j] == expect
     _check_geometry(p, truth)
 

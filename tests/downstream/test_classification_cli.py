@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cmcgns_cli.downstream import features
 from tests.downstream.cls_data import write_cls_dataset
 
 
@@ -37,8 +39,17 @@ def _finetune(cli, prepared: Path, out: Path, *extra: str) -> dict:
     return json.loads(res.stdout)
 
 
-def test_round_trip_and_metrics_file(cli, prepared: Path, tmp_path: Path) -> None:
+def test_round_trip_and_metrics_file(cli, prepared: Path, tmp_path: Path, monkeypatch) -> None:
     record = _finetune(cli, prepared, tmp_path / "ft", "--fraction", "0.5")
+    # count every pass of the encoder over images from here on
+    encoded: list[int] = []
+    real_extract = features.extract
+
+    def counting_extract(encoder, prep, rows, *args, **kwargs):
+        encoded.append(len(rows))
+        return real_extract(encoder, prep, rows, *args, **kwargs)
+
+    monkeypatch.setattr(features, "extract", counting_extract)
     assert record["n_train"] == 40 and record["n_validate"] == 20
     ids = (tmp_path / "ft" / "train_ids.txt").read_text().split()
     assert len(ids) == 40
@@ -53,9 +64,11 @@ def test_round_trip_and_metrics_file(cli, prepared: Path, tmp_path: Path) -> Non
     assert written["protocol"]["n_test"] == 20 and written["protocol"]["fraction"] == 0.5
     # Even a random-init encoder separates bright bands: the head must have learnt them.
     assert written["value"] > 0.8
-    # The features are cached beside the data, so a second finetune does not re-encode.
+    # The features are cached beside the data, so a later run (this evaluate, a second
+    # finetune) does not re-encode.
+    assert encoded == []
     cached = list((prepared / ".cache").glob("features-*.npy"))
-    assert cached
+    assert len(cached) == 1
     # The random-init encoder is rebuilt from its recorded seed, not read back from the
     # cache: without the cache, evaluate gives the same score.
     for path in cached:
@@ -65,6 +78,8 @@ def test_round_trip_and_metrics_file(cli, prepared: Path, tmp_path: Path) -> Non
           str(tmp_path / "ft"), "--json"],
     )  # fmt: skip
     assert json.loads(again.stdout)["mean"]["macro_auroc"] == pytest.approx(written["value"])
+    assert encoded == [120]  # the cache was gone: every row encoded once, and cached again
+    assert [p.name for p in (prepared / ".cache").glob("features-*.npy")] == [cached[0].name]
 
 
 def test_same_seed_same_subset_and_head(cli, prepared: Path, tmp_path: Path) -> None:
@@ -99,4 +114,4 @@ def test_seeds_report_mean_and_std(cli, prepared: Path, tmp_path: Path) -> None:
     assert summary["seeds"] == [0, 1, 2]
     values = [r["value"] for r in summary["runs"]]
     assert summary["mean"]["macro_auroc"] == pytest.approx(np.mean(values))
-    assert summary["std"]["macro_auroc"] == pytest.approx(np.std(values))
+    assert summary["std"]["macro_auroc"] == pytest.approx(statistics.stdev(values))

@@ -69,3 +69,20 @@ def test_accuracy_equals_sklearn() -> None:
     logits = rng.normal(size=(50, 3))
     y = rng.integers(0, 3, 50)
     assert accuracy(y, logits) == pytest.approx(accuracy_score(y, logits.argmax(1)))
+
+
+def test_seed_std_is_the_sample_standard_deviation() -> None:
+    from cmcgns_cli.downstream.run import _summarise, seed_std
+
+    # sqrt(((1-2.5)^2 + (2-2.5)^2 + (3-2.5)^2 + (4-2.5)^2) / 3) = sqrt(5/3)
+    assert seed_std(np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx(1.2909944487358056)
+    # an undefined seed is left out: std of (1, 3) = sqrt(2)
+    assert seed_std(np.array([1.0, np.nan, 3.0])) == pytest.approx(1.4142135623730951)
+    assert seed_std(np.array([0.7])) is None
+    runs = [
+        {"task": "t", "metric": "m", "protocol": {"seed": s}, "metrics": {"m": v, "n": 8}}
+        for s, v in enumerate([1.0, 2.0, 3.0, 4.0])
+    ]
+    summary = _summarise(runs)
+    assert summary["mean"] == {"m": 2.5, "n": 8}
+    assert summary["std"]["m"] == pytest.approx(1.2909944487358056)

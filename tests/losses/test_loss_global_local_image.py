@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -31,7 +32,17 @@ def test_global_infonce_matches_hand_computation() -> None:
     assert abs(float(loss) - ref) < 1e-5
     want_acc = sum(int((img[i] @ txt.t()).argmax() == i) for i in range(5)) / 5
     assert abs(float(acc_i2t) - want_acc) < 1e-6
-    assert 0.0 <= float(acc_t2i) <= 1.0
+    want_t2i = sum(int((txt[i] @ img.t()).argmax() == i) for i in range(5)) / 5
+    assert abs(float(acc_t2i) - want_t2i) < 1e-6
+
+
+def test_i2t_and_t2i_accuracies_are_the_row_and_column_argmax() -> None:
+    # similarity S = img @ txt.T with txt = I: image 1 is closest to report 0 (row argmax
+    # wrong), yet every report's closest image is its own (every column argmax right).
+    sim = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    _, acc_i2t, acc_t2i = global_infonce(sim, torch.eye(3), torch.tensor(0.0))
+    assert float(acc_i2t) == pytest.approx(2 / 3)
+    assert float(acc_t2i) == pytest.approx(1.0)
 
 
 def test_global_infonce_logit_scale_is_learnable_unclamped_by_default_clamp_optional() -> None:

@@ -15,8 +15,9 @@ from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.synth import write_world
 from cmcgns_cli.synth.anatomy import sample_anatomy, sample_pose
 from cmcgns_cli.synth.findings import sample_pathology
-from cmcgns_cli.synth.labels import CHEXPERT_LABELS, MIMIC_LABELS
 from cmcgns_cli.synth.render import render_image
+from tests.standards import CHEXPERT_CSV_LABELS as CHEXPERT_LABELS
+from tests.standards import MIMIC_CSV_LABELS as MIMIC_LABELS
 
 N, SIZE = 14, 128
 
@@ -215,12 +216,30 @@ def test_siim(world: Path) -> None:
     assert any(pydicom.dcmread(p).file_meta.TransferSyntaxUID.is_compressed for p in dcms.values())
 
 
-def test_pneumothorax_region_has_no_markings(world: Path) -> None:
-    # the masked region is lucent: darker than the rest of the same lung field
+def test_pneumothorax_masks_are_drawn(world: Path) -> None:
     for rec in truth(world, "siim"):
         if rec["label"]:
             m = cv2.imread(str(world / "truth" / "siim_masks" / f"{rec['image_id']}.png"), 0) > 0
             assert m.sum() > 20
+
+
+def test_pneumothorax_region_is_darker_than_the_lung_it_replaces() -> None:
+    # Same chest, pose and noise with and without the pneumothorax: inside its mask the
+    # image is lucent (air without lung markings), darker than the aerated lung was there,
+    # by more than 5 grey levels (measured 10 to 13), and unchanged far from it.
+    for k in range(3):
+        rng = np.random.default_rng([13, k])
+        a, pose = sample_anatomy(rng), sample_pose(rng)
+        f = sample_pathology(rng, "pneumothorax")
+        with_f = render_image(a, [f], pose, np.random.default_rng(1), 256, 212)
+        without = render_image(a, [], pose, np.random.default_rng(1), 256, 212)
+        m = with_f.masks["pneumothorax"] > 0
+        assert m.sum() > 500, f
+        inside_with = with_f.image[m].astype(float).mean()
+        inside_without = without.image[m].astype(float).mean()
+        assert inside_with < inside_without - 5, (f, inside_with, inside_without)
+        near = cv2.dilate(m.astype(np.uint8), np.ones((25, 25), np.uint8)) > 0
+        assert np.array_equal(with_f.image[~near], without.image[~near]), f
 
 
 def test_covidx(world: Path) -> None:

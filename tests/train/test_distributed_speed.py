@@ -57,6 +57,23 @@ def test_checkpointing_and_compile_keep_loss_and_gradients():
         torch.testing.assert_close(grads[k], ref_grads[k], rtol=1e-4, atol=1e-6)
 
 
-def test_softmax_attention_uses_sdpa():
-    _, model, _ = _model_and_batch()
-    assert model.text_encoder.bert.config._attn_implementation == "sdpa"
+def test_softmax_attention_uses_sdpa(monkeypatch):
+    cfg, model, batch = _model_and_batch()
+    calls: list[tuple[int, ...]] = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query, *args, **kwargs):
+        calls.append(tuple(query.shape))
+        return real(query, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    with torch.no_grad():
+        model.text_encoder.bert(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        )
+    # every BERT layer's self-attention goes through the fused kernel once per forward:
+    # (batch, heads, tokens, head width) queries
+    bert = model.text_encoder.bert.config
+    assert len(calls) == bert.num_hidden_layers, calls
+    head = bert.hidden_size // bert.num_attention_heads
+    assert set(calls) == {(4, bert.num_attention_heads, 12, head)}
