@@ -21,7 +21,6 @@ import torch
 
 from tests.interface.conftest import tiny_resnet_weights
 
-
 COVIDX = ["normal", "pneumonia", "COVID-19"]
 
 
