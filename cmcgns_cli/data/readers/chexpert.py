@@ -130,7 +130,18 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
     frontal_pop = is_frontal(pop)
     parts: list[tuple[str, list[int], list[int]]] = []  # (split, row labels, mgca order)
     if protocol == "grouped":
-        rest = [i for i in train.index if i not in held]
+        # no patient in two splits: the other images of a 5x200 patient join no split
+        held_patients = {_patient(train.at[i, "Path"])[0] for i in held} - {""}
+        rest = []
+        for i in train.index:
+            if i in held:
+                continue
+            path = str(train.at[i, "Path"])
+            if _patient(path)[0] in held_patients:
+                skipped.append(Skip(path, str(_resolve(root, path)), "not_in_split",
+                                    "patient of a 5x200 image"))  # fmt: skip
+            else:
+                rest.append(i)
         patients = [_patient(train.at[i, "Path"])[0] or train.at[i, "Path"] for i in rest]
         order = {p: k for k, p in enumerate(dict.fromkeys(patients))}
         k = round(len(order) * int(frontal_pop[drawn].sum()) / max(len(rest), 1))
@@ -177,7 +188,8 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
     if protocol == "grouped":
         desc += (
             "; grouped: as many validation images drawn by patient (RandomState(0)) so no "
-            "patient is in two splits; train = the rest"
+            "patient is in two splits; the other images of a 5x200 patient are skipped "
+            "(not_in_split); train = the rest"
         )
     else:
         desc += (
