@@ -26,7 +26,7 @@ def test_presets_differ_where_they_should() -> None:
     assert set(PRESETS) == {"tiny", "small", "paper-resnet50", "paper-vit"}
 
 
-def test_paper_defaults_match_paper_md() -> None:
+def test_paper_defaults_match_the_authors_values() -> None:
     loss, train = Config().loss, Config().train
     assert (loss.hard_negative_weight, loss.bml_alpha, loss.bml_beta) == (3.0, 0.2, 0.5)
     assert (loss.bml_weight, loss.cluster_momentum, loss.mask_ratio) == (1e-4, 0.001, 0.5)

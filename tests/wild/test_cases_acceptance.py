@@ -1,7 +1,7 @@
 """Acceptance: the real-world input cases, through the installed ``cmcgns`` as a user runs it.
 
-Runs only where the cases generator exists beside the repository (``../shared/cases``
-relative to its root); skipped otherwise. The project's own tests (the other files of
+Runs only on a development machine that holds the generator of those cases in a sibling
+folder of the repository (``CASES`` below); skipped otherwise. The project's own tests (the other files of
 this folder) build every condition themselves.
 """
 
