@@ -154,7 +154,10 @@ def test_two_processes_match_one_process_on_the_global_batch(world, tok_dir, tmp
         # loss terms of the global batch (mean over ranks of the scaled per-rank terms)
         # (stage 2 after step 0: the decoder L1-kink differences have moved the weights)
         tol = 1e-5 if stage == 1 or step == 0 else 1e-3
-        torch.testing.assert_close(d0["terms"], a["terms"], rtol=tol, atol=tol)
+        # the loss terms, not acc_i2t / acc_t2i: an argmax over the nearly tied logits of a
+        # freshly initialised model flips with the summation order of the two layouts
+        smooth = [TERMS.index(k) for k in TERMS if not k.startswith("acc_")]
+        torch.testing.assert_close(d0["terms"][smooth], a["terms"][smooth], rtol=tol, atol=tol)
         assert float(a["terms"][TERMS.index("local_text")]) > 0
         assert (float(a["terms"][TERMS.index("recon")]) > 0) == (stage == 2)
         if step == 0:  # same gradients after one step (DDP-averaged vs one process)
