@@ -112,7 +112,7 @@ def _check_bf16_step(device: str) -> None:
     model = _tiny_model().to(device)
     ref = copy.deepcopy(model)
     batch = {k: v.to(device) for k, v in make_batch([2, 3, 1, 3, 2, 2]).items()}
-    for stage in (1, 2):
+    for stage in (2,):  # stage 2 runs every term, CM-MIR included
         terms, grads = _step(model, batch, torch.autocast(device, dtype=torch.bfloat16), stage)
         want, _ = _step(ref, batch, None, stage)
         for k, v in terms.items():
