@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -223,8 +224,15 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any], source: str) -> Conf
         known = {f.name: f for f in fields(target)}
         for key, value in values.items():
             if key not in known:
-                raise BadInputError(f"{source}: unknown key {section}.{key}")
-            setattr(target, key, _coerce(getattr(target, key), value, f"{source}: {section}.{key}"))
+                close = difflib.get_close_matches(key, list(known), n=1)
+                hint = f"; did you mean {section}.{close[0]}?" if close else ""
+                raise BadInputError(f"{source}: unknown key {section}.{key}{hint}")
+            where = f"{source}: {section}.{key}"
+            current = getattr(target, key)
+            if current is None:  # an optional field: its declared type says how to read it
+                setattr(target, key, _coerce_optional(str(known[key].type), value, where))
+            else:
+                setattr(target, key, _coerce(current, value, where))
         if section == "loss" and "variant" in values:
             _apply_variant(cfg.loss, explicit=values)
         if section == "loss":
@@ -266,6 +274,22 @@ def _apply_variant(loss: LossConfig, explicit: dict[str, Any]) -> None:
     for key, value in VARIANTS[loss.variant].items():
         if key not in explicit:  # an explicit per-place switch beats the shorthand
             setattr(loss, key, value)
+
+
+def _coerce_optional(declared: str, value: Any, where: str) -> Any:
+    """Read ``value`` for a field declared ``int | None`` / ``float | None`` / ``str | None``;
+    ``none`` / ``null`` (any case) or an empty string mean None."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"}):
+        return None
+    for name, kind in (("int", int), ("float", float)):
+        if declared.startswith(name):
+            if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+                raise BadInputError(f"{where}: expected {name} or none, got {value!r}")
+            try:
+                return kind(value)
+            except (TypeError, ValueError):
+                raise BadInputError(f"{where}: expected {name} or none, got {value!r}") from None
+    return value
 
 
 def _coerce(current: Any, value: Any, where: str) -> Any:

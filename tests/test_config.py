@@ -106,3 +106,19 @@ def test_round_trip_through_dict() -> None:
     cfg = resolve("tiny", sets=["loss.variant=clean", "train.lr=0.01"])
     again = config_from_dict(cfg.to_dict())
     assert again == cfg
+
+
+def test_optional_fields_are_read_by_their_declared_type() -> None:
+    from cmcgns_cli.config import apply_overrides, preset
+    from cmcgns_cli.errors import BadInputError
+
+    cfg = apply_overrides(preset("tiny"), {"train": {"max_steps": "3"}}, "--set")
+    assert cfg.train.max_steps == 3 and isinstance(cfg.train.max_steps, int)
+    cfg = apply_overrides(preset("tiny"), {"model": {"predictor_hidden": "null"}}, "--set")
+    assert cfg.model.predictor_hidden is None
+    for bad in ("abc", "1.5", True):
+        with pytest.raises(BadInputError, match=r"train\.max_steps: expected int or none"):
+            apply_overrides(preset("tiny"), {"train": {"max_steps": bad}}, "--set")
+    with pytest.raises(BadInputError, match=r"unknown key train\.max_step; did you mean "
+                       r"train\.max_steps\?"):  # fmt: skip
+        apply_overrides(preset("tiny"), {"train": {"max_step": 3}}, "--set")
