@@ -65,7 +65,16 @@ def save_weights(
     tmp = path.with_name(f".{path.name}.tmp")
     metadata = {k: str(v) for k, v in (meta or {}).items()}
     save_file(_plain_state(state_dict), str(tmp), metadata=metadata)
+    # safetensors creates its file owner-only (0600); give it the mode of any other file
+    # the run writes (0666 minus the umask), so a shared run or bundle is readable
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def weights_meta(path: Path) -> dict[str, str]:

@@ -68,3 +68,15 @@ def test_resume_state_matches_the_weights_even_after_a_torn_save(tmp_path, monke
     (tmp_path / ".state.new" / "progress.json").unlink()
     with pytest.raises(BadInputError, match="no resume state matching"):
         ckpt.load_resume(tmp_path)
+
+
+def test_weights_files_take_the_umask_mode_not_owner_only(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        ckpt.save_weights(tmp_path / "w.safetensors", {"a": torch.zeros(2)})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o644
