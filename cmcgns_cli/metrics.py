@@ -1,18 +1,23 @@
-"""Downstream metrics: AUROC, accuracy (scikit-learn), detection mAP (pycocotools), Dice."""
+"""Downstream metrics: AUROC (Mann-Whitney U, equal to scikit-learn's), accuracy
+(scikit-learn), detection mAP (pycocotools), Dice."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
-from sklearn.metrics import accuracy_score, roc_auc_score
+from scipy.stats import rankdata
+from sklearn.metrics import accuracy_score
 
 
 def auroc(y_true: np.ndarray, y_score: np.ndarray, names: list[str]) -> dict[str, float]:
     """Per-class AUROC and their macro mean for (N, C) targets in {0, 1} and scores.
 
     A class whose test targets are all one value has no AUROC: it is reported as NaN and
-    left out of the macro mean (scikit-learn would raise).
+    left out of the macro mean (scikit-learn would raise). Each AUROC is the Mann-Whitney U
+    statistic with mid-ranks for tied scores, U / (n_pos n_neg), which equals scikit-learn's
+    ``roc_auc_score`` (the trapezoidal ROC area) to rounding and is ~1000x faster: the
+    1000-resample bootstrap interval of every evaluate calls it 1000 times per class.
     """
     y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
     y_score = np.asarray(y_score, dtype=np.float64).reshape(len(y_score), -1)
@@ -23,10 +28,20 @@ def auroc(y_true: np.ndarray, y_score: np.ndarray, names: list[str]) -> dict[str
         if len(np.unique(col[keep])) < 2:
             out[name] = float("nan")
             continue
-        out[name] = float(roc_auc_score(col[keep], y_score[keep, c]))
+        out[name] = _mann_whitney_auroc(col[keep] > 0.5, y_score[keep, c])
     valid = [v for v in out.values() if not np.isnan(v)]
     out["macro_auroc"] = float(np.mean(valid)) if valid else float("nan")
     return out
+
+
+def _mann_whitney_auroc(positive: np.ndarray, score: np.ndarray) -> float:
+    """AUROC of (n,) scores for (n,) boolean truths holding both values: mid-ranks of the
+    scores (ties share their mean rank), U = rank sum of positives - n_pos (n_pos + 1) / 2."""
+    ranks = rankdata(score)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    u = float(ranks[positive].sum()) - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)
 
 
 def accuracy(y_true: np.ndarray, logits: np.ndarray) -> float:

@@ -86,3 +86,17 @@ def test_seed_std_is_the_sample_standard_deviation() -> None:
     summary = _summarise(runs)
     assert summary["mean"] == {"m": 2.5, "n": 8}
     assert summary["std"]["m"] == pytest.approx(1.2909944487358056)
+
+
+def test_auroc_with_tied_scores_equals_scikit_learn() -> None:
+    rng = np.random.default_rng(4)
+    for n in (5, 40, 301):
+        y = (rng.random((n, 3)) < 0.3).astype(np.float32)
+        y[0], y[1] = 1.0, 0.0  # both values present in every column
+        s = rng.integers(0, 4, size=(n, 3)).astype(np.float64)  # many ties
+        ours = auroc(y, s, ["a", "b", "c"])
+        for c, name in enumerate("abc"):
+            assert ours[name] == pytest.approx(roc_auc_score(y[:, c], s[:, c]), abs=1e-12)
+    # by hand: positives score 0.8, 0.4; negatives 0.4, 0.1 -> pairs won 1 + 1 + 0.5 + 1 of 4
+    hand = auroc(np.array([1, 1, 0, 0]), np.array([0.8, 0.4, 0.4, 0.1]), ["x"])
+    assert hand["x"] == 0.875

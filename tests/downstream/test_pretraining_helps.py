@@ -12,14 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 
-from cmcgns_cli.config import preset
 from cmcgns_cli.data.prepared import write_prepared
 from cmcgns_cli.downstream.classification import evaluate_cls, finetune_cls
-from cmcgns_cli.train.run import run_pretrain
-from tests.train.worlds import FINDINGS, _draw, make_world
+from tests.train.worlds import FINDINGS, _draw
 
 NAMES = ["Pleural Effusion", "Cardiomegaly", "Consolidation", "Support Devices", "Pneumothorax"]
 
@@ -60,20 +57,10 @@ def _labelled_world(root: Path, dataset: str, n: int, size: int, seed: int) -> P
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def pretrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pretrain")
-    pairs = make_world(root / "pairs", n=480, size=64, seed=1, splits=(0.8, 0.1))
-    cfg = preset("tiny")
-    cfg.data.image_size = cfg.data.crop_size = 64
-    cfg.train.stage1_epochs, cfg.train.stage2_epochs = 4, 1
-    run_pretrain(cfg, data=pairs, out=root / "run", resume=None, nproc=1, as_json=True)
-    return root / "run"
-
-
-def test_tiny_pretrain_beats_random_init_on_linear_probe(
-    pretrained_run: Path, tmp_path: Path
-) -> None:
+def test_tiny_pretrain_beats_random_init_on_linear_probe(trained, tmp_path: Path) -> None:
+    # the session's shared tiny pretrain (tests/embed/shared.py: the same drawn world, 400
+    # studies, 4 + 1 epochs), so this test pays only for its two probes
+    _, pretrained_run = trained
     data = _labelled_world(tmp_path / "labelled", "chexpert", n=600, size=64, seed=7)
     dev = torch.device("cpu")
     scores = {}
