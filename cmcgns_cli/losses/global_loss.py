@@ -60,3 +60,22 @@ def global_infonce(
         acc_i2t = (logits_i2t.argmax(1) == labels).float().mean()
         acc_t2i = (logits_t2i.argmax(1) == labels).float().mean()
     return loss, acc_i2t, acc_t2i
+
+
+@torch.no_grad()
+def mean_pairwise_cos(x: Tensor) -> Tensor:
+    """Mean cosine over the ordered pairs i != j of a batch of unit vectors ``x`` (n, D): a
+    collapse gauge for the global embeddings (1 = every vector the same, about 0 for spread
+    vectors; it can go below 0). Computed as (|sum_i x_i|^2 - n) / (n (n - 1)), so O(n D);
+    NaN for n < 2. Returns a float32 scalar.
+
+    >>> mean_pairwise_cos(torch.eye(3))  # orthogonal
+    tensor(0.)
+    >>> round(float(mean_pairwise_cos(torch.ones(4, 2) / 2**0.5)), 6)  # one vector repeated
+    1.0
+    """
+    n = x.shape[0]
+    if n < 2:
+        return x.new_full((), float("nan"), dtype=torch.float32)
+    total = x.float().sum(0)
+    return (total @ total - n) / (n * (n - 1))

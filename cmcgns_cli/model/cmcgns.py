@@ -20,7 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cmcgns_cli.config import Config
-from cmcgns_cli.losses.global_loss import GatherFn, global_infonce, identity_gather
+from cmcgns_cli.losses.global_loss import (
+    GatherFn,
+    global_infonce,
+    identity_gather,
+    mean_pairwise_cos,
+)
 from cmcgns_cli.losses.local_image import Predictor, local_image_loss
 from cmcgns_cli.losses.local_text import HEALTH_KEYS, LocalTextLoss
 from cmcgns_cli.losses.recon import (
@@ -46,6 +51,9 @@ LOSS_KEYS = (
 # cluster health of the batch (see losses.local_text.cluster_health); NaN until the k-means
 # is used (the training records turn NaN into null)
 CLUSTER_KEYS = HEALTH_KEYS
+# collapse gauges: mean pairwise cosine of this rank's batch of global image / report vectors
+# (1 = all the same); a global InfoNCE stuck at log(batch) goes with values near 1
+COLLAPSE_KEYS = ("image_global_cos", "text_global_cos")
 
 
 class CMCGNS(nn.Module):
@@ -163,6 +171,8 @@ class CMCGNS(nn.Module):
         out["kmeans_ready"] = zero
         out.update(dict.fromkeys(CLUSTER_KEYS, torch.full_like(zero, float("nan"))))
         out["logit_scale"] = self.logit_scale.detach().exp()
+        out["image_global_cos"] = mean_pairwise_cos(img["global"])
+        out["text_global_cos"] = mean_pairwise_cos(txt["global"])
         total = zero
 
         if lc.w_global > 0:

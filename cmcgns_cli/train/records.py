@@ -26,6 +26,9 @@ CLUSTER_KEYS = (
     "fn_pair_share",
     "hard_negative_cos",
 )
+# per-step collapse gauges (see losses.global_loss.mean_pairwise_cos); NaN for a 1-pair batch
+COLLAPSE_KEYS = ("image_global_cos", "text_global_cos")
+NULLABLE_KEYS = (*CLUSTER_KEYS, *COLLAPSE_KEYS)
 TERMS = ("loss", "global", "local_image", "local_text", "cluster_fn", "recon", "acc_i2t", "acc_t2i")
 SHORT = {
     "global": "glob",
@@ -140,7 +143,7 @@ class StepBuffer:
         for (meta, _), row in zip(self.pending, rows, strict=True):
             rec = dict(meta)
             rec.update(zip(self.keys, row[:-1], strict=True))
-            for k in CLUSTER_KEYS:  # NaN = the k-means was not used on this step
+            for k in NULLABLE_KEYS:  # NaN = the k-means was not used on this step (or n < 2)
                 if k in rec and rec[k] != rec[k]:
                     rec[k] = None
             if meta.get("clipped"):

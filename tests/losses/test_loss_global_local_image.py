@@ -96,3 +96,14 @@ def test_local_image_loss_matches_per_patch_loop_and_stops_gradient() -> None:
             ref = ref - 0.5 * (a + d) / 6
     ref.backward()
     assert torch.allclose(g_v, v.grad, atol=1e-6) and torch.allclose(g_c, c.grad, atol=1e-6)
+
+
+def test_mean_pairwise_cos_is_the_off_diagonal_mean_of_the_gram_matrix():
+    from cmcgns_cli.losses.global_loss import mean_pairwise_cos
+
+    x = F.normalize(torch.randn(7, 5, generator=torch.Generator().manual_seed(3)), dim=-1)
+    pairs = [float(x[i] @ x[j]) for i in range(7) for j in range(7) if i != j]
+    assert abs(float(mean_pairwise_cos(x)) - sum(pairs) / len(pairs)) < 1e-6
+    # two opposite vectors: -1; a single vector: undefined (NaN, recorded as null)
+    assert float(mean_pairwise_cos(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))) == -1.0
+    assert math.isnan(float(mean_pairwise_cos(torch.tensor([[0.6, 0.8]]))))

@@ -39,6 +39,8 @@ def test_tiny_pretrain_on_sample_mimic(tmp_path, monkeypatch, capsys):
     terms = ("loss", "global", "local_image", "local_text", "cluster_fn", "recon")
     assert all(math.isfinite(r[k]) for r in train for k in terms)
     assert any(r["kmeans_ready"] == 1 for r in train)
+    # collapse gauges: mean pairwise cosines of the batch's global vectors, every step
+    assert all(-1 <= r[k] <= 1 for r in train for k in ("image_global_cos", "text_global_cos"))
     # cluster health per step: null until the k-means is used, numbers after
     health = ("clusters_nonempty", "cluster_top_share", "cluster_entropy", "fn_pair_share",
               "hard_negative_cos")  # fmt: skip
