@@ -159,7 +159,8 @@ class CMCGNS(nn.Module):
         scalar tensor: the loss terms of ``LOSS_KEYS`` (a term switched off is 0), the
         batch's global retrieval accuracies ``acc_i2t`` / ``acc_t2i`` (shares in [0, 1]),
         ``kmeans_ready`` (1.0 once the cross-modal k-means is initialised), the cluster
-        health of ``CLUSTER_KEYS`` (NaN until the k-means is used) and ``logit_scale``
+        health of ``CLUSTER_KEYS`` (NaN until the k-means is used), the collapse gauges of
+        ``COLLAPSE_KEYS`` (mean pairwise cosine of the batch's global vectors) and ``logit_scale``
         (the exponentiated learned inverse temperature, detached). Only ``loss`` carries
         gradients meant for ``backward``.
         """

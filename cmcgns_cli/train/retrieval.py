@@ -17,7 +17,6 @@ from torch.utils.data import DataLoader
 
 from cmcgns_cli.data.paired import PadCollate, PairedDataset
 from cmcgns_cli.errors import RunFailedError
-from cmcgns_cli.metrics import recall_at_k
 
 
 def _pick_global(x: Any) -> torch.Tensor:
@@ -63,6 +62,8 @@ def retrieval_top1(
     told apart. Ties go to the lower index. Returns two shares in [0, 1]; NaN when N = 0.
     The (N, N) similarities are formed ``chunk`` query rows at a time to bound memory.
     """
+    from cmcgns_cli.metrics import recall_at_k  # scikit-learn loads only when scoring
+
     n = img.shape[0]
     if n == 0:
         return float("nan"), float("nan")
