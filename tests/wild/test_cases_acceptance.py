@@ -1,8 +1,8 @@
 """Acceptance: the real-world input cases, through the installed ``cmcgns`` as a user runs it.
 
 Runs only on a development machine that holds the generator of those cases in a sibling
-folder of the repository (``CASES`` below); skipped otherwise. The project's own tests (the other files of
-this folder) build every condition themselves.
+folder of the repository (``CASES`` below); skipped otherwise. The project's own tests
+(the other files of this folder) build every condition themselves.
 """
 
 from __future__ import annotations
