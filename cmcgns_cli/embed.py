@@ -27,13 +27,20 @@ FORMATS = ("jsonl", "parquet", "npy")
 
 
 def _format(fmt: str, out: Path | None) -> str:
+    """The output format: the ``--out`` file's suffix (.jsonl, .parquet, .npy) decides when
+    ``--format`` is left at its default (jsonl); a file with another suffix, or a suffix that
+    contradicts an explicit ``--format``, is refused (BadInputError) rather than written in a
+    format its name does not say."""
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise BadInputError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-    if out is not None and fmt == "jsonl":  # the default: let the file name decide
-        suffix = out.suffix.lower()
-        if suffix in (".parquet", ".npy"):
-            fmt = suffix[1:]
+    if out is not None:
+        by_name = {f".{f}": f for f in FORMATS}.get(out.suffix.lower())
+        if by_name is None:
+            raise BadInputError(f"--out {out}: name the file .jsonl, .parquet or .npy")
+        if fmt != "jsonl" and fmt != by_name:
+            raise BadInputError(f"--out {out}: the name says {by_name}, --format says {fmt}")
+        fmt = by_name
     if fmt in ("parquet", "npy") and out is None:
         raise BadInputError(f"--format {fmt} needs --out FILE (JSON Lines go to stdout)")
     return fmt

@@ -56,6 +56,8 @@ def test_dry_run_prints_resolved_config_as_json(tmp_path: Path) -> None:
         ("pretrain", "--data", "x", "--out", "y", "--preset", "huge", "--dry-run"),
         ("prepare", "nosuchdataset", "--src", "x", "--out", "y"),
         ("pretrain", "--data", "x"),
+        ("evaluate", "--task", "rsna-cls", "--data", "x", "--checkpoint", "y", "--seeds", "0"),
+        ("export", "x", "--out", "y", "--weights", "foo"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(args: tuple[str, ...]) -> None:

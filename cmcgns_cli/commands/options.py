@@ -34,6 +34,12 @@ class Variant(StrEnum):
     clean = "clean"
 
 
+class Weights(StrEnum):
+    auto = "auto"  # best/ when the run has one, else the last weights
+    best = "best"
+    last = "last"
+
+
 class PolygonBox(StrEnum):
     pole = "pole"
     bbox = "bbox"

@@ -9,14 +9,18 @@ from pathlib import Path
 
 import typer
 
-from cmcgns_cli.commands.options import Device, DeviceOpt, EmbedFormat, JsonOpt, Split
+from cmcgns_cli.commands.options import Device, DeviceOpt, EmbedFormat, JsonOpt, Split, Weights
 
 
 def embed(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Pretrain run directory."),
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="Pretrain run directory or exported bundle."
+    ),
     images: str | None = typer.Option(None, "--images", help="DIR, GLOB, or - for stdin."),
     reports: str | None = typer.Option(None, "--reports", help="CSV/text file, or -."),
-    out: Path | None = typer.Option(None, "--out", help=".parquet or .npy; stdout if absent."),
+    out: Path | None = typer.Option(
+        None, "--out", help=".jsonl, .parquet or .npy file; JSON Lines on stdout if absent."
+    ),
     fmt: EmbedFormat = typer.Option(
         EmbedFormat.jsonl, "--format", help="Output format (parquet and npy need --out)."
     ),
@@ -48,17 +52,22 @@ def export(
         None, "--data", help="The run's prepared training data, if it has moved."
     ),
     license_id: str = typer.Option("other", "--license", help="Model-card license id."),
-    weights: str = typer.Option("auto", "--weights", help="auto, best or last."),
+    weights: Weights = typer.Option(
+        Weights.auto, "--weights", help="auto (best/ when the run has one), best or last."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Write a self-describing, checksummed bundle of a run (for a model hub)."""
     from cmcgns_cli.export import run_export
 
-    run_export(run=run, out=out, data=data, license_id=license_id, weights=weights, as_json=as_json)
+    run_export(run=run, out=out, data=data, license_id=license_id, weights=weights.value,
+               as_json=as_json)  # fmt: skip
 
 
 def explain(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Pretrain run directory."),
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="Pretrain run directory or exported bundle."
+    ),
     image: str = typer.Option(..., "--image", help="An image file (JPEG, PNG, DICOM)."),
     report: str = typer.Option(..., "--report", help="Report text, or a file holding it."),
     out: Path = typer.Option(..., "--out", help="Folder for the PNGs and explain.json."),
@@ -81,7 +90,9 @@ def explain(
 
 
 def clusters(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Pretrain run directory."),
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="Pretrain run directory or exported bundle."
+    ),
     data: Path = typer.Option(..., "--data", help="Prepared paired dataset."),
     split: Split = typer.Option(Split.train, "--split", help="Which split's reports."),
     limit: int = typer.Option(5000, "--limit", min=0, help="At most N reports (0 = all)."),

@@ -50,7 +50,7 @@ def pretrain(
     variant: Variant | None = typer.Option(
         None,
         "--variant",
-        help="authors (the authors' code, the default) or clean (all five textbook forms).",
+        help="authors (the authors' code, the default) or clean (the seven textbook forms).",
     ),
     stage1_epochs: int | None = typer.Option(
         None, "--stage1-epochs", min=0, help="Epochs without CM-MIR (default: the preset's)."
@@ -146,6 +146,9 @@ def finetune(
         help="auto (the data's protocol: mgca -> mgca, else stratified), mgca or stratified.",
     ),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader workers."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a finetuned head (and its results) in --out."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Train a downstream head (linear probe, detector or U-Net) on a pretrained encoder."""
@@ -171,6 +174,7 @@ def finetune(
         as_json=as_json,
         fraction_sampler=fraction_sampler,
         allow_partial=allow_partial,
+        overwrite=overwrite,
     )
 
 
@@ -178,7 +182,9 @@ def evaluate(
     task: EvaluateTask = typer.Option(..., "--task", help="Task to score."),
     data: Path = typer.Option(..., "--data", help="Prepared dataset with a test split."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Finetuned (or pretrain) run."),
-    seeds: int = typer.Option(1, "--seeds", help="Repeat finetuning with N seeds: mean, std."),
+    seeds: int = typer.Option(
+        1, "--seeds", min=1, help="Repeat finetuning with N seeds: mean, std."
+    ),
     save_examples: int = typer.Option(0, "--save-examples", help="Write N example PNGs."),
     prompts: Path | None = typer.Option(None, "--prompts", help="zero-shot prompts file."),
     split: Split = typer.Option(

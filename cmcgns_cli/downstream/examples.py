@@ -32,6 +32,13 @@ def _canvas(prepared: Prepared, row: int) -> tuple[Image.Image, float]:
     return img, zoom
 
 
+def _fresh(out: Path) -> None:
+    """An examples folder holding only this evaluation's pictures: earlier PNGs go."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
+
+
 def _name(prepared: Prepared, row: int) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(prepared.manifest["id"].iloc[row])) + ".png"
 
@@ -40,7 +47,7 @@ def save_box_examples(out: Path, prepared: Prepared, rows: np.ndarray, boxes: li
                       names: list[str], n: int, min_score: float = 0.3) -> list[Path]:  # fmt: skip
     """``preds[i]`` belongs to ``rows[i]``: (boxes xywh, scores, labels) in prepared pixels.
     Predictions scoring below ``min_score`` are not drawn."""
-    out.mkdir(parents=True, exist_ok=True)
+    _fresh(out)
     written = []
     positive = np.array([len(boxes[r]) > 0 for r in rows])
     for i in _pick(rows, positive, n):
@@ -74,7 +81,7 @@ def _outline(mask: np.ndarray) -> np.ndarray:
 def save_mask_examples(out: Path, prepared: Prepared, rows: np.ndarray, truth: np.ndarray,
                        pred: np.ndarray, n: int) -> list[Path]:  # fmt: skip
     """``truth[i]``/``pred[i]`` are the (S, S) masks of ``rows[i]``."""
-    out.mkdir(parents=True, exist_ok=True)
+    _fresh(out)
     written = []
     positive = truth.reshape(len(truth), -1).max(1) > 0 if len(truth) else np.zeros(0, bool)
     for i in _pick(rows, positive, n):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +59,18 @@ def run_finetune(
     as_json: bool,
     fraction_sampler: str | None = None,
     allow_partial: bool = False,
+    overwrite: bool = False,
 ) -> None:
+    """Finetune ``task`` into ``out`` and print its record (table or JSON).
+
+    Raises:
+        BadInputError: a bad task or fraction, or ``out`` already holds a finetuned head and
+            ``overwrite`` is off (its metrics would then describe another head).
+    """
     _check_task(task, finetune=True)
     if not 0.0 < fraction <= 1.0:
         raise BadInputError(f"--fraction {fraction}: must be in (0, 1], e.g. 0.01, 0.1 or 1")
+    _claim_out(Path(out), overwrite)
     try:
         with interrupts.handle(deferred=False):
             record = _finetune_fn(task)(
@@ -82,8 +92,32 @@ def run_finetune(
     keys = ("fraction", "fraction_sampler", "n_train", "n_validate", "epochs", "best_epoch")
     rows = {k: record[k] for k in keys}
     metric = record.get("validate_metric") or record.get("metric") or "score"
-    rows[f"best_validate ({metric})"] = record["best_validate"]
+    best = record["best_validate"]
+    finite = isinstance(best, int | float) and math.isfinite(best)
+    rows[f"best_validate ({metric})"] = best if finite else "n/a (see --json: null_reasons)"
     stdout.print(kv_table(f"finetune {task} -> {out}", rows))
+
+
+# what a finetune leaves in its folder (and evaluate beside it): all of it describes one head
+FINETUNE_OUTPUTS = ("head.safetensors", "segmenter.safetensors", "encoder.safetensors",
+                    "finetune.json", "metrics.json", "train_ids.txt", "history.jsonl",
+                    "coco_gt.json", "coco_predictions.json", "examples", "seeds")  # fmt: skip
+
+
+def _claim_out(out: Path, overwrite: bool) -> None:
+    heads = ("head.safetensors", "segmenter.safetensors", "finetune.json")
+    held = [name for name in heads if (out / name).exists()]
+    if held and not overwrite:
+        raise BadInputError(
+            f"{out}: already holds a finetuned head ({held[0]}); choose another --out or pass "
+            "--overwrite to replace it and its results"
+        )
+    for name in FINETUNE_OUTPUTS if overwrite else ():
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def run_evaluate(

@@ -38,7 +38,10 @@ def open_run(
 ) -> LoadedRun:
     """Load ``checkpoint`` (a pretrain run directory, or a bundle written by ``cmcgns export``,
     whose SHA256SUMS is verified first). ``weights``: auto (best/ when the run has one, else
-    the last weights), best or last. A missing run is bad input (exit 2)."""
+    the last weights), best or last. A missing run or another ``weights`` value is bad input
+    (:class:`BadInputError`, exit 2)."""
+    if weights not in ("auto", "best", "last"):
+        raise BadInputError(f"weights {weights!r}: choose auto, best or last")
     from cmcgns_cli.bundle import is_bundle, load_bundle
     from cmcgns_cli.train import checkpoint as ckpt
     from cmcgns_cli.train.evaluate import load_run

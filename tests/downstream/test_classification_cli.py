@@ -115,3 +115,20 @@ def test_seeds_report_mean_and_std(cli, prepared: Path, tmp_path: Path) -> None:
     values = [r["value"] for r in summary["runs"]]
     assert summary["mean"]["macro_auroc"] == pytest.approx(np.mean(values))
     assert summary["std"]["macro_auroc"] == pytest.approx(statistics.stdev(values))
+
+
+def test_finetune_refuses_a_finished_head_unless_overwrite(cli, prepared: Path, tmp_path: Path):
+    out = tmp_path / "ft"
+    _finetune(cli, prepared, out, "--fraction", "0.1", "--epochs", "1")
+    (out / "metrics.json").write_text('{"stale": true}')
+    head = (out / "head.safetensors").read_bytes()
+    args = ["finetune", "--task", "chexpert-cls", "--data", str(prepared), "--checkpoint",
+            "none", "--arch", "resnet_tiny", "--out", str(out), "--epochs", "1",
+            "--json"]  # fmt: skip
+    res = cli(*args, "--seed", "9")
+    assert res.exit_code == 2 and "already holds a finetuned head" in res.stderr
+    assert (out / "head.safetensors").read_bytes() == head  # nothing touched
+    res = cli(*args, "--seed", "9", "--overwrite")
+    assert res.exit_code == 0, res.stderr
+    assert not (out / "metrics.json").exists()  # results of the old head are gone
+    assert json.loads((out / "finetune.json").read_text())["seed"] == 9

@@ -224,3 +224,6 @@ def test_export_refuses_bad_requests(bundle, cli, tmp_path) -> None:
     res = cli("export", run, "--out", tmp_path / "b3", "--data", other)
     assert res.exit_code == 2 and not (tmp_path / "b3").exists()
     assert str(other / "manifest.parquet") in res.stderr
+    # --weights is a closed choice: anything else is a usage error, nothing written
+    res = cli("export", run, "--out", tmp_path / "b4", "--weights", "foo")
+    assert res.exit_code == 2 and not (tmp_path / "b4").exists()

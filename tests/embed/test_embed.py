@@ -123,3 +123,14 @@ def test_bad_usage_exits_2(trained, tmp_path, cli):
     assert res.exit_code == 2
     res = cli("embed", "--checkpoint", run, "--images", tmp_path / "missing", "--format", "npy")
     assert res.exit_code == 2
+    # the --out file's name must say its format, and agree with an explicit --format
+    reports = tmp_path / "r.txt"
+    reports.write_text("the heart is enlarged.\n")
+    csv = tmp_path / "e.csv"
+    res = cli("embed", "--checkpoint", run, "--reports", reports, "--out", csv)
+    assert res.exit_code == 2 and "name the file .jsonl, .parquet or .npy" in res.stderr
+    assert not csv.exists()
+    npy = tmp_path / "e.npy"
+    res = cli("embed", "--checkpoint", run, "--reports", reports, "--out", npy, "--format",
+              "parquet")  # fmt: skip
+    assert res.exit_code == 2 and "the name says npy, --format says parquet" in res.stderr
