@@ -197,7 +197,8 @@ def cluster_table(
         "num_clusters": km.num_clusters,
         "empty_clusters": sum(c["size"] == 0 for c in clusters),
         "cluster_top_share": float(share.max()),
-        "cluster_entropy": float(-(share[share > 0] * np.log(share[share > 0])).sum()),
+        # + 0.0 turns the -0.0 of a single cluster into 0.0
+        "cluster_entropy": float(-(share[share > 0] * np.log(share[share > 0])).sum()) + 0.0,
         "truth": None if truth is None else str(truth),
         "truth_sentences": matched,
         **health,

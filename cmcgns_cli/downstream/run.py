@@ -286,7 +286,7 @@ def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     values = {k: np.array([r["metrics"][k] for r in results], dtype=float) for k in keys}
     # counts (test images, pairs) stay integers when every seed saw the same number
     counts = {k for k in keys if _is_count(results, k) and (values[k] == values[k][0]).all()}
-    return {
+    summary: dict[str, Any] = {
         "task": results[0]["task"],
         "metric": results[0]["metric"],
         "seeds": [r["protocol"]["seed"] for r in results],
@@ -299,6 +299,10 @@ def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "ci95_method": results[0].get("ci95_method"),
         "runs": [{k: v for k, v in r.items() if k not in ("per_image", "extra")} for r in results],
     }
+    if len(results) == 1:  # one seed: the headline value and protocol, as in metrics.json
+        summary["value"] = summary["mean"].get(summary["metric"])
+        summary["protocol"] = results[0].get("protocol")
+    return summary
 
 
 def _table(task: str, summary: dict[str, Any]) -> Table:

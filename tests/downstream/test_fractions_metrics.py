@@ -86,6 +86,9 @@ def test_seed_std_is_the_sample_standard_deviation() -> None:
     summary = _summarise(runs)
     assert summary["mean"] == {"m": 2.5, "n": 8}
     assert summary["std"]["m"] == pytest.approx(1.2909944487358056)
+    assert "value" not in summary  # four seeds: a mean, not a value
+    one = _summarise(runs[2:3])  # one seed: its value and protocol, no spread
+    assert one["value"] == 3.0 and one["protocol"] == {"seed": 2} and one["std"]["m"] is None
 
 
 def test_auroc_with_tied_scores_equals_scikit_learn() -> None:
