@@ -252,6 +252,11 @@ def _train(
             f"resuming {run} at stage {trainer.prog.stage}, step {trainer.prog.step} "
             f"(epoch {trainer.prog.epoch})"
         )
+        if _complete(trainer):
+            dist.print0(
+                f"note: {run} has finished every stage; nothing is left to train (to train "
+                "longer, start a new run with more epochs)"
+            )
     dist.print0(
         f"pretrain: {len(train_ds)} train / {len(val_ds)} validate pairs, "
         f"{trainer.steps_per_epoch} steps per epoch of {trainer.batch_size} x {dist.world_size()} "
@@ -267,3 +272,12 @@ def _train(
     else:
         stdout.print(kv_table("pretrain", summary))
     return summary
+
+
+def _complete(trainer: Trainer) -> bool:
+    """True when a restored run has no step left in any stage it has to run."""
+    runnable = [
+        st for st in (1, 2) if trainer.stage_epochs(st) > 0 and trainer.stage_total_steps(st) > 0
+    ]
+    last = max(runnable, default=0)
+    return trainer.prog.stage > last or (trainer.prog.stage == last and trainer.prog.stage_done)

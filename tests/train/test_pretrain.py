@@ -150,7 +150,7 @@ def test_signals_mid_epoch_checkpoint_the_step_and_resume_repeats_the_losses(
     _assert_same_run(full_run, part)
 
 
-def test_resume_repeats_the_losses_step_for_step(world, full_run, tmp_path, monkeypatch):
+def test_resume_repeats_the_losses_step_for_step(world, full_run, tmp_path, monkeypatch, capsys):
     full = full_run
 
     stops = iter([6, 10])  # mid stage-1 epoch 2, then mid stage 2 (4 steps per epoch)
@@ -169,6 +169,11 @@ def test_resume_repeats_the_losses_step_for_step(world, full_run, tmp_path, monk
         run_pretrain(_cfg(), data=world, out=None, resume=part, nproc=1, as_json=True)
     monkeypatch.setattr(loop_mod, "_after_step", lambda t, r: None)
     run_pretrain(_cfg(), data=None, out=None, resume=part, nproc=1, as_json=True)
+    _assert_same_run(full, part)
+    # resuming the finished run says so and trains nothing
+    capsys.readouterr()
+    run_pretrain(_cfg(), data=None, out=None, resume=part, nproc=1, as_json=True)
+    assert "has finished every stage; nothing is left to train" in capsys.readouterr().err
     _assert_same_run(full, part)
 
 
