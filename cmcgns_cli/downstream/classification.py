@@ -96,8 +96,11 @@ def finetune_cls(
     return record
 
 
-def evaluate_cls(task_name: str, data: Path, finetuned: Path, device: torch.device) -> dict:
-    """Score a finetuned directory on the test split; write ``metrics.json`` beside it."""
+def evaluate_cls(
+    task_name: str, data: Path, finetuned: Path, device: torch.device, out: Path | None = None
+) -> dict:
+    """Score a finetuned directory on the test split; write ``metrics.json`` in ``out``
+    (default: beside the head)."""
     record = load_finetune_record(finetuned, task_name)
     prepared = open_prepared(data)
     task = get_cls_task(task_name, prepared)
@@ -138,7 +141,9 @@ def evaluate_cls(task_name: str, data: Path, finetuned: Path, device: torch.devi
             "fn": lambda y, s: score(task, y, s, names)[task.metric],
         },
     }  # fmt: skip
-    write_metrics(finetuned, attach_ci(result))
+    dest = Path(out) if out is not None else Path(finetuned)
+    dest.mkdir(parents=True, exist_ok=True)
+    write_metrics(dest, attach_ci(result))
     return result
 
 

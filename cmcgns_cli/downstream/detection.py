@@ -171,9 +171,12 @@ def finetune_det(
 
 
 def evaluate_det(task_name: str, data: Path, finetuned: Path, device: torch.device,
-                 save_examples: int = 0) -> dict[str, Any]:  # fmt: skip
-    """Score on the test split; write metrics.json and the COCO files beside the head."""
+                 save_examples: int = 0, out: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Score on the test split; write metrics.json, the COCO files and the examples in ``out``
+    (default: beside the head)."""
     finetuned = Path(finetuned)
+    dest = Path(out) if out is not None else finetuned
+    dest.mkdir(parents=True, exist_ok=True)
     record = load_finetune_record(finetuned, task_name)
     prepared = open_prepared(data)
     task = get_dense_task(task_name, prepared)
@@ -197,8 +200,8 @@ def evaluate_det(task_name: str, data: Path, finetuned: Path, device: torch.devi
     det.head.to(device)
     preds = det.predict(test_rows)
     metrics, gt, dets = score_detections(prepared, test_rows, preds, boxes, labels, names)
-    atomic_write_text(finetuned / "coco_gt.json", jsonio.dumps(gt))
-    atomic_write_text(finetuned / "coco_predictions.json", jsonio.dumps(dets))
+    atomic_write_text(dest / "coco_gt.json", jsonio.dumps(gt))
+    atomic_write_text(dest / "coco_predictions.json", jsonio.dumps(dets))
     result = {
         "task": task.name, "metric": task.metric, "value": metrics[task.metric],
         "metrics": metrics, "iou_thresholds": "0.4:0.05:0.75",
@@ -210,11 +213,11 @@ def evaluate_det(task_name: str, data: Path, finetuned: Path, device: torch.devi
             "strata_name": "has a box",
         },
     }  # fmt: skip
-    write_metrics(finetuned, attach_ci(result))
+    write_metrics(dest, attach_ci(result))
     if save_examples:
         from cmcgns_cli.downstream.examples import save_box_examples
 
         save_box_examples(
-            finetuned / "examples", prepared, test_rows, boxes, preds, names, save_examples
+            dest / "examples", prepared, test_rows, boxes, preds, names, save_examples
         )
     return result

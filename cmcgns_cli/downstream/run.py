@@ -136,8 +136,9 @@ def run_evaluate(
     out: Path | None = None,
 ) -> None:
     """Score ``checkpoint`` on the test split; print the table (or JSON) and write
-    ``metrics.json``: in ``out`` when given (the whole summary), else beside the finetuned
-    head, or for retrieval / zero-shot in ``CHECKPOINT/evaluate/TASK/``."""
+    ``metrics.json``: in ``out`` when given (the whole summary; the evaluation's other files,
+    COCO files and examples, go there too), else beside the finetuned head, or for
+    retrieval / zero-shot in ``CHECKPOINT/evaluate/TASK/``."""
     _check_task(task)
     if save_examples < 0:
         raise BadInputError(f"--save-examples {save_examples}: must be 0 or more")
@@ -163,7 +164,7 @@ def run_evaluate(
         err.print("note: --prompts applies to zeroshot-* tasks; ignored")
     if split != "test":
         raise BadInputError(f"--split {split}: finetuned tasks are scored on the test split")
-    results = [_evaluate(task, data, checkpoint, dev, save_examples)]
+    results = [_evaluate(task, data, checkpoint, dev, save_examples, out)]
     if seeds > 1:
         results += _other_seeds(task, data, checkpoint, seeds, dev)
     summary = _summarise(results)
@@ -214,8 +215,10 @@ def _finetune_fn(task: str):
     return finetune_seg
 
 
-def _evaluate(task: str, data: Path, finetuned: Path, dev, save_examples: int) -> dict:
-    return _with_ci(_evaluate_task(task, data, finetuned, dev, save_examples))
+def _evaluate(
+    task: str, data: Path, finetuned: Path, dev, save_examples: int, out: Path | None = None
+) -> dict:
+    return _with_ci(_evaluate_task(task, data, finetuned, dev, save_examples, out))
 
 
 def _with_ci(result: dict) -> dict:
@@ -229,16 +232,19 @@ def _with_ci(result: dict) -> dict:
     return result
 
 
-def _evaluate_task(task: str, data: Path, finetuned: Path, dev, save_examples: int) -> dict:
+def _evaluate_task(
+    task: str, data: Path, finetuned: Path, dev, save_examples: int, out: Path | None = None
+) -> dict:
+    """One seed's result; its files go to ``out`` (default: beside the finetuned head)."""
     if task in CLS_TASKS:
-        return evaluate_cls(task, data, finetuned, dev)
+        return evaluate_cls(task, data, finetuned, dev, out)
     if DENSE_TASKS[task].kind == "detection":
         from cmcgns_cli.downstream.detection import evaluate_det
 
-        return evaluate_det(task, data, finetuned, dev, save_examples)
+        return evaluate_det(task, data, finetuned, dev, save_examples, out)
     from cmcgns_cli.downstream.segmentation import evaluate_seg
 
-    return evaluate_seg(task, data, finetuned, dev, save_examples)
+    return evaluate_seg(task, data, finetuned, dev, save_examples, out)
 
 
 def _evaluate_pretrained(

@@ -244,8 +244,12 @@ def finetune_seg(
 
 
 def evaluate_seg(task_name: str, data: Path, finetuned: Path, device: torch.device,
-                 save_examples: int = 0) -> dict[str, Any]:  # fmt: skip
+                 save_examples: int = 0, out: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Score on the test split; write metrics.json and the examples in ``out`` (default:
+    beside the segmenter)."""
     finetuned = Path(finetuned)
+    dest = Path(out) if out is not None else finetuned
+    dest.mkdir(parents=True, exist_ok=True)
     record = load_finetune_record(finetuned, task_name)
     prepared = open_prepared(data)
     task = get_dense_task(task_name, prepared)
@@ -276,9 +280,9 @@ def evaluate_seg(task_name: str, data: Path, finetuned: Path, device: torch.devi
             "strata": truth.reshape(len(truth), -1).any(axis=1), "strata_name": "mask present",
         },
     }  # fmt: skip
-    write_metrics(finetuned, attach_ci(result))
+    write_metrics(dest, attach_ci(result))
     if save_examples:
         from cmcgns_cli.downstream.examples import save_mask_examples
 
-        save_mask_examples(finetuned / "examples", prepared, test_rows, truth, pred, save_examples)
+        save_mask_examples(dest / "examples", prepared, test_rows, truth, pred, save_examples)
     return result

@@ -132,3 +132,15 @@ def test_finetune_refuses_a_finished_head_unless_overwrite(cli, prepared: Path, 
     assert res.exit_code == 0, res.stderr
     assert not (out / "metrics.json").exists()  # results of the old head are gone
     assert json.loads((out / "finetune.json").read_text())["seed"] == 9
+
+
+def test_evaluate_out_keeps_the_head_folder_untouched(cli, prepared: Path, tmp_path: Path):
+    ft, elsewhere = tmp_path / "ft", tmp_path / "scores"
+    _finetune(cli, prepared, ft, "--fraction", "0.1", "--epochs", "1")
+    before = sorted(p.name for p in ft.iterdir())
+    res = cli("evaluate", "--task", "chexpert-cls", "--data", prepared, "--checkpoint", ft,
+              "--out", elsewhere, "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    assert sorted(p.name for p in ft.iterdir()) == before and "metrics.json" not in before
+    written = json.loads((elsewhere / "metrics.json").read_text())
+    assert written["value"] == json.loads(res.stdout)["value"]
