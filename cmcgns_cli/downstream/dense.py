@@ -22,8 +22,9 @@ from torch import nn
 from cmcgns_cli import interrupts, jsonio
 from cmcgns_cli.console import err, progress
 from cmcgns_cli.data.prepared import Prepared, atomic_write_text
-from cmcgns_cli.downstream.encoder import EncoderSource
+from cmcgns_cli.downstream.encoder import EncoderSource, resolve_source
 from cmcgns_cli.downstream.features import to_model_input
+from cmcgns_cli.downstream.pools import dense_subset, resolve_sampler
 from cmcgns_cli.downstream.tasks import DenseTask
 from cmcgns_cli.errors import BadInputError, RunFailedError
 
@@ -224,6 +225,38 @@ def dense_rows(prepared: Prepared, split: str) -> np.ndarray:
             f"{prepared.root / 'manifest.parquet'}: no rows in split {split!r} ({column})"
         )
     return rows
+
+
+@dataclass
+class Plan:
+    """What detection and segmentation finetuning share before their model is built: the
+    dense split's train / validate rows, the label-fraction subset ``chosen`` drawn from the
+    sampler's ``pool``, the encoder source and the sampler's name."""
+
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    chosen: np.ndarray
+    pool: Any
+    source: EncoderSource
+    sampler: str
+
+
+def plan(
+    prepared: Prepared, task: DenseTask, flags: np.ndarray, *, fraction: float, seed: int,
+    fraction_sampler: str | None, checkpoint: str, arch: str | None,
+    image_weights: Path | None, allow_partial: bool,
+) -> Plan:  # fmt: skip
+    """The shared set-up of a dense finetune (``flags``: per-row has-a-target, all rows).
+    Seeds torch with ``seed`` last, right before the caller builds its model."""
+    train_rows, val_rows = dense_rows(prepared, "train"), dense_rows(prepared, "validate")
+    sampler = resolve_sampler(prepared, fraction_sampler)
+    chosen, pool = dense_subset(prepared, task.name, train_rows, flags, fraction, seed, sampler,
+                                split_columns(prepared)[1])  # fmt: skip
+    source = resolve_source(
+        checkpoint, arch, image_weights, init_seed=seed, allow_partial=allow_partial
+    )
+    torch.manual_seed(seed)
+    return Plan(train_rows, val_rows, chosen, pool, source, sampler)
 
 
 def common_record(

@@ -26,9 +26,8 @@ from cmcgns_cli.downstream.classification import (
     write_subset_and_history,
 )
 from cmcgns_cli.downstream.det_bootstrap import MapResampler
-from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder, resolve_source
+from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder
 from cmcgns_cli.downstream.intervals import attach_ci
-from cmcgns_cli.downstream.pools import dense_subset, resolve_sampler
 from cmcgns_cli.downstream.selectable import check_selectable
 from cmcgns_cli.downstream.tasks import get_dense_task
 from cmcgns_cli.downstream.yolo import STAGES, YoloHead, default_anchors, postprocess, yolo_loss
@@ -126,18 +125,12 @@ def finetune_det(
     task = get_dense_task(task_name, prepared)
     check_selectable(task_name, task.kind, task.metric, prepared)
     boxes, labels, names = dense.box_targets(prepared, task)
-    train_rows, val_rows = (
-        dense.dense_rows(prepared, "train"),
-        dense.dense_rows(prepared, "validate"),
-    )
     flags = dense.has_target_flags(task, boxes, None)
-    sampler = resolve_sampler(prepared, fraction_sampler)
-    chosen, pool = dense_subset(prepared, task.name, train_rows, flags, fraction, seed, sampler,
-                                dense.split_columns(prepared)[1])  # fmt: skip
-    source = resolve_source(
-        checkpoint, arch, image_weights, init_seed=seed, allow_partial=allow_partial
-    )
-    torch.manual_seed(seed)
+    p = dense.plan(prepared, task, flags, fraction=fraction, seed=seed,
+                   fraction_sampler=fraction_sampler, checkpoint=checkpoint, arch=arch,
+                   image_weights=image_weights, allow_partial=allow_partial)  # fmt: skip
+    train_rows, val_rows, chosen, pool = p.train_rows, p.val_rows, p.chosen, p.pool
+    source, sampler = p.source, p.sampler
     det = Detector(build_encoder(source), source, len(names), full, prepared, device)
     hp = {k: v if v is not None else DEFAULTS[k]
           for k, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size))}  # fmt: skip
