@@ -32,6 +32,18 @@ def _has_target(task_name: str, kind: str, prepared: Prepared, rows: np.ndarray)
     raise ValueError(f"unknown dense kind {kind!r} for {task_name}")
 
 
+def _dense_rows(prepared: Prepared, split: str) -> np.ndarray:
+    """The rows of ``split`` in the split detection and segmentation train and test on (it
+    can differ from the classification split); none when the split is empty."""
+    from cmcgns_cli.downstream.dense import dense_rows
+    from cmcgns_cli.errors import BadInputError
+
+    try:
+        return dense_rows(prepared, split)
+    except BadInputError:
+        return np.zeros(0, dtype=np.int64)
+
+
 def _cls_defined(kind: str, targets: np.ndarray, rows: np.ndarray) -> bool:
     if len(rows) == 0:
         return False
@@ -61,6 +73,7 @@ def check_selectable(
     for split in ("validate", "test"):
         rows = prepared.split_indices(split)
         if kind in ("detection", "segmentation"):
+            rows = _dense_rows(prepared, split)
             ok = len(rows) > 0 and _has_target(task_name, kind, prepared, rows)
         else:
             ok = _cls_defined(kind, targets if targets is not None else np.zeros(0), rows)

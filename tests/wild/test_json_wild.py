@@ -76,7 +76,11 @@ def test_evaluate_json_with_undefined_map_is_strict(cli, tmp_path):
               "--out", tmp_path / "ft", "--json")  # fmt: skip
     assert res.exit_code == 0, res.stderr
     assert "validate split" in res.stderr and "no ground-truth box" in res.stderr
+    # the warning counts the split detection trains on (RSNA: dense_split), as the record does
     rec = strict_loads(res.stdout)
+    n_val = int((pd.read_parquet(tmp_path / "data" / "manifest.parquet")["dense_split"]
+                 == "validate").sum())  # fmt: skip
+    assert f"has {n_val} rows and no ground-truth box" in res.stderr and rec["n_validate"] == n_val
     assert rec["best_validate"] is None and "best_validate" in rec["null_reasons"]
     strict_loads((tmp_path / "ft" / "finetune.json").read_text())
     res = cli("evaluate", "--task", "rsna-det", "--data", tmp_path / "data", "--checkpoint",
