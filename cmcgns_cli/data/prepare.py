@@ -295,9 +295,9 @@ def _fail_empty(dataset: str, src: Path, out: Path, skipped: pd.DataFrame) -> No
 
 def _differences(old: dict[str, Any], dataset: str, params: dict[str, Any]) -> str:
     """What differs between a finished dataset's meta.json and this job, for the message."""
+    if old.get("dataset") != dataset:  # another dataset: its settings do not compare
+        return f"it is a {old.get('dataset')} dataset, this is {dataset}"
     diffs = []
-    if old.get("dataset") != dataset:
-        diffs.append(f"dataset {old.get('dataset')} -> {dataset}")
     before = old.get("preprocess", {})
     for key in sorted(set(before) | set(params)):
         if before.get(key) != params.get(key) and key not in ("resize", "dicom", "masks"):

@@ -42,6 +42,14 @@ def test_other_settings_refused_unless_overwrite(cli, src, tmp_path):
         assert (out / "meta.json").read_text() == meta_before  # untouched
         assert np.load(out / "images.npy", mmap_mode="r").shape[1:] == (32, 32)
 
+    # another dataset into the folder: named as such, without the settings' internals
+    other = tmp_path / "rsna-src"
+    rawfix.build_rsna(other, n=12)
+    res = cli("prepare", "rsna", "--src", other, "--out", out, "--size", "32")
+    assert res.exit_code == 2
+    line = res.stderr.strip()
+    assert "it is a siim dataset, this is rsna" in line and "->" not in line, line
+
     res = _prepare(cli, src, out, "--size", "48", "--overwrite")
     assert res.exit_code == 0, res.stderr
     assert json.loads((out / "meta.json").read_text())["image_size"] == 48
