@@ -32,7 +32,8 @@ pytestmark = [
 
 def cmcgns(*args, check_rc: int | None = 0) -> subprocess.CompletedProcess:
     exe = shutil.which("cmcgns") or sys.executable
-    cmd = [exe, *map(str, args)] if exe != sys.executable else [exe, "-m", "cmcgns_cli", *args]
+    head = [exe] if exe != sys.executable else [exe, "-m", "cmcgns_cli"]
+    cmd = [*head, *map(str, args)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     if check_rc is not None:
