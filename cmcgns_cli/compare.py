@@ -25,7 +25,7 @@ def _score(task: str, data: Path, run: Path, dev: Any, prompts, annotations) -> 
     from cmcgns_cli.downstream import run as dispatch
 
     dispatch._check_task(task)
-    if task in dispatch.EVAL_ONLY:
+    if task in dispatch.EVAL_ONLY_TASKS:
         return dispatch._evaluate_pretrained(task, data, run, dev, prompts, annotations)
     return dispatch._evaluate_task(task, data, run, dev, 0)
 

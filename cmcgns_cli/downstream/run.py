@@ -24,19 +24,17 @@ from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.runtime import resolve_device
 from cmcgns_cli.task_names import EVAL_ONLY_TASKS
 
-EVAL_ONLY = EVAL_ONLY_TASKS
-
 
 def _check_task(task: str, *, finetune: bool = False) -> None:
     if task in CLS_TASKS or task in DENSE_TASKS:
         return
-    if task in EVAL_ONLY:
+    if task in EVAL_ONLY_TASKS:
         if finetune:
             raise BadInputError(
                 f"--task {task}: scores a pretrain run as it is; use cmcgns evaluate"
             )
         return
-    known = ", ".join([*CLS_TASKS, *DENSE_TASKS, *EVAL_ONLY])
+    known = ", ".join([*CLS_TASKS, *DENSE_TASKS, *EVAL_ONLY_TASKS])
     raise BadInputError(f"--task {task!r}: unknown task; choose one of {known}")
 
 
@@ -145,7 +143,7 @@ def run_evaluate(
     if save_examples and task not in DENSE_TASKS:
         err.print("note: --save-examples applies to detection and segmentation; ignored")
     dev = resolve_device(device)
-    if task in EVAL_ONLY:
+    if task in EVAL_ONLY_TASKS:
         if seeds > 1:
             err.print(f"note: {task} has no training randomness; --seeds {seeds} ignored")
         result = _with_ci(

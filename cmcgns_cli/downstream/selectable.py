@@ -71,11 +71,11 @@ def check_selectable(
     }.get(kind, "no label with both a positive and a negative")
     selectable = True
     for split in ("validate", "test"):
-        rows = prepared.split_indices(split)
         if kind in ("detection", "segmentation"):
             rows = _dense_rows(prepared, split)
             ok = len(rows) > 0 and _has_target(task_name, kind, prepared, rows)
         else:
+            rows = prepared.split_indices(split)
             ok = _cls_defined(kind, targets if targets is not None else np.zeros(0), rows)
         if ok:
             continue

@@ -62,6 +62,12 @@ def global_infonce(
     return loss, acc_i2t, acc_t2i
 
 
+# names of the two collapse gauges in the model's output and the step records: the mean
+# pairwise cosine of this rank's batch of global image / report vectors (1 = all the same;
+# a global InfoNCE stuck at log(batch) goes with values near 1)
+COLLAPSE_KEYS = ("image_global_cos", "text_global_cos")
+
+
 @torch.no_grad()
 def mean_pairwise_cos(x: Tensor) -> Tensor:
     """Mean cosine over the ordered pairs i != j of a batch of unit vectors ``x`` (n, D): a

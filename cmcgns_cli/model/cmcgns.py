@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from cmcgns_cli.config import Config
 from cmcgns_cli.losses.global_loss import (
+    COLLAPSE_KEYS,
     GatherFn,
     global_infonce,
     identity_gather,
@@ -51,9 +52,6 @@ LOSS_KEYS = (
 # cluster health of the batch (see losses.local_text.cluster_health); NaN until the k-means
 # is used (the training records turn NaN into null)
 CLUSTER_KEYS = HEALTH_KEYS
-# collapse gauges: mean pairwise cosine of this rank's batch of global image / report vectors
-# (1 = all the same); a global InfoNCE stuck at log(batch) goes with values near 1
-COLLAPSE_KEYS = ("image_global_cos", "text_global_cos")
 
 
 class CMCGNS(nn.Module):
@@ -172,8 +170,8 @@ class CMCGNS(nn.Module):
         out["kmeans_ready"] = zero
         out.update(dict.fromkeys(CLUSTER_KEYS, torch.full_like(zero, float("nan"))))
         out["logit_scale"] = self.logit_scale.detach().exp()
-        out["image_global_cos"] = mean_pairwise_cos(img["global"])
-        out["text_global_cos"] = mean_pairwise_cos(txt["global"])
+        for key, vectors in zip(COLLAPSE_KEYS, (img["global"], txt["global"]), strict=True):
+            out[key] = mean_pairwise_cos(vectors)
         total = zero
 
         if lc.w_global > 0:

@@ -224,8 +224,8 @@ class Trainer:
         ddp.install(self.model)
         try:
             for stage in (1, 2):
-                runnable = self.stage_epochs(stage) > 0 and self.stage_total_steps(stage) > 0
-                if stage < self.prog.stage or not runnable:
+                # no steps (0 epochs, or a 0 step cap): nothing to run in this stage
+                if stage < self.prog.stage or self.stage_total_steps(stage) == 0:
                     continue
                 if stage == self.prog.stage:
                     if self.prog.stage_done:

@@ -15,20 +15,14 @@ from typing import Any
 import torch
 
 from cmcgns_cli import jsonio
+from cmcgns_cli.losses.global_loss import COLLAPSE_KEYS
+from cmcgns_cli.losses.local_text import HEALTH_KEYS
 from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train import dist
 
-# per-step cluster health (NaN in the model's output until the k-means is used -> null)
-CLUSTER_KEYS = (
-    "clusters_nonempty",
-    "cluster_top_share",
-    "cluster_entropy",
-    "fn_pair_share",
-    "hard_negative_cos",
-)
-# per-step collapse gauges (see losses.global_loss.mean_pairwise_cos); NaN for a 1-pair batch
-COLLAPSE_KEYS = ("image_global_cos", "text_global_cos")
-NULLABLE_KEYS = (*CLUSTER_KEYS, *COLLAPSE_KEYS)
+# NaN in the model's output -> null in the records: cluster health until the k-means is used,
+# the collapse gauges (losses.global_loss.mean_pairwise_cos) for a 1-pair batch
+NULLABLE_KEYS = (*HEALTH_KEYS, *COLLAPSE_KEYS)
 TERMS = ("loss", "global", "local_image", "local_text", "cluster_fn", "recon", "acc_i2t", "acc_t2i")
 SHORT = {
     "global": "glob",

@@ -276,8 +276,5 @@ def _train(
 
 def _complete(trainer: Trainer) -> bool:
     """True when a restored run has no step left in any stage it has to run."""
-    runnable = [
-        st for st in (1, 2) if trainer.stage_epochs(st) > 0 and trainer.stage_total_steps(st) > 0
-    ]
-    last = max(runnable, default=0)
+    last = max((st for st in (1, 2) if trainer.stage_total_steps(st) > 0), default=0)
     return trainer.prog.stage > last or (trainer.prog.stage == last and trainer.prog.stage_done)
