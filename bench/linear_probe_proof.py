@@ -11,7 +11,9 @@ Runs, in one go and with the installed ``cmcgns``:
 Prints one table: mean ± sample standard deviation (ddof = 1) over pretrain seeds, the margin
 over random init, and each run's cluster health over its last epoch (means of the
 metrics.jsonl step records; null where the ablation has no clustering).
-Not a test: at n = 2000 and 128 px it takes hours on a 2-core CPU.
+Not a test: at n = 2000 and 128 px it takes hours on a 2-core CPU. Resumable: re-running with
+the same ``--work`` keeps finished pretrains and probes (so ``--pretrain-seeds 3`` after a
+2-seed run trains only the third seed).
 
     python bench/linear_probe_proof.py --work /tmp/proof --n 2000 --pretrain-seeds 2 \
         --pretrain-set train.stage1_epochs=6 --pretrain-set train.stage2_epochs=2
@@ -36,7 +38,8 @@ ABLATIONS = {
     "full (authors)": ["--variant", "authors"],
     "full (clean)": ["--variant", "clean"],
 }  # fmt: skip
-HEALTH = ("clusters_nonempty", "cluster_top_share", "cluster_entropy", "fn_pair_share")
+HEALTH = ("clusters_nonempty", "cluster_top_share", "cluster_entropy", "fn_pair_share",
+          "hard_negative_cos", "image_global_cos", "text_global_cos")  # fmt: skip
 
 
 def cmcgns(*args: str) -> str:
@@ -96,9 +99,12 @@ def _row(label: str, runs: list[str], w: Path, args: argparse.Namespace) -> dict
     auroc, r1, health = [], [], []
     for j, run in enumerate(runs):
         ft = w / f"probe-{label.split()[0].strip('+')}-{len(label)}-{j}"
-        cmcgns("finetune", "--task", "chexpert-cls", "--data", str(w / "chexpert"),
-               "--checkpoint", run, "--arch", "resnet_tiny", "--fraction", str(args.fraction),
-               "--epochs", str(args.epochs), "--out", str(ft), "--json")  # fmt: skip
+        # the random-init baseline is fed at the pretrain runs' input size (fair comparison)
+        size = _input_size(args) if run == "none" else []
+        if not (ft / "head.safetensors").is_file():  # resumable: a finished probe is kept
+            cmcgns("finetune", *size, "--task", "chexpert-cls", "--data", str(w / "chexpert"),
+                   "--checkpoint", run, "--arch", "resnet_tiny", "--fraction", str(args.fraction),
+                   "--epochs", str(args.epochs), "--out", str(ft), "--json")  # fmt: skip
         data = str(w / "chexpert")
         res = json.loads(cmcgns("evaluate", "--task", "chexpert-cls", "--data", data,
                                 "--checkpoint", str(ft), "--json"))  # fmt: skip
@@ -111,13 +117,21 @@ def _row(label: str, runs: list[str], w: Path, args: argparse.Namespace) -> dict
     return {"label": label, "auroc": auroc, "r1": r1, "health": health}
 
 
+def _input_size(args: argparse.Namespace) -> list[str]:
+    """``--input-size RESIZE,CROP`` from the pretrain's ``data.image_size`` / ``crop_size``
+    sets (the tiny preset's 144 / 128 when not set)."""
+    sets = dict(item.split("=", 1) for item in args.pretrain_set)
+    resize, crop = sets.get("data.image_size", "144"), sets.get("data.crop_size", "128")
+    return ["--input-size", f"{resize},{crop}"]
+
+
 def _last_epoch_health(path: Path) -> dict[str, float | None]:
     steps = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     steps = [r for r in steps if r.get("kind") == "train"]
     last = [r for r in steps if r.get("epoch") == steps[-1].get("epoch")]
     out: dict[str, float | None] = {}
     for key in HEALTH:
-        vals = [r[key] for r in last if r.get(key) is not None]
+        vals = [r[key] for r in last if r.get(key) is not None and r[key] == r[key]]  # not NaN
         out[key] = statistics.fmean(vals) if vals else None
     return out
 

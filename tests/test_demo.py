@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-STAGES = ["synth", "prepare", "pretrain", "retrieval", "linear_probe"]
+STAGES = ["synth", "prepare", "pretrain", "linear_probe", "retrieval"]
 
 
 def test_demo_json_format_and_out_folder(cli, tmp_path: Path) -> None:
@@ -20,14 +20,23 @@ def test_demo_json_format_and_out_folder(cli, tmp_path: Path) -> None:
     assert len(lines) == 1  # one JSON document, nothing else on stdout
     result = json.loads(lines[0])
     assert list(result) == ["measures", "seconds"]
-    assert len(result["measures"]) == 2
+    assert len(result["measures"]) == 3
     for m in result["measures"]:
         assert list(m) == ["name", "pretrained", "random_init", "chance"]
         assert 0.0 <= m["chance"] <= 1.0
-    assert result["measures"][0]["name"].startswith("image-to-report R@10 (")
-    pairs = int(result["measures"][0]["name"].split("(")[1].split()[0])
-    assert result["measures"][0]["chance"] == round(min(1.0, 10 / pairs), 4)
-    assert result["measures"][1]["chance"] == 0.5
+    chexpert, rsna, recall = result["measures"]
+    assert chexpert["name"].startswith("CheXpert-style 5-finding linear-probe macro AUROC (")
+    assert rsna["name"].startswith("RSNA pneumonia linear-probe AUROC (")
+    assert chexpert["chance"] == rsna["chance"] == 0.5
+    assert recall["name"].startswith("image-to-report R@10 (")
+    pairs = int(recall["name"].split("(")[1].split()[0])
+    assert recall["chance"] == round(min(1.0, 10 / pairs), 4)
+    # the random-init baseline is fed at the pretrained run's input size (64 px), not the
+    # tiny preset's 128 px: the comparison is of weights, not of resolutions
+    for data in ("chexpert", "rsna"):
+        rec = json.loads((tmp_path / "demo" / f"probe-{data}-random_init" / "finetune.json")
+                         .read_text())["encoder"]  # fmt: skip
+        assert (rec["checkpoint"], rec["image_size"], rec["crop_size"]) == ("none", 64, 64)
     assert list(result["seconds"]) == STAGES
     assert all(math.isfinite(v) and v >= 0 for v in result["seconds"].values())
     # the steps' own summaries stay off both streams: no raw JSON on stderr

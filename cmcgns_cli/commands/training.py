@@ -131,6 +131,13 @@ def finetune(
     allow_partial: bool = typer.Option(
         False, "--allow-partial", help="Accept image weights that fill < 95 % of the encoder."
     ),
+    input_size: str | None = typer.Option(
+        None,
+        "--input-size",
+        metavar="SIZE[,CROP]",
+        help="With --checkpoint none: resize (and centre-crop) images to this many px, e.g. a "
+        "pretrained run's size for a fair random-init baseline (default: the arch's preset).",
+    ),
     epochs: int | None = typer.Option(
         None, "--epochs", min=1, help="Training epochs (default: the task's protocol)."
     ),
@@ -175,6 +182,7 @@ def finetune(
         fraction_sampler=fraction_sampler,
         allow_partial=allow_partial,
         overwrite=overwrite,
+        input_size=parse_input_size(input_size),
     )
 
 
@@ -244,3 +252,17 @@ def compare(
         annotations=annotations, resamples=resamples, seed=seed, device=device.value,
         as_json=as_json,
     )  # fmt: skip
+
+
+def parse_input_size(text: str | None) -> tuple[int, int] | None:
+    """``--input-size``: ``"SIZE"`` -> (SIZE, SIZE), ``"SIZE,CROP"`` -> (SIZE, CROP), in px.
+
+    Raises:
+        BadInputError: not one or two positive integers.
+    """
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise BadInputError(f"--input-size {text!r}: give SIZE or SIZE,CROP in px, e.g. 64")
+    return int(parts[0]), int(parts[-1])

@@ -44,8 +44,10 @@ def finetune_cls(
     device: torch.device,
     fraction_sampler: str | None = None,
     allow_partial: bool = False,
+    input_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Train the head (and with ``full`` the encoder) and save it to ``out``."""
+    """Train the head (and with ``full`` the encoder) and save it to ``out``; ``input_size``
+    as in :func:`~cmcgns_cli.downstream.encoder.resolve_source`."""
     prepared = open_prepared(data)
     task = get_cls_task(task_name, prepared)
     targets, names = task.targets(prepared)
@@ -54,8 +56,9 @@ def finetune_cls(
     sampler = resolve_sampler(prepared, fraction_sampler)
     chosen = cls_subset(prepared, train_rows, targets, fraction, seed, sampler)
     source = resolve_source(
-        checkpoint, arch, image_weights, init_seed=seed, allow_partial=allow_partial
-    )
+        checkpoint, arch, image_weights, init_seed=seed, allow_partial=allow_partial,
+        input_size=input_size,
+    )  # fmt: skip
     encoder = build_encoder(source)
     hp = {
         "epochs": epochs if epochs is not None else DEFAULTS["epochs"],

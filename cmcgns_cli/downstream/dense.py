@@ -244,7 +244,7 @@ class Plan:
 def plan(
     prepared: Prepared, task: DenseTask, flags: np.ndarray, *, fraction: float, seed: int,
     fraction_sampler: str | None, checkpoint: str, arch: str | None,
-    image_weights: Path | None, allow_partial: bool,
+    image_weights: Path | None, allow_partial: bool, input_size: tuple[int, int] | None = None,
 ) -> Plan:  # fmt: skip
     """The shared set-up of a dense finetune (``flags``: per-row has-a-target, all rows).
     Seeds torch with ``seed`` last, right before the caller builds its model."""
@@ -253,8 +253,9 @@ def plan(
     chosen, pool = dense_subset(prepared, task.name, train_rows, flags, fraction, seed, sampler,
                                 split_columns(prepared)[1])  # fmt: skip
     source = resolve_source(
-        checkpoint, arch, image_weights, init_seed=seed, allow_partial=allow_partial
-    )
+        checkpoint, arch, image_weights, init_seed=seed, allow_partial=allow_partial,
+        input_size=input_size,
+    )  # fmt: skip
     torch.manual_seed(seed)
     return Plan(train_rows, val_rows, chosen, pool, source, sampler)
 

@@ -120,6 +120,7 @@ def finetune_det(
     arch: str | None, image_weights: Path | None, epochs: int | None, lr: float | None,
     batch_size: int | None, seed: int, device: torch.device, fraction_sampler: str | None = None,
     allow_partial: bool = False,
+    input_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     prepared = open_prepared(data)
     task = get_dense_task(task_name, prepared)
@@ -128,7 +129,8 @@ def finetune_det(
     flags = dense.has_target_flags(task, boxes, None)
     p = dense.plan(prepared, task, flags, fraction=fraction, seed=seed,
                    fraction_sampler=fraction_sampler, checkpoint=checkpoint, arch=arch,
-                   image_weights=image_weights, allow_partial=allow_partial)  # fmt: skip
+                   image_weights=image_weights, allow_partial=allow_partial,
+                   input_size=input_size)  # fmt: skip
     train_rows, val_rows, chosen, pool = p.train_rows, p.val_rows, p.chosen, p.pool
     source, sampler = p.source, p.sampler
     det = Detector(build_encoder(source), source, len(names), full, prepared, device)

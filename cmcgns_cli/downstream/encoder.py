@@ -45,22 +45,35 @@ def resolve_source(
     image_weights: Path | None,
     init_seed: int = 0,
     allow_partial: bool = False,
+    input_size: tuple[int, int] | None = None,
 ) -> EncoderSource:
     """Work out architecture, input sizes and weights without building anything.
 
     ``checkpoint``: a pretrain run directory, an exported bundle (its SHA256SUMS is verified)
-    or ``none`` (then ``image_weights`` in any layout :mod:`.weights` reads, or random init)."""
+    or ``none`` (then ``image_weights`` in any layout :mod:`.weights` reads, or random init).
+    ``input_size``: (resize, crop) in px for ``none``; default the arch's preset. A random-init
+    baseline should see the pretrained run's input size, or the comparison also compares
+    resolutions. Raises ``BadInputError`` when it is given with a run or bundle (a pretrained
+    encoder keeps the size it was trained at) or is not 16 <= crop <= resize."""
     if checkpoint.lower() == "none":
         arch = arch or "resnet50"
         data = _preset_data_for(arch)
+        resize, crop = input_size or (data.image_size, data.crop_size)
+        if not 16 <= crop <= resize:
+            raise BadInputError(f"--input-size {resize},{crop}: need 16 <= crop <= resize")
         weights = Path(image_weights) if image_weights else None
         if weights is not None and not weights.is_file():
             raise BadInputError(f"{weights}: --image-weights file not found")
         return EncoderSource(
-            "none", arch, data.image_size, data.crop_size,
+            "none", arch, int(resize), int(crop),
             str(weights) if weights else None, sha256_file(weights) if weights else None,
             init_seed, allow_partial,
         )  # fmt: skip
+    if input_size is not None:
+        raise BadInputError(
+            f"--input-size with --checkpoint {checkpoint}: a pretrained encoder is fed at the "
+            "input size of its run (config.json); --input-size is for --checkpoint none"
+        )
     if image_weights is not None:
         raise BadInputError(
             f"--image-weights {image_weights} with --checkpoint {checkpoint}: give one encoder "

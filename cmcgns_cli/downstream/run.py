@@ -58,6 +58,7 @@ def run_finetune(
     fraction_sampler: str | None = None,
     allow_partial: bool = False,
     overwrite: bool = False,
+    input_size: tuple[int, int] | None = None,
 ) -> None:
     """Finetune ``task`` into ``out`` and print its record (table or JSON).
 
@@ -76,6 +77,7 @@ def run_finetune(
                 full=full, arch=arch, image_weights=image_weights, epochs=epochs, lr=lr,
                 batch_size=batch_size, seed=seed, device=resolve_device(device),
                 fraction_sampler=fraction_sampler, allow_partial=allow_partial,
+                input_size=input_size,
             )  # fmt: skip
     except interrupts.Interrupted as exc:
         # finetuning has no resume: the head is written only when training ends
@@ -196,6 +198,9 @@ def _other_seeds(task: str, data: Path, finetuned: Path, seeds: int, dev) -> lis
             epochs=record["epochs"], lr=record["lr"], batch_size=record["batch_size"],
             seed=seed, device=dev, fraction_sampler=record.get("fraction_sampler", "stratified"),
             allow_partial=bool(enc.get("allow_partial", False)),
+            # a random-init encoder is re-drawn at the input size the first seed used
+            input_size=(int(enc["image_size"]), int(enc["crop_size"]))
+            if enc["checkpoint"] == "none" else None,
         )  # fmt: skip
         results.append(_evaluate(task, data, sub, dev, 0))
     return results

@@ -144,3 +144,50 @@ def test_evaluate_out_keeps_the_head_folder_untouched(cli, prepared: Path, tmp_p
     assert sorted(p.name for p in ft.iterdir()) == before and "metrics.json" not in before
     written = json.loads((elsewhere / "metrics.json").read_text())
     assert written["value"] == json.loads(res.stdout)["value"]
+
+
+def test_input_size_feeds_a_random_init_baseline_at_that_size(
+    cli, prepared: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """--input-size SIZE,CROP: the random-init encoder sees CROP x CROP inputs in finetune,
+    evaluate and the extra seeds of evaluate --seeds (the preset's 128 px otherwise)."""
+    seen: list[tuple[int, int]] = []
+    real = features.to_model_input
+
+    def recording(images, image_size, crop_size, *args, **kwargs):
+        x = real(images, image_size, crop_size, *args, **kwargs)
+        seen.append(tuple(x.shape[-2:]))
+        return x
+
+    monkeypatch.setattr(features, "to_model_input", recording)
+    record = _finetune(cli, prepared, tmp_path / "ft", "--input-size", "40,32")
+    assert (record["encoder"]["image_size"], record["encoder"]["crop_size"]) == (40, 32)
+    assert seen and set(seen) == {(32, 32)}
+    seen.clear()
+    res = cli("evaluate", "--task", "chexpert-cls", "--data", prepared, "--checkpoint",
+              tmp_path / "ft", "--seeds", "2", "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    assert seen and set(seen) == {(32, 32)}
+    again = json.loads((tmp_path / "ft" / "seeds" / "seed1" / "finetune.json").read_text())
+    assert (again["encoder"]["image_size"], again["encoder"]["crop_size"]) == (40, 32)
+    preset = _finetune(cli, prepared, tmp_path / "preset")["encoder"]  # features may be cached
+    assert (preset["image_size"], preset["crop_size"]) == (144, 128)  # resnet_tiny's preset
+
+
+@pytest.mark.parametrize(
+    ("value", "checkpoint", "message"),
+    [
+        ("abc", "none", "give SIZE or SIZE,CROP"),
+        ("0", "none", "give SIZE or SIZE,CROP"),
+        ("32,40", "none", "need 16 <= crop <= resize"),
+        ("64", "some-run", "--input-size is for --checkpoint none"),
+    ],
+)
+def test_input_size_errors_are_one_line(
+    cli, prepared: Path, tmp_path: Path, value: str, checkpoint: str, message: str
+) -> None:
+    res = cli("finetune", "--task", "chexpert-cls", "--data", prepared, "--checkpoint",
+              checkpoint, "--out", tmp_path / "ft", "--input-size", value)  # fmt: skip
+    assert res.exit_code == 2
+    lines = [x for x in res.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and message in lines[0], res.stderr

@@ -57,11 +57,15 @@ def test_demo_synth_draws_a_world_of_n_studies(cli, tmp_path: Path) -> None:
     res = cli("demo", "--out", out, "--synth", "48", "--max-steps", "1", "--json")
     assert res.exit_code == 0, res.stderr
     result = json.loads(res.stdout)
-    reports = list((out / "raw" / "mimic-cxr-jpg" / "files").rglob("s*.txt"))
-    dcms = list((out / "raw" / "rsna" / "stage_2_train_images").glob("*.dcm"))
-    assert len(reports) == 48 and len(dcms) == 48
-    meta = json.loads((out / "rsna" / "meta.json").read_text())
-    assert meta["count"] == 48
-    # the linear probe scores the RSNA test split of that world
-    n_test = int(result["measures"][1]["name"].split("(")[1].split()[0])
-    assert n_test == meta["splits"]["test"]
+    reports = list((out / "raw" / "mimic" / "mimic-cxr-jpg" / "files").rglob("s*.txt"))
+    dcms = list((out / "raw" / "rsna" / "rsna" / "stage_2_train_images").glob("*.dcm"))
+    # N studies to pretrain on; the probe worlds are 2.5 N (CheXpert) and 2 N (RSNA) images
+    assert len(reports) == 48 and len(dcms) == 96
+    metas = {d: json.loads((out / d / "meta.json").read_text()) for d in ("chexpert", "rsna")}
+    drawn = json.loads((out / "raw" / "chexpert" / "truth" / "summary.json").read_text())
+    assert drawn["n"] == 120 and metas["rsna"]["count"] == 96
+    assert 0 < metas["chexpert"]["count"] <= 120  # prepare keeps the frontal views
+    # each linear probe scores the test split of its own world
+    for measure, data in zip(result["measures"][:2], ("chexpert", "rsna"), strict=True):
+        n_test = int(measure["name"].split("(")[1].split()[0])
+        assert n_test == metas[data]["splits"]["test"]
