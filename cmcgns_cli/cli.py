@@ -119,6 +119,9 @@ def main() -> None:
             ctx = getattr(exc, "ctx", None)
             where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
             message = " ".join(str(exc.format_message()).split())
+            # typer words a bad choice "Value error, 'x' is not one of ...": the prefix says
+            # nothing to a user (the choice list does)
+            message = message.replace("Value error, ", "")
             err.print(f"error: {message}{where}", markup=False, highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         raise

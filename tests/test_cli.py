@@ -66,3 +66,10 @@ def test_bad_usage_exits_2_with_one_line(args: tuple[str, ...]) -> None:
     assert "Traceback" not in res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+
+
+def test_bad_choice_names_the_choices_without_typer_wording() -> None:
+    res = run("prepare", "nosuchdataset", "--src", "x", "--out", "y")
+    assert res.returncode == 2
+    assert "'nosuchdataset' is not one of 'mimic', 'chexpert'" in res.stderr
+    assert "Value error" not in res.stderr

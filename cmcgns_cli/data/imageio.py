@@ -286,7 +286,10 @@ def _decode_other(data: bytes) -> Decoded:
         # judged after decoding failed: a PNG cut before its IEND chunk is truncated
         if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data:
             raise ImageError("truncated_image", "PNG has no IEND chunk")
-        raise ImageError("unreadable_image", "OpenCV could not decode the file")
+        # JPEGs are routed by content, so a broken ".jpg" without JPEG bytes lands here
+        raise ImageError(
+            "unreadable_image", "not a decodable image (no JPEG, PNG or other image content)"
+        )
     img = _to_gray(img)
     if img.dtype != np.uint8:
         img = _minmax_u8(img.astype(np.float64))
