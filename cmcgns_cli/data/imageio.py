@@ -29,6 +29,7 @@ Failures raise :class:`ImageError` whose ``reason`` is one of ``writer.SKIP_REAS
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,11 +132,14 @@ def map_mask(mask: np.ndarray, tf: Transform, size: int) -> np.ndarray:
 
 
 def boxes_mask(boxes_prepared: list[list[float]], size: int) -> np.ndarray:
-    """Filled boxes (prepared pixels) as a 0/1 uint8 (size, size) mask."""
+    """Filled boxes ``[x, y, w, h]`` (prepared pixels, x = column) as a 0/1 uint8
+    (size, size) mask. Every pixel a box touches is filled (floor of the start, ceiling of
+    the end), so a box shrunk to a fraction of a pixel still marks its pixel; prepare's
+    masks and the box-filled segmentation targets both use this one rule."""
     out = np.zeros((size, size), dtype=np.uint8)
     for x, y, w, h in boxes_prepared:
-        x0, y0 = max(0, round(x)), max(0, round(y))
-        x1, y1 = min(size, round(x + w)), min(size, round(y + h))
+        x0, y0 = max(0, math.floor(x)), max(0, math.floor(y))
+        x1, y1 = min(size, math.ceil(x + w)), min(size, math.ceil(y + h))
         if x1 > x0 and y1 > y0:
             out[y0:y1, x0:x1] = 1
     return out

@@ -78,7 +78,8 @@ def box_targets(
 
 
 def mask_targets(prepared: Prepared) -> np.ndarray:
-    """Binary masks (N, S, S) uint8: masks.npy, or boxes filled when there is no masks.npy."""
+    """Binary masks (N, S, S) uint8: masks.npy, or boxes filled when there is no masks.npy
+    (:func:`cmcgns_cli.data.imageio.boxes_mask`, as prepare fills them)."""
     if prepared.masks is not None:
         if prepared.masks.shape != prepared.images.shape:
             raise BadInputError(
@@ -90,12 +91,14 @@ def mask_targets(prepared: Prepared) -> np.ndarray:
         raise BadInputError(
             f"{prepared.root}: no masks.npy (and no boxes to fill) for segmentation"
         )
+    from cmcgns_cli.data.imageio import boxes_mask
+
+    # the same rasterisation as prepare's masks (a pixel is in a box when its centre is)
+    size = int(prepared.images.shape[-1])
     masks = np.zeros(prepared.images.shape, dtype=np.uint8)
     for i, boxes in enumerate(prepared.manifest["boxes"]):
-        for x, y, w, h in np.asarray(list(boxes) if boxes is not None else [], float).reshape(
-            -1, 4
-        ):
-            masks[i, int(y) : int(math.ceil(y + h)), int(x) : int(math.ceil(x + w))] = 1
+        flat = np.asarray(list(boxes) if boxes is not None else [], float).reshape(-1, 4)
+        masks[i] = boxes_mask(flat.tolist(), size)
     return masks
 
 
