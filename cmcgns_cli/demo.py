@@ -64,6 +64,10 @@ def _workdir(out: Path | None) -> Iterator[Path]:
     work = Path(out)
     if (work / "run" / "config.json").exists():
         raise BadInputError(f"{work}: already holds a demo run; choose another --out")
+    if work.exists() and (not work.is_dir() or any(work.iterdir())):
+        raise BadInputError(
+            f"{work}: not an empty folder; the demo writes into a new or empty --out"
+        )
     work.mkdir(parents=True, exist_ok=True)
     yield work
 

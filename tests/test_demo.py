@@ -55,3 +55,15 @@ def test_demo_without_out_leaves_nothing_in_tmp(cli, tmp_path: Path, monkeypatch
     assert res.exit_code == 0, res.stderr
     assert "pretrained" in res.stdout and "chance" in res.stdout and "time:" in res.stdout
     assert list(tmp.iterdir()) == []
+
+
+def test_demo_refuses_a_non_empty_out_and_max_steps_0_before_any_work(cli, tmp_path: Path) -> None:
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "finetune.json").write_text("{}")
+    res = cli("demo", "--out", busy)
+    assert res.exit_code == 2 and "not an empty folder" in res.stderr
+    assert sorted(p.name for p in busy.iterdir()) == ["finetune.json"]  # nothing written
+    res = cli("demo", "--out", tmp_path / "new", "--max-steps", "0")
+    assert res.exit_code == 2 and "--max-steps" in res.stderr
+    assert not (tmp_path / "new").exists()

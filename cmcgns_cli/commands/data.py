@@ -94,13 +94,13 @@ def synth(
 
 def demo(
     out: Path | None = typer.Option(
-        None, "--out", help="Folder for the demo (default: a temp dir)."
+        None, "--out", help="New or empty folder for the demo (default: a temp dir)."
     ),
     synth_n: int | None = typer.Option(
         None, "--synth", min=1, help="Studies in the drawn synthetic world (default 400)."
     ),
     seed: int = SeedOpt,
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Cap steps per stage."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Cap steps per stage."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Draw a synthetic world, prepare it, pretrain the tiny preset, and score the pretrained

@@ -264,5 +264,7 @@ def parse_input_size(text: str | None) -> tuple[int, int] | None:
         return None
     parts = [p.strip() for p in text.split(",")]
     if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise BadInputError(f"--input-size {text!r}: give SIZE or SIZE,CROP in px, e.g. 64")
+        raise BadInputError(
+            f"--input-size {text!r}: give SIZE or SIZE,CROP as positive whole px, e.g. 64"
+        )
     return int(parts[0]), int(parts[-1])

@@ -259,7 +259,8 @@ def _train(
             )
     dist.print0(
         f"pretrain: {len(train_ds)} train / {len(val_ds)} validate pairs, "
-        f"{trainer.steps_per_epoch} steps per epoch of {trainer.batch_size} x {dist.world_size()} "
+        f"{trainer.steps_per_epoch} step{'s' if trainer.steps_per_epoch != 1 else ''} per "
+        f"epoch of {trainer.batch_size} x {dist.world_size()} "
         f"pairs, device {device}, run {run}"
     )
     summary = trainer.fit()
