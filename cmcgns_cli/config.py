@@ -211,8 +211,13 @@ def preset(name: str) -> Config:
     return cfg
 
 
-def apply_overrides(cfg: Config, overrides: dict[str, Any], source: str) -> Config:
-    """Apply a nested {section: {key: value}} mapping in place, checking names and types."""
+def apply_overrides(
+    cfg: Config, overrides: dict[str, Any], source: str, set_before: frozenset[str] = frozenset()
+) -> Config:
+    """Apply a nested {section: {key: value}} mapping in place, checking names and types.
+
+    ``set_before``: loss switches an earlier layer (config file, ``--set``) set explicitly; a
+    ``loss.variant`` in this mapping leaves them, as it leaves the switches set beside it."""
     for section, values in overrides.items():
         if section == "preset":
             continue
@@ -234,7 +239,7 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any], source: str) -> Conf
             else:
                 setattr(target, key, _coerce(current, value, where))
         if section == "loss" and "variant" in values:
-            _apply_variant(cfg.loss, explicit=values)
+            _apply_variant(cfg.loss, explicit={*values, *set_before})
         if section == "loss":
             _check_switches(cfg.loss, source)
     return cfg
@@ -266,7 +271,7 @@ def _check_switches(loss: LossConfig, source: str) -> None:
             )
 
 
-def _apply_variant(loss: LossConfig, explicit: dict[str, Any]) -> None:
+def _apply_variant(loss: LossConfig, explicit: set[str]) -> None:
     if loss.variant == "custom":
         return
     if loss.variant not in VARIANTS:
@@ -360,13 +365,18 @@ def resolve(
 ) -> Config:
     """Preset, then the config file, then ``--set`` items, then explicit CLI options."""
     cfg = preset(preset_name)
+    switches: set[str] = set()  # loss switches set explicitly so far: a later variant keeps them
+    layers = []
     if config_file is not None:
-        apply_overrides(cfg, load_config_file(config_file), source=str(config_file))
+        layers.append((load_config_file(config_file), str(config_file)))
     if sets:
-        apply_overrides(cfg, parse_set(sets), source="--set")
+        layers.append((parse_set(sets), "--set"))
     if cli:
         pruned = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in cli.items()}
-        apply_overrides(cfg, {s: kv for s, kv in pruned.items() if kv}, source="options")
+        layers.append(({s: kv for s, kv in pruned.items() if kv}, "options"))
+    for overrides, source in layers:
+        apply_overrides(cfg, overrides, source=source, set_before=frozenset(switches))
+        switches |= set(overrides.get("loss") or ()) & set(VARIANTS["authors"])
     return cfg
 
 

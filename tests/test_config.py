@@ -69,6 +69,21 @@ def test_variant_shorthand_and_explicit_switch() -> None:
     assert back.loss.hard_negative_mode == "multiply"
 
 
+def test_variant_option_keeps_switches_set_in_the_file_and_by_set(tmp_path) -> None:
+    """`--variant clean --set loss.false_negative_denominator=keep` is clean except that
+    switch (the CLI option is applied after --set and used to overwrite it)."""
+    cfg = resolve("tiny", sets=["loss.false_negative_denominator=keep"],
+                  cli={"loss": {"variant": "clean"}})  # fmt: skip
+    assert cfg.loss.false_negative_denominator == "keep"
+    assert (cfg.loss.centroid_update, cfg.loss.bml_reduction) == ("mean", "masked_pairs")
+    toml = tmp_path / "c.toml"
+    toml.write_text('[loss]\ncentroid_update = "sum"\n')
+    cfg = resolve("tiny", config_file=toml, cli={"loss": {"variant": "clean"}})
+    assert cfg.loss.centroid_update == "sum" and cfg.loss.hard_negative_mode == "additive_block"
+    plain = resolve("tiny", sets=["train.lr=0.01"], cli={"loss": {"variant": "clean"}})
+    assert plain.loss.false_negative_denominator == "remove"  # nothing set: the variant's
+
+
 def test_old_additive_name_is_refused_with_a_hint_but_old_runs_still_load() -> None:
     with pytest.raises(BadInputError, match="additive_block"):
         resolve("tiny", sets=["loss.hard_negative_mode=additive"])
