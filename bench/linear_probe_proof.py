@@ -122,9 +122,13 @@ def _row(label: str, runs: list[str], w: Path, args: argparse.Namespace) -> dict
 
 def _input_size(args: argparse.Namespace) -> list[str]:
     """``--input-size RESIZE,CROP`` from the pretrain's ``data.image_size`` / ``crop_size``
-    sets (the tiny preset's 144 / 128 when not set)."""
+    sets (the tiny preset's sizes when not set)."""
+    from cmcgns_cli.config import preset
+
+    tiny = preset("tiny").data
     sets = dict(item.split("=", 1) for item in args.pretrain_set)
-    resize, crop = sets.get("data.image_size", "144"), sets.get("data.crop_size", "128")
+    resize = sets.get("data.image_size", str(tiny.image_size))
+    crop = sets.get("data.crop_size", str(tiny.crop_size))
     return ["--input-size", f"{resize},{crop}"]
 
 
@@ -134,7 +138,7 @@ def _last_epoch_health(path: Path) -> dict[str, float | None]:
     last = [r for r in steps if r.get("epoch") == steps[-1].get("epoch")]
     out: dict[str, float | None] = {}
     for key in HEALTH:
-        vals = [r[key] for r in last if r.get(key) is not None and r[key] == r[key]]  # not NaN
+        vals = [r[key] for r in last if r.get(key) is not None]  # the records hold null, not NaN
         out[key] = statistics.fmean(vals) if vals else None
     return out
 

@@ -93,7 +93,7 @@ def mask_targets(prepared: Prepared) -> np.ndarray:
         )
     from cmcgns_cli.data.imageio import boxes_mask
 
-    # the same rasterisation as prepare's masks (a pixel is in a box when its centre is)
+    # the same rasterisation as prepare's masks (every pixel a box touches)
     size = int(prepared.images.shape[-1])
     masks = np.zeros(prepared.images.shape, dtype=np.uint8)
     for i, boxes in enumerate(prepared.manifest["boxes"]):
