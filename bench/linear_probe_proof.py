@@ -42,7 +42,8 @@ ABLATIONS = {
     "full (clean)": ["--variant", "clean"],
 }  # fmt: skip
 HEALTH = ("clusters_nonempty", "cluster_top_share", "cluster_entropy", "fn_pair_share",
-          "hard_negative_cos", "image_global_cos", "text_global_cos")  # fmt: skip
+          "hard_negative_cos", "cluster_feature_cos", "image_global_cos",
+          "text_global_cos")  # fmt: skip
 
 
 def cmcgns(*args: str) -> str:

@@ -27,6 +27,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "mask_mode": "channels",
         "recon_region": "all",
         "recon_final_relu": True,
+        "idle_centroid_restart": 0,
+        "cluster_gate": "init",
     },
     "clean": {
         "centroid_update": "mean",
@@ -36,6 +38,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "mask_mode": "patches",
         "recon_region": "masked",
         "recon_final_relu": False,
+        "idle_centroid_restart": 50,
+        "cluster_gate": "spread",
     },
 }
 
@@ -103,6 +107,10 @@ class LossConfig:
     mask_mode: Literal["channels", "patches"] = "channels"
     recon_region: Literal["all", "masked"] = "all"
     recon_final_relu: bool = True  # the authors' ReLU after the decoder's last conv
+    # move a centroid that got no sentence for this many steps onto the farthest one; 0 = never
+    idle_centroid_restart: int = 0
+    # use the clusters only while the clustered features are spread (clean) or always (authors)
+    cluster_gate: Literal["init", "spread"] = "init"
 
 
 @dataclass
@@ -253,10 +261,16 @@ _SWITCH_CHOICES: dict[str, tuple[str, ...]] = {
     "bml_reduction": ("all_pairs", "masked_pairs"),
     "mask_mode": ("channels", "patches"),
     "recon_region": ("all", "masked"),
+    "cluster_gate": ("init", "spread"),
 }
 
 
 def _check_switches(loss: LossConfig, source: str) -> None:
+    if loss.idle_centroid_restart < 0:
+        raise BadInputError(
+            f"{source}: loss.idle_centroid_restart must be >= 0 steps (0 = never), "
+            f"not {loss.idle_centroid_restart}"
+        )
     for key, choices in _SWITCH_CHOICES.items():
         value = getattr(loss, key)
         if value not in choices:

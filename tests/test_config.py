@@ -59,12 +59,14 @@ def test_variant_shorthand_and_explicit_switch() -> None:
     assert cfg.loss.hard_negative_mode == "additive_block"
     assert cfg.loss.bml_reduction == "masked_pairs" and cfg.loss.recon_final_relu is False
     assert cfg.loss.mask_mode == "channels"  # explicit switch wins over the shorthand
+    assert (cfg.loss.cluster_gate, cfg.loss.idle_centroid_restart) == ("spread", 50)
     default = resolve("tiny")  # the authors' computation by default
     assert (default.loss.hard_negative_mode, default.loss.bml_reduction) == (
         "multiply",
         "all_pairs",
     )
     assert default.loss.recon_final_relu is True and default.loss.logit_scale_max == 0.0
+    assert (default.loss.cluster_gate, default.loss.idle_centroid_restart) == ("init", 0)
     back = resolve("tiny", sets=["loss.variant=clean", "loss.variant=authors"])
     assert back.loss.hard_negative_mode == "multiply"
 
@@ -137,3 +139,12 @@ def test_optional_fields_are_read_by_their_declared_type() -> None:
     with pytest.raises(BadInputError, match=r"unknown key train\.max_step; did you mean "
                        r"train\.max_steps\?"):  # fmt: skip
         apply_overrides(preset("tiny"), {"train": {"max_step": 3}}, "--set")
+
+
+def test_cluster_gate_and_idle_restart_are_checked() -> None:
+    with pytest.raises(BadInputError, match="loss.cluster_gate must be one of init, spread"):
+        resolve("tiny", sets=["loss.cluster_gate=always"])
+    with pytest.raises(BadInputError, match="idle_centroid_restart must be >= 0"):
+        resolve("tiny", sets=["loss.idle_centroid_restart=-5"])
+    cfg = resolve("tiny", sets=["loss.variant=clean", "loss.idle_centroid_restart=0"])
+    assert cfg.loss.idle_centroid_restart == 0 and cfg.loss.cluster_gate == "spread"

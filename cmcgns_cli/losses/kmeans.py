@@ -1,8 +1,9 @@
 """Cross-modal k-means over image-to-text sentence features (cross-modal clustering-guided
 negative sampling, the CM-CGNS paper, arXiv 2506.11674).
 
-State (``centroids (K, D)``, ``initialized`` bool scalar, ``step`` long scalar) lives in
-registered buffers, so it is saved in checkpoints and restored on resume and across the stage
+State (``centroids (K, D)``, ``initialized`` bool scalar, ``step`` long scalar, ``idle`` (K,)
+long: training steps since each centroid was last assigned a point) lives in registered
+buffers, so it is saved in checkpoints and restored on resume and across the stage
 switch (the authors' code loses it).
 
 Host syncs: none. The "is it initialised yet?" decision is taken on the device with
@@ -18,6 +19,7 @@ SUM) and is applied to the init statistics and to the centroid-update sums/count
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -70,27 +72,34 @@ class CrossModalKMeans(nn.Module):
         threshold: float = 0.4,
         momentum: float = 0.001,
         update: str = "sum",
+        idle_restart: int = 0,
     ):
         super().__init__()
         if update not in ("sum", "mean"):
             raise ValueError(f"centroid_update must be sum or mean, not {update!r}")
+        if idle_restart < 0:
+            raise ValueError(f"idle_centroid_restart must be >= 0, not {idle_restart}")
         self.num_clusters, self.threshold, self.momentum, self.update_mode = (
             num_clusters,
             threshold,
             momentum,
             update,
         )
+        self.idle_restart = idle_restart
         self.register_buffer("centroids", torch.zeros(num_clusters, dim))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("idle", torch.zeros(num_clusters, dtype=torch.long))
         self.reduce: Callable[[Tensor], Tensor] = _identity
         self.broadcast: Callable[[Tensor], Tensor] = _identity
         self._host_ready = False
         self._pending: tuple[Any, Tensor] | None = None
 
     # -- host mirror of the flag, without blocking ------------------------------------------
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # runs saved before the idle counters existed load with every centroid freshly used
+        state_dict.setdefault(prefix + "idle", torch.zeros_like(self.idle))
+        super()._load_from_state_dict(state_dict, prefix, *args)
         self._host_ready, self._pending = False, None  # re-learn the (possibly new) flag
 
     def host_knows_ready(self) -> bool:
@@ -128,9 +137,12 @@ class CrossModalKMeans(nn.Module):
         return self.similarities(x).argmax(dim=1)
 
     @torch.no_grad()
-    def maybe_initialize(self, z1: Tensor, z2: Tensor, valid: Tensor) -> None:
+    def maybe_initialize(
+        self, z1: Tensor, z2: Tensor, valid: Tensor, gate: Tensor | None = None
+    ) -> None:
         """Initialise from ``z2`` at the first step where the mean of the valid N x N cosine
-        matrix cos(z1_a, z2_b) is <= threshold, provided N >= K (otherwise wait)."""
+        matrix cos(z1_a, z2_b) is <= threshold, provided N >= K (otherwise wait) and
+        ``gate`` (bool scalar, the same on every rank) is True when given."""
         if self.host_knows_ready():
             return
         z1n, z2n = F.normalize(z1.float(), dim=-1), F.normalize(z2.float(), dim=-1)
@@ -140,6 +152,7 @@ class CrossModalKMeans(nn.Module):
         mean_cos = stats[0] / stats[1].clamp(min=1.0)
         enough = valid.sum() >= self.num_clusters  # candidates come from this rank's points
         cond = (~self.initialized) & (mean_cos <= self.threshold) & enough & (stats[1] > 0)
+        cond = cond if gate is None else cond & gate
         cond = self.broadcast(cond.float()) > 0.5
         u = torch.rand((), device=z2.device)
         cand = self.broadcast(farthest_point_init(z2.float(), valid, self.num_clusters, u))
@@ -149,9 +162,16 @@ class CrossModalKMeans(nn.Module):
     @torch.no_grad()
     def momentum_update(self, z2: Tensor, valid: Tensor, active: Tensor) -> None:
         """c <- (1 - m) c + m * agg(assigned z2), agg = sum (authors) or mean (clean); clusters
-        with no point keep their centroid; nothing changes unless ``active`` (bool tensor)."""
+        with no point keep their centroid; nothing changes unless ``active`` (bool tensor).
+
+        With ``idle_restart`` = T > 0, a centroid assigned no point (over all ranks) for T
+        consecutive active steps is then moved onto a point farthest (cosine) from its own
+        centroid, one distinct point per idle centroid, farthest first (the empty-cluster
+        relocation of batch k-means, as scikit-learn's ``KMeans`` does, applied online);
+        its idle count restarts at 0. The points are rank 0's (``broadcast``)."""
         x = z2.float()
-        idx = self.assign(x)
+        sims = self.similarities(x)
+        idx = sims.argmax(dim=1)
         w = valid.float()
         sums = x.new_zeros(self.centroids.shape).index_add_(0, idx, x * w[:, None])
         counts = x.new_zeros(self.num_clusters).index_add_(0, idx, w)
@@ -163,12 +183,35 @@ class CrossModalKMeans(nn.Module):
         self.centroids.copy_(
             torch.where(keep[:, None], self.centroids, new.to(self.centroids.dtype))
         )
+        idle = torch.where(counts > 0, torch.zeros_like(self.idle), self.idle + 1)
+        self.idle.copy_(torch.where(active, idle, self.idle))
+        if self.idle_restart > 0:
+            self._relocate_idle(x, valid, sims.gather(1, idx[:, None])[:, 0], active)
+
+    def _relocate_idle(self, x: Tensor, valid: Tensor, own_cos: Tensor, active: Tensor) -> None:
+        """Move each centroid idle for ``idle_restart`` steps onto a distinct valid point of
+        ``x`` (N, D), the points taken in order of falling distance 1 - ``own_cos`` (N,) to
+        their own centroid; idle centroids beyond the number of valid points wait."""
+        dead = active & (self.idle >= self.idle_restart)
+        order = (1.0 - own_cos).masked_fill(~valid, -math.inf).argsort(descending=True)
+        rank = dead.long().cumsum(0) - 1  # the r-th dead centroid takes the r-th farthest point
+        dead = dead & (rank < valid.sum())
+        cand = x.index_select(0, order.index_select(0, rank.clamp(0, x.shape[0] - 1)))
+        cand = self.broadcast(cand)
+        dead = self.broadcast(dead.float()) > 0.5
+        self.centroids.copy_(
+            torch.where(dead[:, None], cand.to(self.centroids.dtype), self.centroids)
+        )
+        self.idle.copy_(torch.where(dead, torch.zeros_like(self.idle), self.idle))
 
     @torch.no_grad()
-    def train_step(self, z1: Tensor, z2: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        """One training step's state change: maybe initialise. Returns ``(was_ready, ready)``;
-        call :meth:`momentum_update` with ``active=was_ready`` after using the centroids."""
+    def train_step(
+        self, z1: Tensor, z2: Tensor, valid: Tensor, gate: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """One training step's state change: maybe initialise (only where ``gate``, when
+        given). Returns ``(was_ready, ready)``; call :meth:`momentum_update` with
+        ``active=was_ready`` after using the centroids."""
         was = self.initialized.clone()
-        self.maybe_initialize(z1, z2, valid)
+        self.maybe_initialize(z1, z2, valid, gate)
         self.step.add_(1)
         return was, self.initialized.clone()

@@ -21,6 +21,14 @@ Switches (LossConfig):
   project, neither of the two above).
 - ``false_negative_denominator``: "keep" (authors) leaves same-cluster pairs in the InfoNCE
   denominator; "remove" (clean) masks them out of it. Both train them with BML.
+- ``cluster_gate``: "init" (authors): once initialised, the clusters are used on every step;
+  "spread" (clean): they are initialised, updated and used only on steps where the
+  clustered features are spread, i.e. the mean pairwise cosine of the batch's z2
+  (``cluster_feature_cos``) is <= ``cluster_init_threshold``; on other steps the loss is
+  plain InfoNCE. The authors' initialisation test, the mean cross-modal cosine
+  cos(z1_a, z2_b), is low whenever the two modalities point in different directions, even
+  when every sentence has the same vector, so it lets the k-means start and run on
+  collapsed features, where it finds one cluster and marks every pair a false negative.
 - ``bml_reduction``: "all_pairs" (authors) averages the BML over all N x N pairs with delta
   multiplied by the 0/1 mask; "masked_pairs" (clean) averages over the masked pairs.
 """
@@ -38,6 +46,7 @@ from cmcgns_cli.losses.global_loss import GatherFn, identity_gather
 from cmcgns_cli.losses.kmeans import CrossModalKMeans
 
 HARD_NEGATIVE_MODES = ("multiply", "additive_block", "additive_column")
+CLUSTER_GATES = ("init", "spread")
 BML_REDUCTIONS = ("all_pairs", "masked_pairs")
 
 
@@ -190,6 +199,20 @@ def local_text_infonce(
     return (per_row * w).sum() / w.sum().clamp(min=1.0)
 
 
+def masked_mean_pairwise_cos(x: Tensor, valid: Tensor) -> Tensor:
+    """Mean cosine over the ordered pairs a != b of the valid rows of ``x`` (N, D), any norm
+    (normalised here), ``valid`` (N,) bool: (|sum_a x_a|^2 - n) / (n (n - 1)), O(N D); NaN
+    for fewer than 2 valid rows. Returns a float32 scalar (1 = every row the same).
+
+    >>> masked_mean_pairwise_cos(torch.eye(3), torch.tensor([True, True, False]))
+    tensor(0.)
+    """
+    xn = F.normalize(x.float(), dim=-1) * valid[:, None].float()
+    n = valid.float().sum()
+    total = xn.sum(0)
+    return torch.where(n >= 2, (total @ total - n) / (n * (n - 1)).clamp(min=1.0), math.nan)
+
+
 def cluster_health(
     assign_cols: Tensor,
     valid_cols: Tensor,
@@ -242,6 +265,10 @@ class LocalTextLoss(nn.Module):
                 f"hard_negative_mode must be one of {HARD_NEGATIVE_MODES}, "
                 f"not {cfg.hard_negative_mode!r}"
             )
+        if cfg.cluster_gate not in CLUSTER_GATES:
+            raise ValueError(
+                f"cluster_gate must be one of {CLUSTER_GATES}, not {cfg.cluster_gate!r}"
+            )
         if cfg.bml_reduction not in BML_REDUCTIONS:
             raise ValueError(
                 f"bml_reduction must be one of {BML_REDUCTIONS}, not {cfg.bml_reduction!r}"
@@ -254,6 +281,7 @@ class LocalTextLoss(nn.Module):
                 cfg.cluster_init_threshold,
                 cfg.cluster_momentum,
                 cfg.centroid_update,
+                cfg.idle_centroid_restart,
             )
             if cfg.clustering
             else None
@@ -264,7 +292,9 @@ class LocalTextLoss(nn.Module):
         """``z1``, ``z2`` (N, D) (any norm; normalised here), ``valid`` (N,) bool. Returns
         ``loss`` (InfoNCE), ``bml`` (unweighted false-negative term), ``bml_count`` (its
         denominator), ``ready`` (k-means initialised), ``active`` (hard negatives and BML
-        used on this step) and the :data:`HEALTH_KEYS` (NaN while not active)."""
+        used on this step), the :data:`HEALTH_KEYS` (NaN while not active) and
+        ``cluster_feature_cos`` (mean pairwise cosine of the batch's valid z2, all ranks;
+        NaN without clustering)."""
         cfg = self.cfg
         z1n, z2n = F.normalize(z1.float(), dim=-1), F.normalize(z2.float(), dim=-1)
         z2_all, offset = self.gather(z2n)
@@ -276,13 +306,17 @@ class LocalTextLoss(nn.Module):
             loss = local_text_infonce(cos, offset, valid, valid_all, cfg.local_text_tau)
             off = torch.zeros((), dtype=torch.bool)
             out = {"loss": loss, "bml": zero, "bml_count": zero, "ready": off, "active": off}
-            return out | dict.fromkeys(HEALTH_KEYS, nan)
+            return out | dict.fromkeys((*HEALTH_KEYS, "cluster_feature_cos"), nan)
         km = self.kmeans
+        spread = masked_mean_pairwise_cos(z2_all.detach(), valid_all)
+        gate = spread <= cfg.cluster_init_threshold if cfg.cluster_gate == "spread" else None
         if self.training:
-            active, ready = km.train_step(z1n.detach(), z2n.detach(), valid)
+            active, ready = km.train_step(z1n.detach(), z2n.detach(), valid, gate)
+            active = active if gate is None else active & gate
             km.momentum_update(z2n.detach(), valid, active)  # update, THEN choose
         else:
             active = ready = km.initialized.clone()
+            active = active if gate is None else active & gate
         cn = F.normalize(km.centroids.float(), dim=-1)
         sims = z1n @ cn.t()  # (n, K): hard negatives (with gradient to z1) and assignments
         if self.gather is identity_gather:
@@ -316,4 +350,4 @@ class LocalTextLoss(nn.Module):
         health = cluster_health(assign_cols, valid_all, fn, valid, hard_cos, km.num_clusters)
         health = {k: torch.where(active, v, nan) for k, v in health.items()}
         out = {"loss": loss, "bml": bml, "bml_count": count, "ready": ready, "active": active}
-        return out | health
+        return out | health | {"cluster_feature_cos": spread}

@@ -51,7 +51,7 @@ LOSS_KEYS = (
 )
 # cluster health of the batch (see losses.local_text.cluster_health); NaN until the k-means
 # is used (the training records turn NaN into null)
-CLUSTER_KEYS = HEALTH_KEYS
+CLUSTER_KEYS = (*HEALTH_KEYS, "cluster_feature_cos")
 
 
 class CMCGNS(nn.Module):

@@ -82,9 +82,12 @@ class local_hooks:  # noqa: N801 - used as a context manager
 
 
 @torch.no_grad()
-def _gathered_maybe_initialize(km: Any, z1: Tensor, z2: Tensor, valid: Tensor) -> None:  # noqa: ANN401
+def _gathered_maybe_initialize(  # noqa: ANN401
+    km: Any, z1: Tensor, z2: Tensor, valid: Tensor, gate: Tensor | None = None
+) -> None:
     """k-means init on the global batch: gather (no grad), decide and pick on every rank with
-    statistics already global (reduce = identity), then take rank 0's result (broadcast)."""
+    statistics already global (reduce = identity), then take rank 0's result (broadcast).
+    ``gate`` is already global (computed from gathered features)."""
     if km.host_knows_ready():
         return
     z1_all, _ = dist.gather(z1.detach())
@@ -93,7 +96,7 @@ def _gathered_maybe_initialize(km: Any, z1: Tensor, z2: Tensor, valid: Tensor) -
     reduce = km.reduce
     km.reduce = _identity
     try:
-        km._local_maybe_initialize(z1_all, z2_all, valid_all)
+        km._local_maybe_initialize(z1_all, z2_all, valid_all, gate)
     finally:
         km.reduce = reduce
 

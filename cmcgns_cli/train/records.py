@@ -22,7 +22,7 @@ from cmcgns_cli.train import dist
 
 # NaN in the model's output -> null in the records: cluster health until the k-means is used,
 # the collapse gauges (losses.global_loss.mean_pairwise_cos) for a 1-pair batch
-NULLABLE_KEYS = (*HEALTH_KEYS, *COLLAPSE_KEYS)
+NULLABLE_KEYS = (*HEALTH_KEYS, "cluster_feature_cos", *COLLAPSE_KEYS)
 TERMS = ("loss", "global", "local_image", "local_text", "cluster_fn", "recon", "acc_i2t", "acc_t2i")
 SHORT = {
     "global": "glob",

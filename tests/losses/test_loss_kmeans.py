@@ -17,7 +17,7 @@ def _diverse(n: int, d: int, seed: int = 0) -> torch.Tensor:
 def test_state_is_registered_buffers_saved_and_restored() -> None:
     km = CrossModalKMeans(4, 8)
     sd = km.state_dict()
-    assert set(sd) == {"centroids", "initialized", "step"}
+    assert set(sd) == {"centroids", "initialized", "step", "idle"}
     assert sd["centroids"].shape == (4, 8) and sd["step"].dtype == torch.long
     z = _diverse(10, 8)
     km.train_step(z, z.roll(1, 0), torch.ones(10, dtype=torch.bool))
@@ -27,6 +27,10 @@ def test_state_is_registered_buffers_saved_and_restored() -> None:
     fresh.load_state_dict(km.state_dict())
     assert torch.equal(fresh.centroids, km.centroids) and bool(fresh.initialized)
     assert int(fresh.step) == 1 and fresh.host_knows_ready()
+    old = {k: v for k, v in km.state_dict().items() if k != "idle"}  # a run from before
+    fresh.idle.fill_(7)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.idle, torch.zeros(4, dtype=torch.long))
 
 
 def test_init_waits_until_mean_cosine_drops_to_threshold() -> None:
@@ -145,3 +149,55 @@ def test_reduce_hook_sees_the_update_statistics() -> None:
     km.momentum_update(pts, torch.ones(2, dtype=torch.bool), torch.tensor(True))
     assert (2, 4) in seen
     assert torch.allclose(km.centroids, torch.eye(2, 3))  # mean of doubled sums / counts is same
+
+
+def _relocation_world() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centroids e0, e1, e2 in 4-D; five points all nearest e0, at falling cosine to it."""
+    cents = torch.eye(3, 4)
+    ang = torch.tensor([0.0, 0.2, 0.9, 0.5, 0.7])  # radians from e0, towards e3
+    pts = torch.stack([ang.cos(), 0 * ang, 0 * ang, ang.sin()], dim=1)
+    valid = torch.tensor([True, True, False, True, True])  # the farthest point is padding
+    return cents, pts, valid
+
+
+def test_idle_centroids_restart_on_the_farthest_points_after_t_steps() -> None:
+    cents, pts, valid = _relocation_world()
+    km = CrossModalKMeans(3, 4, momentum=0.0, update="mean", idle_restart=2)
+    km.centroids.copy_(cents)
+    on = torch.tensor(True)
+    km.momentum_update(pts, valid, on)
+    assert km.idle.tolist() == [0, 1, 1] and torch.equal(km.centroids, cents)  # not yet
+    km.momentum_update(pts, valid, torch.tensor(False))  # inactive steps do not count
+    assert km.idle.tolist() == [0, 1, 1]
+    km.momentum_update(pts, valid, on)
+    # e1 and e2 were idle 2 steps: they take the valid points farthest from e0, 0.7 rad
+    # (row 4) then 0.5 rad (row 3); the padding row at 0.9 rad is never taken
+    assert torch.allclose(km.centroids[1], pts[4]) and torch.allclose(km.centroids[2], pts[3])
+    assert torch.equal(km.centroids[0], cents[0]) and km.idle.tolist() == [0, 0, 0]
+    km.momentum_update(pts, valid, on)  # now rows 3 and 4 are their own clusters
+    assert km.assign(pts[valid]).tolist() == [0, 0, 2, 1] and km.idle.tolist() == [0, 0, 0]
+
+
+def test_idle_restart_off_keeps_idle_centroids_and_more_idle_than_points_wait() -> None:
+    cents, pts, valid = _relocation_world()
+    off = CrossModalKMeans(3, 4, momentum=0.0, update="sum", idle_restart=0)
+    off.centroids.copy_(cents)
+    for _ in range(5):
+        off.momentum_update(pts, valid, torch.tensor(True))
+    assert torch.equal(off.centroids, cents) and off.idle.tolist() == [0, 5, 5]
+    one = torch.tensor([True, False, False, False, False])  # one valid point, two idle
+    km = CrossModalKMeans(3, 4, momentum=0.0, update="mean", idle_restart=1)
+    km.centroids.copy_(cents)
+    km.momentum_update(pts, one, torch.tensor(True))
+    assert torch.allclose(km.centroids[1], pts[0]) and torch.equal(km.centroids[2], cents[2])
+    assert km.idle.tolist() == [0, 0, 1]
+
+
+def test_idle_restart_takes_rank_zero_points_through_broadcast() -> None:
+    cents, pts, valid = _relocation_world()
+    km = CrossModalKMeans(3, 4, momentum=0.0, update="mean", idle_restart=1)
+    km.centroids.copy_(cents)
+    rank0 = -torch.eye(3, 4).flip(1)  # rank 0's candidate for each of the 3 centroids
+    km.broadcast = lambda x: rank0 if x.dim() == 2 else x
+    km.momentum_update(pts, valid, torch.tensor(True))
+    assert torch.equal(km.centroids[1:], rank0[1:]) and torch.equal(km.centroids[0], cents[0])

@@ -285,3 +285,61 @@ def test_clustering_off_is_plain_local_infonce() -> None:
     out = mod(z1, z2, torch.ones(4, dtype=torch.bool))
     cos = F.normalize(z1, dim=-1) @ F.normalize(z2, dim=-1).t()
     assert abs(float(out["loss"]) - float(F.cross_entropy(cos, torch.arange(4)))) < 1e-5
+
+
+def _collapsed_batch(n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every z2 nearly one direction (e0), every z1 nearly another (e1): the mean cross-modal
+    cosine is about 0 (the authors' init test passes) while the z2 are collapsed."""
+    g = torch.Generator().manual_seed(3)
+    z1 = torch.eye(4)[1].expand(n, 4) + 0.05 * torch.randn(n, 4, generator=g)
+    z2 = torch.eye(4)[0].expand(n, 4) + 0.05 * torch.randn(n, 4, generator=g)
+    return z1, z2
+
+
+def test_cluster_feature_cos_is_the_mean_over_valid_pairs() -> None:
+    z2 = torch.tensor([[1.0, 0, 0], [2.0, 0, 0], [0, 3.0, 0], [-1.0, 0, 0]])
+    valid = torch.tensor([True, True, True, False])  # the padding row must not count
+    mod = LocalTextLoss(_cfg("authors", cluster_init_threshold=-1.0), 3).train()
+    out = mod(torch.randn(4, 3), z2, valid)
+    # pairs among rows 0, 1, 2: cos (0,1) = 1, (0,2) = (1,2) = 0 -> 2 of 6 ordered pairs
+    assert abs(float(out["cluster_feature_cos"]) - 2 / 6) < 1e-6
+    off = LocalTextLoss(LossConfig(clustering=False), 3)(torch.randn(4, 3), z2, valid)
+    assert math.isnan(float(off["cluster_feature_cos"]))
+
+
+def test_spread_gate_waits_for_spread_features_to_initialise() -> None:
+    z1, z2 = _collapsed_batch()
+    valid = torch.ones(6, dtype=torch.bool)
+    authors = LocalTextLoss(_cfg("authors"), 4).train()
+    assert bool(authors(z1, z2, valid)["ready"])  # cross-modal mean cos ~0 <= 0.4: starts
+    gated = LocalTextLoss(_cfg("clean", cluster_gate="spread"), 4).train()
+    out = gated(z1, z2, valid)
+    assert float(out["cluster_feature_cos"]) > 0.9 and not bool(out["ready"])
+    plain = F.cross_entropy(F.normalize(z1, dim=-1) @ F.normalize(z2, dim=-1).t() / 0.5,
+                            torch.arange(6))  # fmt: skip
+    assert abs(float(out["loss"]) - float(plain)) < 1e-5
+    spread = torch.eye(6, 4) + 0.05  # rows 4, 5 are near 0.05 * ones: spread enough
+    spread[4:] = torch.tensor([[1.0, -1, 0, 0], [0, 0, 1, -1]])
+    assert bool(gated(z1, spread, valid)["ready"])
+
+
+def test_spread_gate_suspends_the_clusters_on_a_collapsed_step() -> None:
+    z1, z2 = _collapsed_batch()
+    valid = torch.ones(6, dtype=torch.bool)
+    mod = LocalTextLoss(_cfg("clean", cluster_gate="spread", cluster_momentum=0.5), 4).train()
+    c0 = torch.eye(3, 4)
+    mod.kmeans.centroids.copy_(c0)
+    mod.kmeans.initialized.fill_(True)
+    out = mod(z1, z2, valid)
+    plain = F.cross_entropy(F.normalize(z1, dim=-1) @ F.normalize(z2, dim=-1).t() / 0.5,
+                            torch.arange(6))  # fmt: skip
+    assert bool(out["ready"]) and not bool(out["active"])
+    assert abs(float(out["loss"]) - float(plain)) < 1e-5 and float(out["bml"]) == 0.0
+    assert math.isnan(float(out["clusters_nonempty"]))
+    assert torch.equal(mod.kmeans.centroids, c0)  # no update on a suspended step
+    assert mod.kmeans.idle.tolist() == [0, 0, 0]  # and no idle count either
+    ungated = LocalTextLoss(_cfg("clean", cluster_momentum=0.5), 4).train()
+    ungated.kmeans.centroids.copy_(c0)
+    ungated.kmeans.initialized.fill_(True)
+    assert bool(ungated(z1, z2, valid)["active"])  # the authors' gate: the clusters are used
+    assert not torch.equal(ungated.kmeans.centroids, c0)

@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from cmcgns_cli.config import preset
+from cmcgns_cli.config import apply_overrides, preset
 from cmcgns_cli.data.paired import (
     DistributedEpochSampler,
     EpochSampler,
@@ -40,8 +40,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _cfg():
+def _cfg(variant: str = "authors"):
     cfg = preset("tiny")
+    apply_overrides(cfg, {"loss": {"variant": variant}}, source="test")
     cfg.data.image_size = cfg.data.crop_size = 64
     cfg.loss.num_clusters = 8
     cfg.loss.cluster_init_threshold = 1.0  # initialise on the first step
@@ -112,7 +113,7 @@ def _run(model, ds, pad, rank, world, stage, net=None):
     return log
 
 
-def _worker(rank, world, port, world_dir, tok_dir, out_dir, stage):
+def _worker(rank, world, port, world_dir, tok_dir, out_dir, stage, variant):
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
     )
@@ -122,7 +123,7 @@ def _worker(rank, world, port, world_dir, tok_dir, out_dir, stage):
 
     dist.setup("cpu")
     ds, vocab, pad = _batches(Path(world_dir), Path(tok_dir))
-    model = _model(_cfg(), vocab)
+    model = _model(_cfg(variant), vocab)
     ddp.install(model)
     net = ddp.wrap(model, torch.device("cpu"))
     log = _run(model, ds, pad, rank, world, stage, net)
@@ -137,13 +138,16 @@ def tok_dir(world, tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("stage", [1, 2])
-def test_two_processes_match_one_process_on_the_global_batch(world, tok_dir, tmp_path, stage):
+# clean: its spread gate is computed on the gathered features (threshold 1.0 lets it open)
+@pytest.mark.parametrize(("variant", "stage"), [("authors", 1), ("authors", 2), ("clean", 1)])
+def test_two_processes_match_one_process_on_the_global_batch(
+    world, tok_dir, tmp_path, variant, stage
+):
     ds, vocab, pad = _batches(world, tok_dir)
-    single = _run(_model(_cfg(), vocab), ds, pad, 0, 1, stage)
+    single = _run(_model(_cfg(variant), vocab), ds, pad, 0, 1, stage)
     mp.spawn(
         _worker,
-        args=(2, _free_port(), str(world), str(tok_dir), str(tmp_path), stage),
+        args=(2, _free_port(), str(world), str(tok_dir), str(tmp_path), stage, variant),
         nprocs=2,
         join=True,
     )
@@ -176,7 +180,16 @@ def test_two_processes_match_one_process_on_the_global_batch(world, tok_dir, tmp
                 assert torch.equal(d0["grads"][name], d1["grads"][name]), name
         # identical centroids on both ranks, and those of one process
         assert torch.equal(d0["centroids"], d1["centroids"])
-        torch.testing.assert_close(d0["centroids"], a["centroids"], rtol=tol, atol=tol / 10)
+        # clean's MEAN update puts unit-scale features in the centroids, so the float32 drift
+        # of three SGD steps shows there (measured 6e-6 at step 3); SUM's stays below 1e-6
+        c_atol = tol if variant == "clean" else tol / 10
+        torch.testing.assert_close(
+            d0["centroids"],
+            a["centroids"],
+            rtol=tol,
+            atol=c_atol,
+            msg=lambda m, s=step: f"{s}: {m}",
+        )
     assert float(single[-1]["centroids"].abs().sum()) > 0  # initialised (and then moved)
     assert not torch.equal(single[1]["centroids"], single[-1]["centroids"])
 

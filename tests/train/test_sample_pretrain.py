@@ -45,6 +45,8 @@ def test_tiny_pretrain_on_sample_mimic(tmp_path, monkeypatch, capsys):
     health = ("clusters_nonempty", "cluster_top_share", "cluster_entropy", "fn_pair_share",
               "hard_negative_cos")  # fmt: skip
     assert all(k in r for r in train for k in health)
+    # the gauge of the clustered features' spread is recorded on every step
+    assert all(-1 <= r["cluster_feature_cos"] <= 1 for r in train)
     used = [r for r in train if r["clusters_nonempty"] is not None]
     assert used and train[0]["clusters_nonempty"] is None
     for r in used:
