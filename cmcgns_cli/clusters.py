@@ -126,7 +126,15 @@ def cluster_table(
             f"{run.path}: the run trains without clustering (loss.clustering false)"
         )
     if not bool(km.initialized):
-        raise BadInputError(f"{run.path}: the k-means centroids were never initialised in training")
+        why = (
+            "; with loss.cluster_gate = spread they wait until the clustered features spread"
+            " (cluster_feature_cos in metrics.jsonl at or below loss.cluster_init_threshold)"
+            if run.cfg.loss.cluster_gate == "spread"
+            else ""
+        )
+        raise BadInputError(
+            f"{run.path}: the k-means centroids were never initialised in training{why}"
+        )
     prepared = open_prepared(data)
     cache = token_cache(prepared, run.tok, fallback_dir=run.path)
     ds = PairedDataset(prepared, split, cache, run.cfg.data, train=False)

@@ -253,6 +253,12 @@ def apply_overrides(
     return cfg
 
 
+MAX_IDLE_RESTART = 10**9  # the idle counters are int64 buffers; far beyond any run's length
+
+# what a run saved before a switch existed ran (its config.json lacks the key, and its
+# variant's current value may differ)
+_SWITCHES_ADDED_LATER: dict[str, Any] = {"cluster_gate": "init", "idle_centroid_restart": 0}
+
 # allowed values of the string switches; the old one-column "+ w" form was called "additive"
 _SWITCH_CHOICES: dict[str, tuple[str, ...]] = {
     "centroid_update": ("sum", "mean"),
@@ -266,10 +272,10 @@ _SWITCH_CHOICES: dict[str, tuple[str, ...]] = {
 
 
 def _check_switches(loss: LossConfig, source: str) -> None:
-    if loss.idle_centroid_restart < 0:
+    if not 0 <= loss.idle_centroid_restart <= MAX_IDLE_RESTART:
         raise BadInputError(
-            f"{source}: loss.idle_centroid_restart must be >= 0 steps (0 = never), "
-            f"not {loss.idle_centroid_restart}"
+            f"{source}: loss.idle_centroid_restart must be 0 (never) to {MAX_IDLE_RESTART} "
+            f"k-means updates, not {loss.idle_centroid_restart}"
         )
     for key, choices in _SWITCH_CHOICES.items():
         value = getattr(loss, key)
@@ -312,8 +318,8 @@ def _coerce_optional(declared: str, value: Any, where: str) -> Any:
 
 
 def _coerce(current: Any, value: Any, where: str) -> Any:
-    if current is None or value is None:
-        return value
+    if value is None:  # only optional fields (read by _coerce_optional) take none
+        raise BadInputError(f"{where}: expected {type(current).__name__}, got none")
     if isinstance(current, bool):
         if isinstance(value, str):
             if value.lower() in {"1", "true", "yes", "on"}:
@@ -322,6 +328,10 @@ def _coerce(current: Any, value: Any, where: str) -> Any:
                 return False
             raise BadInputError(f"{where}: expected true/false, got {value!r}")
         return bool(value)
+    if isinstance(current, int | float) and isinstance(value, bool):
+        raise BadInputError(f"{where}: expected {type(current).__name__}, got {value!r}")
+    if isinstance(current, int) and isinstance(value, float) and not value.is_integer():
+        raise BadInputError(f"{where}: expected int, got {value!r}")  # not silently truncated
     try:
         if isinstance(current, int):
             return int(value)
@@ -401,5 +411,8 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     loss = sections.get("loss")
     if isinstance(loss, dict) and loss.get("hard_negative_mode") == "additive":
         loss["hard_negative_mode"] = "additive_column"  # what runs saved before the rename ran
+    if isinstance(loss, dict):
+        for key, value in _SWITCHES_ADDED_LATER.items():
+            loss.setdefault(key, value)
     apply_overrides(cfg, sections, source="config.json")
     return cfg

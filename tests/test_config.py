@@ -144,7 +144,38 @@ def test_optional_fields_are_read_by_their_declared_type() -> None:
 def test_cluster_gate_and_idle_restart_are_checked() -> None:
     with pytest.raises(BadInputError, match="loss.cluster_gate must be one of init, spread"):
         resolve("tiny", sets=["loss.cluster_gate=always"])
-    with pytest.raises(BadInputError, match="idle_centroid_restart must be >= 0"):
-        resolve("tiny", sets=["loss.idle_centroid_restart=-5"])
+    for bad in ("-5", str(10**20)):
+        with pytest.raises(BadInputError, match="idle_centroid_restart must be 0 .never. to"):
+            resolve("tiny", sets=[f"loss.idle_centroid_restart={bad}"])
     cfg = resolve("tiny", sets=["loss.variant=clean", "loss.idle_centroid_restart=0"])
     assert cfg.loss.idle_centroid_restart == 0 and cfg.loss.cluster_gate == "spread"
+
+
+def test_old_clean_runs_reload_with_what_they_ran() -> None:
+    saved = resolve("tiny", sets=["loss.variant=clean"]).to_dict()
+    for key in ("cluster_gate", "idle_centroid_restart"):  # a clean run saved before them
+        del saved["loss"][key]
+    old = config_from_dict(saved)
+    assert (old.loss.cluster_gate, old.loss.idle_centroid_restart) == ("init", 0)
+    assert old.loss.centroid_update == "mean"  # the rest of clean stays
+    assert "cluster_gate" not in saved["loss"]  # the caller's dict is untouched
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"loss": {"num_clusters": None}}, r"loss\.num_clusters: expected int, got none"),
+        ({"loss": {"idle_centroid_restart": 1.5}}, r"expected int, got 1\.5"),
+        ({"loss": {"idle_centroid_restart": True}}, "expected int, got True"),
+        ({"train": {"lr": False}}, "expected float, got False"),
+    ],
+)
+def test_config_file_values_are_not_silently_converted(overrides: dict, needle: str) -> None:
+    from cmcgns_cli.config import apply_overrides
+
+    with pytest.raises(BadInputError, match=needle):
+        apply_overrides(preset("tiny"), overrides, "o.toml")
+    with pytest.raises(BadInputError, match="got none"):
+        resolve("tiny", sets=["loss.idle_centroid_restart=none"])
+    cfg = apply_overrides(preset("tiny"), {"loss": {"idle_centroid_restart": 7.0}}, "o.toml")
+    assert cfg.loss.idle_centroid_restart == 7 and isinstance(cfg.loss.idle_centroid_restart, int)

@@ -50,7 +50,8 @@ def pretrain(
     variant: Variant | None = typer.Option(
         None,
         "--variant",
-        help="authors (the authors' code, the default) or clean (the seven textbook forms).",
+        help="authors (the authors' code, the default) or clean (the textbook ClusterNS / SimCSE"
+        " forms and this project's two guards against cluster collapse); see the README.",
     ),
     stage1_epochs: int | None = typer.Option(
         None, "--stage1-epochs", min=0, help="Epochs without CM-MIR (default: the preset's)."

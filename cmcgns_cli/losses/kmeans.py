@@ -2,7 +2,7 @@
 negative sampling, the CM-CGNS paper, arXiv 2506.11674).
 
 State (``centroids (K, D)``, ``initialized`` bool scalar, ``step`` long scalar, ``idle`` (K,)
-long: training steps since each centroid was last assigned a point) lives in registered
+long: active momentum updates since each centroid was last assigned a point) lives in registered
 buffers, so it is saved in checkpoints and restored on resume and across the stage
 switch (the authors' code loses it).
 
@@ -164,11 +164,13 @@ class CrossModalKMeans(nn.Module):
         """c <- (1 - m) c + m * agg(assigned z2), agg = sum (authors) or mean (clean); clusters
         with no point keep their centroid; nothing changes unless ``active`` (bool tensor).
 
-        With ``idle_restart`` = T > 0, a centroid assigned no point (over all ranks) for T
-        consecutive active steps is then moved onto a point farthest (cosine) from its own
-        centroid, one distinct point per idle centroid, farthest first (the empty-cluster
-        relocation of batch k-means, as scikit-learn's ``KMeans`` does, applied online);
-        its idle count restarts at 0. The points are rank 0's (``broadcast``)."""
+        With ``idle_restart`` = T > 0, a centroid assigned no point of ``z2`` (over all
+        ranks) in T consecutive active updates (one per call with ``active``: inactive calls
+        do not count, and under gradient accumulation each micro-batch is one) is then
+        moved onto the point farthest (cosine) from the centroid that point is assigned to,
+        one distinct point per idle centroid, farthest first (the empty-cluster relocation
+        of batch k-means, as scikit-learn's ``KMeans`` does, applied online); its idle count
+        restarts at 0. The points are rank 0's (``broadcast``)."""
         x = z2.float()
         sims = self.similarities(x)
         idx = sims.argmax(dim=1)

@@ -99,3 +99,26 @@ def test_clusters_truth_of_another_world_is_refused(trained, cli, tmp_path):
               "--device", "cpu")  # fmt: skip
     assert res.exit_code == 2
     assert str(other) in res.stderr and res.stdout == ""
+
+
+def test_clusters_of_a_run_whose_gate_kept_the_kmeans_off_says_why(trained, cli, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    data, run = trained
+    gated = tmp_path / "gated"
+    shutil.copytree(run, gated)
+    for weights_file in (gated / "model.safetensors", gated / "best" / "model.safetensors"):
+        weights = load_file(weights_file)  # the last and the best checkpoint
+        key = "local_text_loss.kmeans.initialized"
+        weights[key] = weights[key].zero_()
+        save_file(weights, weights_file)
+    config = json.loads((gated / "config.json").read_text())
+    res = cli("clusters", "--checkpoint", gated, "--data", data, "--json", "--device", "cpu")
+    assert res.exit_code == 2 and "never initialised" in res.stderr
+    assert "cluster_gate" not in res.stderr  # the authors' gate: nothing more to say
+    config["loss"]["cluster_gate"] = "spread"
+    (gated / "config.json").write_text(json.dumps(config))
+    res = cli("clusters", "--checkpoint", gated, "--data", data, "--json", "--device", "cpu")
+    assert res.exit_code == 2 and "cluster_feature_cos in metrics.jsonl" in res.stderr
