@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -52,10 +53,14 @@ def cmcgns(args: list[str]) -> str:
 
 
 def pretrain(run: Path, seed: int, sets: list[str], data: Path) -> Path:
-    if not (run / "model.safetensors").is_file():
+    done = run / ".done"  # model.safetensors exists mid-run too (written every epoch)
+    if not done.is_file():
+        if run.exists():  # an interrupted run: start it again from scratch
+            shutil.rmtree(run)
         print(f"+ pretrain {run.name}", file=sys.stderr, flush=True)
         cmcgns(["pretrain", "--data", str(data), "--preset", "tiny", "--out", str(run),
                 "--seed", str(seed), *[x for s in sets for x in ("--set", s)]])  # fmt: skip
+        done.touch()
     return run
 
 
@@ -107,8 +112,12 @@ def main() -> None:
     print("\n| config | seed | purity | nmi | fn_precision | fn_recall | empty_clusters |")
     print("|---|---|---|---|---|---|---|")
     for (name, seed), run in runs.items():
-        c = json.loads(cmcgns(["clusters", "--checkpoint", str(run), "--data", str(args.data),
-                               "--truth", str(args.truth), "--json"]))  # fmt: skip
+        try:
+            args_c = ["clusters", "--checkpoint", str(run), "--data", str(args.data)]
+            c = json.loads(cmcgns([*args_c, "--truth", str(args.truth), "--json"]))
+        except SystemExit as exc:  # e.g. a gate that never let the k-means start
+            print(f"| {name} | {seed} | {str(exc).splitlines()[-1]} |||||")
+            continue
         vals = [c["purity"], c["nmi"], c["fn_precision"], c["fn_recall"]]
         print(f"| {name} | {seed} | " + " | ".join(map(fmt, vals)) + f" | {c['empty_clusters']} |")
 
