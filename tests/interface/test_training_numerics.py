@@ -148,7 +148,13 @@ def _check_channels_last(device: str) -> None:
 
 
 def test_channels_last_gives_the_same_step_on_cpu() -> None:
-    _check_channels_last("cpu")
+    # The model's own code must not depend on the memory layout. On some CPUs (seen on an
+    # AVX512-BF16 AMD EPYC, torch 2.14.1) oneDNN's NHWC convolution backward gives
+    # gradients 20 % off (layer4 conv1, 0.037 of 0.19) while the native kernels agree to
+    # 2e-5, so the check runs on the native kernels; the trainer applies channels_last on
+    # CUDA only.
+    with torch.backends.mkldnn.flags(enabled=False):
+        _check_channels_last("cpu")
 
 
 @pytest.mark.gpu
