@@ -159,7 +159,7 @@ def finetune_det(
         **dense.common_record(task, data, source, fraction, seed, full, hp, fit, chosen, flags,
                               train_rows, val_rows, sampler, pool),
         "saved_encoder": keep_encoder, "class_names": names, "input_size": det.size,
-        "anchors": det.anchors.cpu().tolist(), "anchors_rule": "YOLOv3 defaults x size/416",
+        "anchors": det.anchors.cpu().tolist(), "anchors_rule": "YOLOv3 defaults (input pixels)",
     }  # fmt: skip
     dense.write_record(out, record)
     return record
@@ -191,6 +191,8 @@ def evaluate_det(task_name: str, data: Path, finetuned: Path, device: torch.devi
     if record["saved_encoder"]:
         encoder.load_state_dict(load_file(str(finetuned / "encoder.safetensors")))
     det = Detector(encoder, source, len(names), False, prepared, device)
+    if record.get("anchors") is not None:  # decode with the anchors the head was trained on
+        det.anchors = torch.tensor(record["anchors"], dtype=torch.float32, device=device)
     det.head.load_state_dict(load_file(str(finetuned / "head.safetensors")))
     det.head.to(device)
     preds = det.predict(test_rows)

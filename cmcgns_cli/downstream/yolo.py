@@ -4,10 +4,13 @@ Layout of a prediction map at one scale: (B, A, H, W, 5 + K) with, per anchor an
 ``tx, ty`` (centre offsets in the cell, through a sigmoid), ``tw, th`` (log size relative to
 the anchor), an objectness logit and K class logits.
 
-Anchors: YOLOv3's fixed COCO defaults (given for a 416 px input) scaled to the input size;
-no k-means. Each ground-truth box is assigned to the one of the nine anchors whose shape
-overlaps it best (IoU of width/height, centres aligned), at that anchor's scale, in the
-cell holding its centre. Losses (summed, divided by the batch size):
+Anchors: YOLOv3's fixed COCO defaults, in input pixels at every input size, as darknet keeps
+them: the strides 8 / 16 / 32 do not shrink with the input, so scaling the anchors by
+size / 416 (this project's earlier rule) made them small against the cells (at 64 px every
+box went to the 2 x 2 and 4 x 4 maps); no k-means. Each ground-truth box is assigned to the
+one of the nine anchors whose shape overlaps it best (IoU of width/height, centres
+aligned), at that anchor's scale, in the cell holding its centre. Losses (summed, divided
+by the batch size):
   * box: BCE of sigmoid(tx, ty) against the fractional centre offset plus MSE of tw, th
     against log(w / anchor_w), log(h / anchor_h), weighted by (2 - w * h / size^2) as in
     YOLOv3, at assigned anchors only;
@@ -37,16 +40,28 @@ IGNORE_IOU = 0.5
 
 
 def default_anchors(input_size: int) -> Tensor:
-    """(3 scales, 3 anchors, 2) anchor widths/heights in input pixels."""
-    return torch.tensor(DEFAULT_ANCHORS_416, dtype=torch.float32).view(3, 3, 2) * (
-        input_size / 416.0
-    )
+    """(3 scales, 3 anchors, 2) float32 anchor widths/heights in input pixels: YOLOv3's at
+    any ``input_size`` (kept in step with the fixed strides 8 / 16 / 32, as darknet does)."""
+    del input_size  # the anchors do not depend on it (see the module doc)
+    return torch.tensor(DEFAULT_ANCHORS_416, dtype=torch.float32).view(3, 3, 2)
+
+
+class WarmBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose running statistics follow the batches from the first step: momentum
+    1 / (batches seen + 1) (a cumulative average) until that falls to 0.1. A short finetune
+    (a dozen steps at 1 % of the labels) otherwise evaluates with running variances still
+    near their initial 1, 10-30x the head's real variances. Same state-dict keys."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and self.track_running_stats:
+            self.momentum = max(0.1, 1.0 / (int(self.num_batches_tracked) + 1))
+        return super().forward(x)
 
 
 def _conv(c_in: int, c_out: int, k: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False),
-        nn.BatchNorm2d(c_out),
+        WarmBatchNorm2d(c_out),
         nn.LeakyReLU(0.1, inplace=True),
     )
 

@@ -123,3 +123,38 @@ def test_head_shapes() -> None:
     head = YoloHead((128, 256, 512), num_classes=2)
     maps = head([torch.zeros(2, 128, 8, 8), torch.zeros(2, 256, 4, 4), torch.zeros(2, 512, 2, 2)])
     assert [tuple(m.shape) for m in maps] == [(2, 3, 8, 8, 7), (2, 3, 4, 4, 7), (2, 3, 2, 2, 7)]
+
+
+def test_default_anchors_stay_in_input_pixels_so_small_boxes_use_the_fine_map() -> None:
+    # darknet's rule: the strides do not change with the input, so neither do the anchors
+    a64, a416 = default_anchors(64), default_anchors(416)
+    assert torch.equal(a64, a416) and a64[0, 0].tolist() == [10.0, 13.0]
+    # 64 px input: a 12 x 14 px box (the size of the test world's boxes) goes to stride 8;
+    # with the earlier size / 416 scaling every anchor was under 2 cells wide and it went
+    # to the 2 x 2 map
+    shapes = [(8, 8), (4, 4), (2, 2)]
+    box = torch.tensor([[[30.0, 30.0, 12.0, 14.0]]])
+    ones = torch.ones(1, 1, dtype=torch.bool)
+    targets = build_targets(box, torch.zeros(1, 1, dtype=torch.long), ones, shapes, a64)
+    assert [int(t["obj"].sum()) for t in targets] == [1, 0, 0]
+    old = build_targets(box, torch.zeros(1, 1, dtype=torch.long), ones, shapes, a64 * 64 / 416)
+    assert [int(t["obj"].sum()) for t in old] == [0, 0, 1]
+
+
+def test_head_batchnorm_running_stats_follow_the_first_batches() -> None:
+    from cmcgns_cli.downstream.yolo import WarmBatchNorm2d
+
+    bn = WarmBatchNorm2d(4).train()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 4, 5, 5, generator=gen) * 0.1 + 2.0
+    bn(x)  # first batch: the running statistics are that batch's (momentum 1)
+    torch.testing.assert_close(bn.running_mean, x.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(bn.running_var, x.var(dim=(0, 2, 3), unbiased=True))
+    y = torch.randn(8, 4, 5, 5, generator=gen) * 0.1 - 2.0
+    bn(y)  # second: the mean of the two batches (momentum 1/2)
+    torch.testing.assert_close(bn.running_mean, (x.mean(dim=(0, 2, 3)) + y.mean(dim=(0, 2, 3))) / 2)
+    for _ in range(20):
+        bn(y)
+    assert bn.momentum == 0.1  # then the usual exponential average
+    plain = torch.nn.BatchNorm2d(4)
+    assert bn.state_dict().keys() == plain.state_dict().keys()
