@@ -69,17 +69,24 @@ COLLAPSE_KEYS = ("image_global_cos", "text_global_cos")
 
 
 @torch.no_grad()
-def mean_pairwise_cos(x: Tensor) -> Tensor:
-    """Mean cosine over the ordered pairs i != j of a batch of unit vectors ``x`` (n, D): a
-    collapse gauge for the global embeddings (1 = every vector the same, about 0 for spread
-    vectors; it can go below 0). Computed as (|sum_i x_i|^2 - n) / (n (n - 1)), so O(n D);
-    NaN for n < 2. Returns a float32 scalar.
+def mean_pairwise_cos(x: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Mean cosine over the ordered pairs i != j of a batch of unit vectors ``x`` (n, D), or
+    of its rows where ``valid`` (n,) bool is True (masked on the device, no host sync): a
+    collapse gauge (1 = every vector the same, about 0 for spread vectors; it can go below
+    0). Computed as (|sum_i x_i|^2 - n) / (n (n - 1)), so O(n D); NaN for fewer than 2
+    rows. Returns a float32 scalar.
 
     >>> mean_pairwise_cos(torch.eye(3))  # orthogonal
     tensor(0.)
     >>> round(float(mean_pairwise_cos(torch.ones(4, 2) / 2**0.5)), 6)  # one vector repeated
     1.0
+    >>> mean_pairwise_cos(torch.eye(3), torch.tensor([True, True, False]))
+    tensor(0.)
     """
+    if valid is not None:
+        n = valid.float().sum()
+        total = (x.float() * valid[:, None].float()).sum(0)
+        return torch.where(n >= 2, (total @ total - n) / (n * (n - 1)).clamp(min=1.0), math.nan)
     n = x.shape[0]
     if n < 2:
         return x.new_full((), float("nan"), dtype=torch.float32)

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cmcgns_cli.config import LossConfig
-from cmcgns_cli.losses.global_loss import GatherFn, identity_gather
+from cmcgns_cli.losses.global_loss import GatherFn, identity_gather, mean_pairwise_cos
 from cmcgns_cli.losses.kmeans import CrossModalKMeans
 
 HARD_NEGATIVE_MODES = ("multiply", "additive_block", "additive_column")
@@ -199,20 +199,6 @@ def local_text_infonce(
     return (per_row * w).sum() / w.sum().clamp(min=1.0)
 
 
-def masked_mean_pairwise_cos(x: Tensor, valid: Tensor) -> Tensor:
-    """Mean cosine over the ordered pairs a != b of the valid rows of ``x`` (N, D), any norm
-    (normalised here), ``valid`` (N,) bool: (|sum_a x_a|^2 - n) / (n (n - 1)), O(N D); NaN
-    for fewer than 2 valid rows. Returns a float32 scalar (1 = every row the same).
-
-    >>> masked_mean_pairwise_cos(torch.eye(3), torch.tensor([True, True, False]))
-    tensor(0.)
-    """
-    xn = F.normalize(x.float(), dim=-1) * valid[:, None].float()
-    n = valid.float().sum()
-    total = xn.sum(0)
-    return torch.where(n >= 2, (total @ total - n) / (n * (n - 1)).clamp(min=1.0), math.nan)
-
-
 def cluster_health(
     assign_cols: Tensor,
     valid_cols: Tensor,
@@ -308,7 +294,7 @@ class LocalTextLoss(nn.Module):
             out = {"loss": loss, "bml": zero, "bml_count": zero, "ready": off, "active": off}
             return out | dict.fromkeys((*HEALTH_KEYS, "cluster_feature_cos"), nan)
         km = self.kmeans
-        spread = masked_mean_pairwise_cos(z2_all.detach(), valid_all)
+        spread = mean_pairwise_cos(z2_all.detach(), valid_all)  # z2_all: unit rows
         gate = spread <= cfg.cluster_init_threshold if cfg.cluster_gate == "spread" else None
         if self.training:
             active, ready = km.train_step(z1n.detach(), z2n.detach(), valid, gate)
