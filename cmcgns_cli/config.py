@@ -8,12 +8,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from cmcgns_cli import jsonio
+from cmcgns_cli.config_values import coerce, coerce_optional, load_config_file, parse_set
 from cmcgns_cli.errors import BadInputError
 
 # The places where the authors' code and the usual (ClusterNS / SimCSE) form of the method
@@ -243,9 +243,9 @@ def apply_overrides(
             where = f"{source}: {section}.{key}"
             current = getattr(target, key)
             if current is None:  # an optional field: its declared type says how to read it
-                setattr(target, key, _coerce_optional(str(known[key].type), value, where))
+                setattr(target, key, coerce_optional(str(known[key].type), value, where))
             else:
-                setattr(target, key, _coerce(current, value, where))
+                setattr(target, key, coerce(current, value, where))
         if section == "loss" and "variant" in values:
             _apply_variant(cfg.loss, explicit={*values, *set_before})
         if section == "loss":
@@ -301,86 +301,6 @@ def _apply_variant(loss: LossConfig, explicit: set[str]) -> None:
             setattr(loss, key, value)
 
 
-def _coerce_optional(declared: str, value: Any, where: str) -> Any:
-    """Read ``value`` for a field declared ``int | None`` / ``float | None`` / ``str | None``;
-    ``none`` / ``null`` (any case) or an empty string mean None."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"}):
-        return None
-    for name, kind in (("int", int), ("float", float)):
-        if declared.startswith(name):
-            if isinstance(value, bool) or (kind is int and isinstance(value, float)):
-                raise BadInputError(f"{where}: expected {name} or none, got {value!r}")
-            try:
-                return kind(value)
-            except (TypeError, ValueError):
-                raise BadInputError(f"{where}: expected {name} or none, got {value!r}") from None
-    return value
-
-
-def _coerce(current: Any, value: Any, where: str) -> Any:
-    if value is None:  # only optional fields (read by _coerce_optional) take none
-        raise BadInputError(f"{where}: expected {type(current).__name__}, got none")
-    if isinstance(current, bool):
-        if isinstance(value, str):
-            if value.lower() in {"1", "true", "yes", "on"}:
-                return True
-            if value.lower() in {"0", "false", "no", "off"}:
-                return False
-            raise BadInputError(f"{where}: expected true/false, got {value!r}")
-        return bool(value)
-    if isinstance(current, int | float) and isinstance(value, bool):
-        raise BadInputError(f"{where}: expected {type(current).__name__}, got {value!r}")
-    if isinstance(current, int) and isinstance(value, float) and not value.is_integer():
-        raise BadInputError(f"{where}: expected int, got {value!r}")  # not silently truncated
-    try:
-        if isinstance(current, int):
-            return int(value)
-        if isinstance(current, float):
-            return float(value)
-    except (TypeError, ValueError):
-        raise BadInputError(f"{where}: expected {type(current).__name__}, got {value!r}") from None
-    return value if not isinstance(current, str) else str(value)
-
-
-def load_config_file(path: Path) -> dict[str, Any]:
-    """Read a TOML or YAML override file into a nested mapping."""
-    if not path.is_file():
-        raise BadInputError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix.lower() in {".yaml", ".yml"}:
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            raise BadInputError(f"{path}: config file must end in .toml, .yaml or .yml")
-    except (tomllib.TOMLDecodeError, ValueError) as exc:
-        raise BadInputError(f"{path}: cannot parse config: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadInputError(f"{path}: config must be a mapping of sections")
-    return data
-
-
-def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
-    """Turn ``section.key=value`` strings into a nested override mapping."""
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not sep or not dot or not name:
-            raise BadInputError(f"--set {item!r}: expected section.key=value")
-        out.setdefault(section, {})[name] = _parse_scalar(value.strip())
-    return out
-
-
-def _parse_scalar(text: str) -> Any:
-    if text.lower() in {"none", "null"}:
-        return None
-    return text
-
-
 def resolve(
     preset_name: str,
     config_file: Path | None = None,
@@ -409,9 +329,9 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     cfg = Config(preset=data.get("preset", "custom"))
     sections = copy.deepcopy({k: v for k, v in data.items() if k != "preset"})
     loss = sections.get("loss")
-    if isinstance(loss, dict) and loss.get("hard_negative_mode") == "additive":
-        loss["hard_negative_mode"] = "additive_column"  # what runs saved before the rename ran
     if isinstance(loss, dict):
+        if loss.get("hard_negative_mode") == "additive":
+            loss["hard_negative_mode"] = "additive_column"  # what runs saved before the rename ran
         for key, value in _SWITCHES_ADDED_LATER.items():
             loss.setdefault(key, value)
     apply_overrides(cfg, sections, source="config.json")
