@@ -15,7 +15,6 @@ A bundle is a folder that can be uploaded to a model hub as it is::
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,19 +23,11 @@ from typing import Any
 
 import torch
 
+from cmcgns_cli.checksum import sha256_file  # re-exported: callers import it from here
 from cmcgns_cli.errors import BadInputError
 
 SUMS = "SHA256SUMS"
 BUNDLE_FORMAT = 1
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 (FIPS 180-4) of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_bundle(path: Path) -> bool:

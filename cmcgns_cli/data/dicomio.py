@@ -6,7 +6,7 @@ modality LUT (``apply_modality_lut``), VOI LUT (``apply_voi_lut``) or the first 
 (PS3.3 C.11.2.1.2: LINEAR, LINEAR_EXACT, SIGMOID), then the presentation stage
 (MONOCHROME1 or Presentation LUT Shape INVERSE: one inversion). Files without preamble /
 ``DICM`` / file meta are read with ``force``; assumptions are returned as fallbacks.
-Failures raise :class:`cmcgns_cli.data.imageio.ImageError`.
+Failures raise :class:`cmcgns_cli.data.decoded.ImageError` (re-exported by ``imageio``).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cmcgns_cli.data.decoded import Decoded, ImageError
+
 
 def _image_error(reason: str, detail: str) -> Exception:
-    from cmcgns_cli.data.imageio import ImageError
-
     return ImageError(reason, detail)
 
 
@@ -131,8 +131,6 @@ def _decode_dicom(path: str | os.PathLike[str]) -> Any:
     else:
         img = presentation(ds, photometric, dicom_to_uint8(ds, arr))
     view = str(getattr(ds, "ViewPosition", "") or "").strip()
-    from cmcgns_cli.data.imageio import Decoded
-
     return Decoded(
         image=img, orig_h=img.shape[0], orig_w=img.shape[1], view=view, fallbacks=fallbacks
     )

@@ -31,11 +31,16 @@ from __future__ import annotations
 import io
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+# Decoded and ImageError live in decoded.py and DICOM decoding in dicomio.py (one job: the
+# standard's pixel pipeline); these names are re-exported because callers import them here.
+from cmcgns_cli.data.decoded import Decoded, ImageError
+from cmcgns_cli.data.dicomio import _minmax_u8, decode_dicom, dicom_to_uint8, read_dicom
 
 # The reduced decode is taken only while the decoded longer side stays >= this many times
 # the output side (measured in bench/bench_prepare.py: mean |diff| well under 2 grey levels).
@@ -49,15 +54,6 @@ _REDUCED_FLAGS = {
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
 cv2.setNumThreads(1)  # one decoder per process; --workers gives the parallelism
-
-
-class ImageError(Exception):
-    """An input that cannot become an image; ``reason`` is a short fixed string."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -147,17 +143,6 @@ def boxes_mask(boxes_prepared: list[list[float]], size: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------
 # Decoding
-
-
-@dataclass
-class Decoded:
-    image: np.ndarray  # uint8 (h, w): the original, or a reduced decode of it
-    orig_h: int
-    orig_w: int
-    reduced: int = 1  # 1, 2, 4 or 8
-    view: str = ""  # DICOM ViewPosition when present
-    orientation: int = 1  # EXIF Orientation applied (1 = none)
-    fallbacks: list[str] = field(default_factory=list)  # DICOM defaults assumed
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -331,15 +316,6 @@ def load_prepared_image(
     tf = letterbox_transform(dec.orig_h, dec.orig_w, size)
     return letterbox(dec.image, tf, size), tf, dec
 
-
-# DICOM decoding lives in its own module (one job: the standard's pixel pipeline); these
-# names are re-exported because callers and tests import them from here.
-from cmcgns_cli.data.dicomio import (  # noqa: E402
-    _minmax_u8,
-    decode_dicom,
-    dicom_to_uint8,
-    read_dicom,
-)
 
 __all__ = [
     "Decoded",

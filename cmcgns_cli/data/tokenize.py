@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from cmcgns_cli.checksum import sha256_file
 from cmcgns_cli.errors import BadInputError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -271,8 +272,6 @@ def _manifest_digest(prepared: Any) -> str:
 
     path = Path(prepared.root) / MANIFEST
     if path.is_file():
-        from cmcgns_cli.bundle import sha256_file
-
         return sha256_file(path)
     h = hashlib.sha256()  # an in-memory manifest (tests): hash the sentences themselves
     for sents in prepared.manifest["sentences"]:

@@ -4,8 +4,11 @@ the run summary, and the non-finite stop, split out of ``loop.py``."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+import torch
 
 from cmcgns_cli.console import err
 from cmcgns_cli.errors import RunFailedError
@@ -13,11 +16,27 @@ from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train import dist
 from cmcgns_cli.train.records import TERMS, MetricsLog, Progress, kmeans_initialized, scalar
 
-if TYPE_CHECKING:
-    from cmcgns_cli.train.loop import Trainer
+
+class TrainerState(Protocol):
+    """What these functions read and write of ``loop.Trainer``: named here, rather than the
+    class imported, so that ``loop.py`` -> ``epoch_end.py`` is the only arrow between them."""
+
+    model: torch.nn.Module
+    prog: Progress
+    log: MetricsLog
+    run: Path
+    device: torch.device
+    world: int
+    last_val: dict[str, Any]
+    recent: list[dict[str, float]]
+    export_encoder: Callable[[torch.nn.Module], dict[str, torch.Tensor]] | None
+
+    def stage_epochs(self, stage: int) -> int: ...
+
+    def write_checkpoint(self) -> None: ...
 
 
-def end_epoch(self: Trainer, stage: int, val: dict[str, Any]) -> None:
+def end_epoch(self: TrainerState, stage: int, val: dict[str, Any]) -> None:
     """Close an epoch of ``stage`` with its validation values ``val`` (``validate.validate``):
     log the ``val`` record, update the per-stage loss means and history, and on rank 0 save
     best/ (when the validation loss is the stage's lowest) and the resume checkpoint."""
@@ -65,7 +84,7 @@ def end_epoch(self: Trainer, stage: int, val: dict[str, Any]) -> None:
 
 
 def _save(
-    self: Trainer, stage: int, state: dict[str, Any], val: dict[str, Any], is_best: bool
+    self: TrainerState, stage: int, state: dict[str, Any], val: dict[str, Any], is_best: bool
 ) -> None:
     if is_best:
         enc = self.export_encoder(self.model) if self.export_encoder else None
@@ -78,7 +97,7 @@ def _save(
     self.write_checkpoint()
 
 
-def summary(self: Trainer, wall: float) -> dict[str, Any]:
+def summary(self: TrainerState, wall: float) -> dict[str, Any]:
     """The run summary ``pretrain --json`` prints: steps, epochs, ``wall_s`` (seconds), the
     final train terms, each stage's first-3-step and last-3-step mean loss, the last and best
     validation values, whether the k-means is initialised, the last ``pairs_per_s``."""
