@@ -13,6 +13,7 @@ from cmcgns_cli.data import imageio
 from cmcgns_cli.data.prepared import open_prepared
 from cmcgns_cli.data.readers import chexpert as chx
 from cmcgns_cli.errors import BadInputError
+from tests.data.box_fill import filled_boxes
 from tests.standards import CHEXPERT_TASKS, UNCERTAIN_TO
 
 OPTIONS_GROUPED = {"protocol": "grouped", "min_words": 3, "polygon_box": "pole"}
@@ -125,7 +126,7 @@ def test_rsna_boxes_masks_and_grouping(prepared):
         got = [list(b) for b in m["boxes"][row]]
         assert np.allclose(got, expect) if expect else got == []
         assert list(m["box_labels"][row]) == [0] * len(t["boxes"])
-        np.testing.assert_array_equal(p.masks[row], imageio.boxes_mask(expect, 64))
+        np.testing.assert_array_equal(p.masks[row], filled_boxes(expect, 64))
     assert summary["boxes"] == 5
     assert sorted(summary["splits"].values()) == [1, 2, 8]  # 11 patients: 70/15/15
 
