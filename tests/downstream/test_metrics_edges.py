@@ -38,9 +38,13 @@ def _region() -> np.ndarray:
 
 
 def test_cnr_null_on_constant_map() -> None:
-    maps = np.full((1, 4, 4), 0.3)  # 0.3 sums with rounding noise: means differ by ~1e-17
-    assert np.isnan(cnr(maps, _region())[0])
-    assert undefined_reasons(maps, _region())["cnr"] == ["constant map"]
+    # 0.37 over a 5-pixel region and 11 pixels outside: the two means and variances pick
+    # up rounding noise of the same size, and a plain formula returns CNR 1.0
+    region = _region()
+    region[0, 2, 0] = True
+    maps = np.full((1, 4, 4), 0.37)
+    assert np.isnan(cnr(maps, region)[0])
+    assert undefined_reasons(maps, region)["cnr"] == ["constant map"]
 
 
 def test_cnr_null_on_two_flat_levels() -> None:
