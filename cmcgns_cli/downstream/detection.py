@@ -251,6 +251,10 @@ def evaluate_det(task_name: str, data: Path, finetuned: Path, device: torch.devi
         authors = det.predict(test_rows, authors_rule=True)
         mg, scored = _authors_map(test_rows, boxes, labels, authors)
         metrics.update({**mg.scores(scored), "map_images_scored": len(scored)})
+        if len(scored) == 0:
+            why = ("no test image has both a box and a detection with objectness >= 0.5, "
+                   "so the published rule scores none")  # fmt: skip
+            rules["map"] = f"{MGCA_RULE}; null here: {why}"
         rules["map"] = MGCA_RULE
         sets["map"] = {"fn": lambda idx: mg(scored[idx]), "n": len(scored), "strata": None,
                        "strata_name": None}  # fmt: skip

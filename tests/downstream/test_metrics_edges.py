@@ -96,3 +96,23 @@ def test_dice_mean_of_batch_means() -> None:
     assert np.isnan(dice_batch_mean(np.zeros(0), 16))
     with pytest.raises(ValueError):
         dice_batch_mean(per_image, 0)
+
+
+def test_model_card_names_each_rule_and_image_count(tmp_path) -> None:
+    import json
+
+    from cmcgns_cli.card import _rule_lines, find_results
+
+    run = tmp_path / "run"
+    (run / "det").mkdir(parents=True)
+    body = {
+        "task": "rsna-det", "metric": "map", "value": 0.5,
+        "metrics": {"map": 0.5, "map_images_scored": 7, "map_coco": 0.4,
+                    "map_coco_images_scored": 10},
+        "metric_rules": {"map": "the published evaluation", "map_coco": "pycocotools"},
+        "protocol": {"encoder": {"checkpoint": None}},
+    }  # fmt: skip
+    (run / "det" / "metrics.json").write_text(json.dumps(body))
+    lines = _rule_lines(find_results(run))
+    assert "- rsna-det `map` (7 test images scored): the published evaluation" in lines
+    assert "- rsna-det `map_coco` (10 test images scored): pycocotools" in lines
