@@ -84,9 +84,22 @@ def find_results(run: Path) -> list[dict[str, Any]]:
                 "metrics": res["metrics"],
                 "fraction": proto.get("fraction"),
                 "full": proto.get("full"),
+                "metric_rules": res.get("metric_rules") or {},
             }
         )
     return out
+
+
+def _rule_lines(results: list[dict[str, Any]]) -> list[str]:
+    """How each rule-bearing key was computed (detection and segmentation name theirs), with
+    the images it scored where the result counts them (``<key>_images_scored``)."""
+    lines: list[str] = []
+    for r in results:
+        for key, rule in (r.get("metric_rules") or {}).items():
+            n = r["metrics"].get(f"{key}_images_scored")
+            count = f" ({n} test images scored)" if n is not None else ""
+            lines.append(f"- {r['task']} `{key}`{count}: {rule}")
+    return ["", "How each value was computed:", "", *lines] if lines else []
 
 
 def _task_type(task: str) -> str:
@@ -190,6 +203,7 @@ def model_card(
             lines.append(
                 f"| {r['task']} | {r.get('fraction')} | {mode} | {r['metric']} | {shown} |"
             )
+        lines += _rule_lines(results)
     else:
         lines.append("No `metrics.json` was found beside the run at export time.")
     lines += [

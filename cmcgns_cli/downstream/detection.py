@@ -26,8 +26,10 @@ from cmcgns_cli.downstream.classification import (
     write_subset_and_history,
 )
 from cmcgns_cli.downstream.det_bootstrap import MapResampler
+from cmcgns_cli.downstream.det_mgca import MgcaImages, mgca_postprocess, scored_images
 from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder
 from cmcgns_cli.downstream.intervals import attach_ci
+from cmcgns_cli.downstream.pools import data_protocol
 from cmcgns_cli.downstream.selectable import check_selectable
 from cmcgns_cli.downstream.tasks import get_dense_task
 from cmcgns_cli.downstream.yolo import STAGES, YoloHead, default_anchors, postprocess, yolo_loss
@@ -76,14 +78,20 @@ class Detector:
         return torch.nn.ModuleDict(parts)
 
     @torch.no_grad()
-    def predict(self, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per row: boxes (n, 4) [x, y, w, h] in prepared pixels, scores, class indices."""
+    def predict(
+        self, rows: np.ndarray, authors_rule: bool = False
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per row: boxes (n, 4) [x, y, w, h] in prepared pixels, scores, class indices.
+
+        ``authors_rule``: the published evaluation's decoding (objectness >= 0.5, its NMS;
+        ``det_mgca.mgca_postprocess``) instead of this project's (``yolo.postprocess``)."""
         self.head.eval()
+        decoder = mgca_postprocess if authors_rule else postprocess
         out = []
         for start in range(0, len(rows), PRED_BATCH):
             idx = rows[start : start + PRED_BATCH]
             preds = self.head(self.features(idx, training=False))
-            for boxes, scores, labels in postprocess(preds, self.anchors):
+            for boxes, scores, labels in decoder(preds, self.anchors):
                 xywh = box_convert(boxes.clamp(0, self.size), "xyxy", "xywh") / self.scale
                 out.append((xywh.cpu().numpy(), scores.cpu().numpy(), labels.cpu().numpy()))
         return out
@@ -113,6 +121,36 @@ def score_detections(prepared: Prepared, rows: np.ndarray, preds: list, boxes: l
     gt = coco_ground_truth(ids, [boxes[r] for r in rows], [labels[r] for r in rows], names)
     dets = coco_detections([p[0] for p in preds], [p[1] for p in preds], [p[2] for p in preds])
     return mean_average_precision(gt, dets), gt, dets
+
+
+COCO_RULE = (
+    "pycocotools over all test images (images without a box count: their detections are "
+    "false positives; a missed box is a miss); detections: sigmoid(objectness) x "
+    "sigmoid(class) > 0.01, class-wise NMS at IoU 0.5, at most 100 per image"
+)
+MGCA_RULE = (
+    "the published evaluation: detections with objectness >= 0.5, NMS at IoU 0.5 (darknet "
+    "+1 pixel IoU), only test images with at least one box and one detection scored, "
+    "torchmetrics 0.8 MeanAveragePrecision arithmetic (float32 recall points)"
+)
+
+
+def _authors_map(
+    test_rows: np.ndarray, boxes: list, labels: list, authors: list
+) -> tuple[MgcaImages, np.ndarray]:
+    """(the matches of every test image under the authors' rule, positions of the images
+    that rule scores). Boxes go to xyxy in prepared pixels (IoU does not depend on scale)."""
+
+    def xyxy(b: np.ndarray) -> np.ndarray:
+        b = np.asarray(b, dtype=np.float32).reshape(-1, 4)
+        return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
+
+    gt_boxes = [xyxy(boxes[int(r)]) for r in test_rows]
+    gt_labels = [labels[int(r)] for r in test_rows]
+    mg = MgcaImages(gt_boxes, gt_labels, [xyxy(p[0]) for p in authors],
+                    [p[1] for p in authors], [p[2] for p in authors])  # fmt: skip
+    scored = scored_images([len(b) for b in gt_boxes], [len(p[0]) for p in authors])
+    return mg, scored
 
 
 def finetune_det(
@@ -196,18 +234,43 @@ def evaluate_det(task_name: str, data: Path, finetuned: Path, device: torch.devi
     det.head.load_state_dict(load_file(str(finetuned / "head.safetensors")))
     det.head.to(device)
     preds = det.predict(test_rows)
-    metrics, gt, dets = score_detections(prepared, test_rows, preds, boxes, labels, names)
+    coco, gt, dets = score_detections(prepared, test_rows, preds, boxes, labels, names)
     atomic_write_text(dest / "coco_gt.json", jsonio.dumps(gt))
     atomic_write_text(dest / "coco_predictions.json", jsonio.dumps(dets))
+    has_box = np.array([len(boxes[int(r)]) > 0 for r in test_rows])
+    coco_fn = MapResampler(gt, dets)
+    coco_set = {"fn": coco_fn, "n": len(test_rows), "strata": has_box, "strata_name": "has a box"}
+    metrics = {
+        "map": coco["map"], "map50": coco["map50"], "map_images_scored": len(test_rows),
+        "map_coco": coco["map"], "map50_coco": coco["map50"],
+        "map_coco_images_scored": len(test_rows),
+    }  # fmt: skip
+    rules = {"map": COCO_RULE, "map_coco": COCO_RULE}
+    sets, headline = {"map_coco": coco_set, "map": coco_set}, coco_fn
+    if data_protocol(prepared) == "mgca":
+        authors = det.predict(test_rows, authors_rule=True)
+        mg, scored = _authors_map(test_rows, boxes, labels, authors)
+        metrics.update({**mg.scores(scored), "map_images_scored": len(scored)})
+        if len(scored) == 0:
+            why = ("no test image has both a box and a detection with objectness >= 0.5, "
+                   "so the published rule scores none")  # fmt: skip
+            rules["map"] = f"{MGCA_RULE}; null here: {why}"
+        rules["map"] = MGCA_RULE
+        sets["map"] = {"fn": lambda idx: mg(scored[idx]), "n": len(scored), "strata": None,
+                       "strata_name": None}  # fmt: skip
+        is_scored = np.isin(np.arange(len(test_rows)), scored)
+
+        def headline(idx: np.ndarray) -> float:  # compare: the rule applied to a resample
+            return mg(idx[is_scored[idx]])
+
     result = {
         "task": task.name, "metric": task.metric, "value": metrics[task.metric],
-        "metrics": metrics, "iou_thresholds": "0.4:0.05:0.75",
+        "metrics": metrics, "metric_rules": rules, "iou_thresholds": "0.4:0.05:0.75",
         "files": {"ground_truth": "coco_gt.json", "predictions": "coco_predictions.json"},
         "protocol": dense.protocol(prepared, record, len(test_rows)),
         "per_image": {
-            "kind": "stat", "fns": {task.metric: MapResampler(gt, dets)}, "n": len(test_rows),
-            "strata": np.array([len(boxes[int(r)]) > 0 for r in test_rows]),
-            "strata_name": "has a box",
+            "kind": "stat", "fns": {task.metric: headline}, "n": len(test_rows),
+            "strata": has_box, "strata_name": "has a box", "sets": sets,
         },
     }  # fmt: skip
     write_metrics(dest, attach_ci(result))

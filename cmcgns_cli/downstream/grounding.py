@@ -13,7 +13,10 @@ crop is skipped and counted. A template class with several prompts scores the me
 maps.
 
 Scores per image (``grounding_metrics``): pointing game, CNR, IoU at the thresholds
-0.1 ... 0.5 of the min-max scaled map (``miou`` = their mean); means over images overall and
+0.1 ... 0.5 of the min-max scaled map (``miou`` = their mean). A score undefined on an image
+(a constant map; for CNR also a map flat inside and outside the region) is null, left out of
+the means and intervals, and counted by reason under ``undefined`` (``<score>_n``: the images
+each mean used). Means over images overall and
 per class, each with its chance level (pointing game: the mean region share of the image,
 the hit rate of a uniformly random peak; CNR and mIoU: the same scores of i.i.d. uniform
 noise maps on the patch grid, upsampled alike, seed 0) and a bootstrap 95 % interval over
@@ -44,6 +47,7 @@ from cmcgns_cli.downstream.grounding_metrics import (
     cnr,
     iou_at_thresholds,
     pointing_game,
+    undefined_reasons,
 )
 from cmcgns_cli.errors import BadInputError
 
@@ -100,16 +104,30 @@ def noise_maps(n: int, grid: tuple[int, int], crop: int, seed: int = 0) -> np.nd
     ].numpy()
 
 
-def score_items(maps: np.ndarray, regions: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-image scores: pointing_game, cnr, iou (N, T), miou (N,), area (N,)."""
-    iou = iou_at_thresholds(maps, regions)  # regions are non-empty: never NaN
+def score_items(maps: np.ndarray, regions: np.ndarray) -> dict[str, Any]:
+    """Per-image scores: pointing_game, cnr, iou (N, T), miou (N,), area (N,) (NaN where
+    undefined), and ``undefined``: {score: (N,) reason or None}."""
+    iou = iou_at_thresholds(maps, regions)  # regions are non-empty: NaN only on flat maps
     return {
         "pointing_game": pointing_game(maps, regions),
         "cnr": cnr(maps, regions),
         "iou": iou,
         "miou": iou.mean(axis=1),
         "area": area_fraction(regions),
+        "undefined": undefined_reasons(maps, regions),
     }
+
+
+def undefined_counts(scores: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """{headline score: {reason: images}} of the per-image scores left out of the means."""
+    out: dict[str, dict[str, int]] = {}
+    for k in HEADLINE:
+        counts: dict[str, int] = {}
+        for reason in scores.get("undefined", {}).get(k, []):
+            if reason is not None:
+                counts[reason] = counts.get(reason, 0) + 1
+        out[k] = counts
+    return out
 
 
 def _mean(v: np.ndarray) -> float:
@@ -140,6 +158,8 @@ def summarise(
     for k, v in chance_levels.items():
         metrics[f"{k}_chance"] = v
     metrics["n"] = float(len(cls))
+    for k in HEADLINE:  # images whose score is defined (the mean's denominator)
+        metrics[f"{k}_n"] = float(np.isfinite(np.asarray(scores[k], dtype=np.float64)).sum())
     per_class = {}
     for c in sorted(set(classes)):
         sel = cls == c
@@ -155,6 +175,7 @@ def summarise(
         "chance": chance_levels,
         "ci95": ci95,
         "ci95_method": bootstrap.method(n_boot, seed, "class" if len(set(classes)) > 1 else None),
+        "undefined": undefined_counts(scores),
     }
 
 
@@ -221,6 +242,7 @@ def evaluate_grounding(
             **{k: summary["metrics"][k] for k in HEADLINE},
             "per_class": summary["per_class"],
             "chance": summary["chance"],
+            "undefined": summary["undefined"],
             "iou_thresholds": list(IOU_THRESHOLDS),
         },
         "per_image": {

@@ -66,9 +66,37 @@ def attach_ci(
         result["ci95"] = {result["metric"]: None}
         result["ci95_method"] = {"method": "none: no per-image data for this metric"}
         return result
+    sets = (result.get("per_image") or {}).get("sets")
+    if sets:
+        return _attach_ci_sets(result, sets, n_boot, seed)
     idx = bootstrap.resample_indices(n, strata, n_boot, seed)
     result["ci95"] = {k: bootstrap.ci_of_stat(f, idx) for k, f in fns.items()}
     result["ci95_method"] = bootstrap.method(n_boot, seed, name if strata is not None else None)
+    return result
+
+
+def _attach_ci_sets(
+    result: dict[str, Any], sets: dict[str, dict[str, Any]], n_boot: int, seed: int
+) -> dict[str, Any]:
+    """Intervals of metrics that each score their own image set (detection under the
+    published protocol: ``map`` scores only the images it keeps, ``map_coco`` all test
+    images): each set ``{"fn", "n", "strata", "strata_name"}`` is resampled on its own
+    positions, so an interval resamples exactly the images its point estimate used."""
+    result["ci95"], methods = {}, {}
+    for key, st in sets.items():
+        strata = st.get("strata")
+        codes = None if strata is None else np.unique(np.asarray(strata), return_inverse=True)[1]
+        if st["n"] < 1:
+            result["ci95"][key], methods[key] = None, {"method": "none: no image scored"}
+            continue
+        idx = bootstrap.resample_indices(int(st["n"]), codes, n_boot, seed)
+        result["ci95"][key] = bootstrap.ci_of_stat(st["fn"], idx)
+        methods[key] = {
+            **bootstrap.method(n_boot, seed, st.get("strata_name") if codes is not None else None),
+            "images": int(st["n"]),
+        }
+    result["ci95_method"] = methods.get(result["metric"], {})
+    result["ci95_method_per_metric"] = methods
     return result
 
 

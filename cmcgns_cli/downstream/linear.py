@@ -15,11 +15,16 @@ from cmcgns_cli.metrics import accuracy, auroc
 
 
 def score(task: ClsTask, targets: np.ndarray, logits: np.ndarray, names: list[str]) -> dict:
-    """The task's metrics for logits (N, C) against targets."""
+    """The task's metrics for logits (N, C) against targets.
+
+    AUROC is scored on the logits themselves, in float64: it depends only on the order of
+    the scores, and the sigmoid is monotone, so this is the AUROC of the probabilities
+    without their rounding (in float32, logits 17 and 18 both map to probability 1.0 and
+    would tie).
+    """
     if task.kind == "multiclass":
         return {"accuracy": accuracy(targets, logits)}
-    probs = 1.0 / (1.0 + np.exp(-logits))
-    return auroc(targets, probs, names)
+    return auroc(targets, np.asarray(logits, dtype=np.float64), names)
 
 
 def loss_fn(task: ClsTask) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

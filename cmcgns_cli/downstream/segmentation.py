@@ -33,10 +33,11 @@ from cmcgns_cli.downstream.classification import (
 )
 from cmcgns_cli.downstream.encoder import EncoderSource, build_encoder
 from cmcgns_cli.downstream.intervals import attach_ci
+from cmcgns_cli.downstream.pools import data_protocol
 from cmcgns_cli.downstream.selectable import check_selectable
 from cmcgns_cli.downstream.tasks import get_dense_task
 from cmcgns_cli.errors import BadInputError
-from cmcgns_cli.metrics import dice, dice_per_image
+from cmcgns_cli.metrics import dice, dice_batch_mean, dice_per_image
 from cmcgns_cli.train.checkpoint import save_weights
 
 DEFAULTS = {"epochs": 50, "lr": 5e-4, "batch_size": 16}
@@ -189,6 +190,17 @@ class Segmenter:
             out.append((logit[:, 0] > 0).to(torch.uint8).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, s, s), np.uint8)
 
+    @torch.no_grad()
+    def predict_input(self, rows: np.ndarray) -> np.ndarray:
+        """Binary masks (n, size, size) uint8 at the model's input size (probability > 0.5,
+        i.e. logit > 0), where the published evaluation scored them."""
+        self.net.eval()
+        out = []
+        for start in range(0, len(rows), PRED_BATCH):
+            logit = self.logits(rows[start : start + PRED_BATCH], training=False)
+            out.append((logit[:, 0] > 0).to(torch.uint8).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.size, self.size), np.uint8)
+
 
 def finetune_seg(
     *, task_name: str, data: Path, checkpoint: str, out: Path, fraction: float, full: bool,
@@ -238,6 +250,26 @@ def finetune_seg(
     return record
 
 
+MGCA_DICE_BATCH = 16  # the authors' segmentation batch size (their test loader keeps it)
+PER_IMAGE_RULE = (
+    "mean over test images of per-image Dice at the prepared resolution (probability > 0.5); "
+    "an empty truth scores 1 if the prediction is empty, else 0"
+)
+MGCA_RULE = (
+    "the published evaluation: per-image Dice at the model input size (mask resized "
+    f"nearest), averaged per batch of {MGCA_DICE_BATCH} test images in split order, then "
+    "over batches (the last, smaller batch weighs as one)"
+)
+
+
+def _mean_fn(values: np.ndarray):
+    def stat(idx: np.ndarray) -> float:
+        x = values[idx]
+        return float(x.mean()) if len(x) else float("nan")
+
+    return stat
+
+
 def evaluate_seg(task_name: str, data: Path, finetuned: Path, device: torch.device,
                  save_examples: int = 0, out: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Score on the test split; write metrics.json and the examples in ``out`` (default:
@@ -265,14 +297,24 @@ def evaluate_seg(task_name: str, data: Path, finetuned: Path, device: torch.devi
     pred = seg.predict(test_rows)
     truth = np.asarray(masks[test_rows])
     metrics = dice(pred, truth)
+    per_image = dice_per_image(pred, truth)
+    metrics["dice_per_image"] = metrics["dice"]
+    has_mask = truth.reshape(len(truth), -1).any(axis=1)
+    rules = {"dice_per_image": PER_IMAGE_RULE, "dice": PER_IMAGE_RULE}
+    fns = {"dice": _mean_fn(per_image)}
+    if data_protocol(prepared) == "mgca":
+        at_input = dice_per_image(seg.predict_input(test_rows),
+                                  seg.target(masks, test_rows)[:, 0].cpu().numpy())  # fmt: skip
+        metrics["dice"] = dice_batch_mean(at_input, MGCA_DICE_BATCH)
+        rules["dice"] = MGCA_RULE
+        fns["dice"] = lambda idx: dice_batch_mean(at_input[idx], MGCA_DICE_BATCH)
     result = {
         "task": task.name, "metric": task.metric, "value": metrics[task.metric], "metrics": metrics,
-        "dice_rule": "mean over test images of per-image Dice (threshold 0.5); an empty truth "
-        "scores 1 if the prediction is empty, else 0",
+        "dice_rule": rules["dice"], "metric_rules": rules,
         "protocol": dense.protocol(prepared, record, len(test_rows)),
         "per_image": {
-            "kind": "mean", "values": {"dice": dice_per_image(pred, truth)},
-            "strata": truth.reshape(len(truth), -1).any(axis=1), "strata_name": "mask present",
+            "kind": "stat", "fns": fns, "n": len(test_rows),
+            "strata": has_mask, "strata_name": "mask present",
         },
     }  # fmt: skip
     write_metrics(dest, attach_ci(result))

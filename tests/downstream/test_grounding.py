@@ -51,8 +51,8 @@ def test_iou_thresholds_by_hand():
     # > 0.1 and > 0.2: {0.25, 0.5, 1} vs {0.5, 1} -> 2/3; > 0.3, > 0.4: exact -> 1; > 0.5: 1/2
     got = iou_at_thresholds(maps, regions)[0]
     assert got.tolist() == pytest.approx([2 / 3, 2 / 3, 1.0, 1.0, 0.5])
-    # a constant map predicts nothing: IoU 0 at every threshold
-    assert iou_at_thresholds(np.ones_like(maps), regions)[0].tolist() == [0.0] * 5
+    # a constant map has no scale to threshold: undefined (NaN) at every threshold
+    assert np.isnan(iou_at_thresholds(np.ones_like(maps), regions)[0]).all()
 
 
 @pytest.fixture(scope="module")
