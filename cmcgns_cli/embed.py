@@ -20,7 +20,7 @@ import numpy as np
 from cmcgns_cli import jsonio
 from cmcgns_cli.api import load
 from cmcgns_cli.console import err, progress
-from cmcgns_cli.embedding.inputs import expand_images, read_reports
+from cmcgns_cli.embedding.inputs import read_reports, scan_images
 from cmcgns_cli.errors import BadInputError, RunFailedError
 
 FORMATS = ("jsonl", "parquet", "npy")
@@ -78,6 +78,7 @@ def run_embed(
     batch_size: int,
     device: str,
     workers: int = 0,
+    reports_format: str = "lines",
     stdin: Any = None,
     stdout: Any = None,
 ) -> dict[str, int]:
@@ -91,8 +92,10 @@ def run_embed(
     if fmt == "npy" and local:
         raise BadInputError("--local needs --format parquet or jsonl (.npy holds one vector a row)")
     model = load(checkpoint, device)
-    paths = expand_images(images, stdin) if images is not None else []
-    texts = read_reports(reports, stdin) if reports is not None else []
+    paths, not_taken = scan_images(images, stdin) if images is not None else ([], [])
+    for path, why in not_taken:  # every file of --images DIR is named: taken or why not
+        err.print(f"not taken {path}: {why}", highlight=False)
+    texts = read_reports(reports, stdin, reports_format) if reports is not None else []
     total = len(paths) + len(texts)
     if total == 0:
         raise BadInputError(f"embed: no inputs in {images if images is not None else reports}")
@@ -136,7 +139,9 @@ def run_embed(
         write_npy(Path(out), rows, dim)
     err.print(
         f"embedded {total - failed} of {total} inputs ({failed} failed) with {model.path} "
-        f"({model.weights} weights) on {model.device}" + (f" -> {out}" if out else ""),
+        f"({model.weights} weights) on {model.device}"
+        + (f" -> {out}" if out else "")
+        + (f"; {len(not_taken)} files of {images} not taken (named above)" if not_taken else ""),
         highlight=False,
     )
     return {"total": total, "failed": failed}
