@@ -265,6 +265,7 @@ def explain_image(
         raise BadInputError(f"--report: no sentence to explain ({reason})")
     batch = make_batch(run, tensor[None], [sents])
     n = int(batch["num_sentences"][0])
+    n_report = len(sents)
     sents = sents[:n]  # sentences beyond max_length / max_sentences are not seen by the model
     att, grid = attention_grid(run, batch)
     crop = int(tensor.shape[-1])
@@ -337,6 +338,8 @@ def explain_image(
         "reconstruction_range": [rlo, rhi],
         "flat_relative_range": FLAT_RELATIVE_RANGE,
         "sentences": records,
+        "sentences_in_report": n_report,
+        "sentences_lost": n_report - n,
         "reconstruction": "reconstruction.png",
         # L1 of the model's output against the input, both on the [-1, 1] model scale
         # mean |output - input| on the [0, 1] intensity scale (the output unstretched)
@@ -367,6 +370,15 @@ def run_explain(
     run = open_run(checkpoint, resolve_device(device))
     torch.manual_seed(seed)
     result = explain_image(run, image, report_text(report, reports_format), Path(out), seed=seed)
+    if result["sentences_lost"]:
+        from cmcgns_cli.console import err
+
+        err.print(
+            f"note: the report has {result['sentences_in_report']} sentences; the model sees "
+            f"the first {len(result['sentences'])} (data.max_length "
+            f"{run.cfg.data.max_length}, data.max_sentences {run.cfg.data.max_sentences})",
+            highlight=False,
+        )
     if as_json:
         emit_json(result)
         return result
