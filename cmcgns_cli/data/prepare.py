@@ -88,8 +88,10 @@ def preprocess_params(dataset: str, size: int, options: dict[str, Any], reduce: 
         params["sentence_rule"] = (
             "split on periods, ?/!/;, numbered items, section ends, blank lines and list-item "
             "line breaks; >= 2 word tokens per sentence; NFKC, Unicode dashes and spaces "
-            "separate words; lower-cased Unicode letter/digit tokens joined by spaces; ___ "
-            "removed"
+            "separate words; lower-cased Unicode letter/digit tokens joined by spaces; "
+            "de-identification placeholders (XXXX, ___, [** **], <NAME>-style tags) removed; "
+            "Dr. / e.g. / a.m. / vs. / no. N end no sentence; misspelled FINDINGS / "
+            "IMPRESSION headers and view-description headers read as sections"
         )
     if dataset == "object-cxr":
         params["polygon_box"] = options.get("polygon_box") or "pole"
