@@ -149,8 +149,10 @@ class Model:
     def report_rows(
         self, reports: Sequence[str], batch_size: int = 32, local: bool = False
     ) -> Iterator[dict[str, Any]]:
-        """Per report: ``{"embedding": float32 (D,) | None, "error": str | None}`` and with
-        ``local`` also ``"local"`` float32 (S, D) sentence vectors and ``"sentences"``."""
+        """Per report: ``{"embedding": float32 (D,) | None, "error": str | None,
+        "sentences_lost": int}`` (sentences past ``data.max_length`` / ``max_sentences``
+        that the model did not see; 0 when none) and with ``local`` also ``"local"``
+        float32 (S, D) sentence vectors and ``"sentences"``."""
         for a in range(0, len(reports), batch_size):
             chunk = reports[a : a + batch_size]
             parsed = [text_sentences(text) for text in chunk]
@@ -162,10 +164,12 @@ class Model:
                 emb = text_embeddings(self.model, to_device(batch, self.device))
             pos = {i: j for j, i in enumerate(ok)}
             for i in range(len(chunk)):
-                row: dict[str, Any] = {"embedding": None, "error": None}
+                row: dict[str, Any] = {"embedding": None, "error": None, "sentences_lost": 0}
                 if i in pos:
                     j = pos[i]
                     row["embedding"] = emb["global"][j].cpu().numpy()
+                    # sentences past max_length / max_sentences the model never saw
+                    row["sentences_lost"] = len(parsed[i][0]) - int(items[i]["num_sentences"])
                     if local:
                         n = int(emb["sentence_mask"][j].sum())
                         row["local"] = emb["sentences"][j, :n].float().cpu().numpy()

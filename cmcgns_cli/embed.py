@@ -20,7 +20,8 @@ import numpy as np
 from cmcgns_cli import jsonio
 from cmcgns_cli.api import load
 from cmcgns_cli.console import err, progress
-from cmcgns_cli.embedding.inputs import expand_images, read_reports
+from cmcgns_cli.data.token_stats import TRUNCATION_WARN_SHARE
+from cmcgns_cli.embedding.inputs import read_reports, scan_images
 from cmcgns_cli.errors import BadInputError, RunFailedError
 
 FORMATS = ("jsonl", "parquet", "npy")
@@ -78,6 +79,7 @@ def run_embed(
     batch_size: int,
     device: str,
     workers: int = 0,
+    reports_format: str = "lines",
     stdin: Any = None,
     stdout: Any = None,
 ) -> dict[str, int]:
@@ -91,14 +93,17 @@ def run_embed(
     if fmt == "npy" and local:
         raise BadInputError("--local needs --format parquet or jsonl (.npy holds one vector a row)")
     model = load(checkpoint, device)
-    paths = expand_images(images, stdin) if images is not None else []
-    texts = read_reports(reports, stdin) if reports is not None else []
+    paths, not_taken = scan_images(images, stdin) if images is not None else ([], [])
+    for path, why in not_taken:  # every file of --images DIR is named: taken or why not
+        err.print(f"not taken {path}: {why}", highlight=False)
+    texts = read_reports(reports, stdin, reports_format) if reports is not None else []
     total = len(paths) + len(texts)
     if total == 0:
         raise BadInputError(f"embed: no inputs in {images if images is not None else reports}")
     sink = stdout or sys.stdout
     rows: list[dict[str, Any]] = []
     failed = 0
+    truncated = {"reports": 0, "sentences": 0}
     dim = model.embed_dim
 
     def stream() -> Iterator[dict[str, Any]]:
@@ -108,6 +113,9 @@ def run_embed(
     with progress() as bar:
         task = bar.add_task("embed", total=total)
         for row in stream():
+            if row.get("sentences_lost"):
+                truncated["reports"] += 1
+                truncated["sentences"] += int(row["sentences_lost"])
             if row["error"] is not None:
                 failed += 1
                 err.print(f"skipped {row['kind']} {row['id']}: {row['error']}", highlight=False)
@@ -134,9 +142,18 @@ def run_embed(
         write_parquet(Path(out), rows, local)
     elif fmt == "npy":
         write_npy(Path(out), rows, dim)
+    if texts and truncated["reports"] / len(texts) > TRUNCATION_WARN_SHARE:
+        err.print(
+            f"warning: {truncated['reports']} of {len(texts)} reports lost "
+            f"{truncated['sentences']} sentences past max_length={model.cfg.data.max_length} / "
+            f"max_sentences={model.cfg.data.max_sentences} (column sentences_lost)",
+            highlight=False,
+        )
     err.print(
         f"embedded {total - failed} of {total} inputs ({failed} failed) with {model.path} "
-        f"({model.weights} weights) on {model.device}" + (f" -> {out}" if out else ""),
+        f"({model.weights} weights) on {model.device}"
+        + (f" -> {out}" if out else "")
+        + (f"; {len(not_taken)} files of {images} not taken (named above)" if not_taken else ""),
         highlight=False,
     )
     return {"total": total, "failed": failed}
@@ -167,6 +184,7 @@ def write_parquet(path: Path, rows: list[dict[str, Any]], local: bool) -> None:
             pa.list_(pa.list_(pa.float32())),
         )
         cols["sentences"] = pa.array([r.get("sentences") for r in rows], pa.list_(pa.string()))
+    cols["sentences_lost"] = pa.array([r.get("sentences_lost", 0) for r in rows], pa.int32())
     cols["error"] = pa.array([r["error"] for r in rows], pa.string())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

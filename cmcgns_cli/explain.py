@@ -26,7 +26,13 @@ from cmcgns_cli import jsonio
 from cmcgns_cli.console import emit_json
 from cmcgns_cli.console import out as stdout
 from cmcgns_cli.embedding.encode import to_device
-from cmcgns_cli.embedding.inputs import ImagePrep, TextPrep, prepared_size, text_sentences
+from cmcgns_cli.embedding.inputs import (
+    ImagePrep,
+    TextPrep,
+    prepared_size,
+    read_reports,
+    text_sentences,
+)
 from cmcgns_cli.embedding.runs import LoadedRun, open_run
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.runtime import resolve_device
@@ -34,15 +40,27 @@ from cmcgns_cli.runtime import resolve_device
 DISPLAY = 256  # px of the longer side of the drawn panels (at least the model input)
 
 
-def report_text(report: str) -> str:
-    """``--report``: a path to a text file, or the report text itself."""
+def report_text(report: str, reports_format: str = "file") -> str:
+    """``--report``: a path to a text file, or the report text itself.
+
+    A file is read by ``reports_format``, the rule of ``embed --reports-format``: ``file``
+    (the default) takes the whole file as the report; ``lines`` takes one report a
+    non-blank line, and explain needs exactly one. Raises BadInputError."""
     path = Path(report)
     try:
-        if len(report) < 4096 and path.is_file():
-            return path.read_text(encoding="utf-8", errors="replace")
+        is_file = len(report) < 4096 and path.is_file()
     except OSError:
-        pass
-    return report
+        is_file = False
+    if not is_file:
+        return report
+    reports = read_reports(str(path), fmt=reports_format)
+    if len(reports) != 1:
+        raise BadInputError(
+            f"--report {path}: holds {len(reports)} reports with --reports-format "
+            f"{reports_format} (one a line); explain takes one: give --reports-format file "
+            "to read the whole file as one report"
+        )
+    return reports[0][1]
 
 
 def make_batch(run: LoadedRun, image: torch.Tensor, sentences: list[list[str]]) -> dict:
@@ -247,6 +265,7 @@ def explain_image(
         raise BadInputError(f"--report: no sentence to explain ({reason})")
     batch = make_batch(run, tensor[None], [sents])
     n = int(batch["num_sentences"][0])
+    n_report = len(sents)
     sents = sents[:n]  # sentences beyond max_length / max_sentences are not seen by the model
     att, grid = attention_grid(run, batch)
     crop = int(tensor.shape[-1])
@@ -319,6 +338,8 @@ def explain_image(
         "reconstruction_range": [rlo, rhi],
         "flat_relative_range": FLAT_RELATIVE_RANGE,
         "sentences": records,
+        "sentences_in_report": n_report,
+        "sentences_lost": n_report - n,
         "reconstruction": "reconstruction.png",
         # L1 of the model's output against the input, both on the [-1, 1] model scale
         # mean |output - input| on the [0, 1] intensity scale (the output unstretched)
@@ -344,10 +365,20 @@ def run_explain(
     device: str,
     seed: int,
     as_json: bool,
+    reports_format: str = "file",
 ) -> dict[str, Any]:
     run = open_run(checkpoint, resolve_device(device))
     torch.manual_seed(seed)
-    result = explain_image(run, image, report_text(report), Path(out), seed=seed)
+    result = explain_image(run, image, report_text(report, reports_format), Path(out), seed=seed)
+    if result["sentences_lost"]:
+        from cmcgns_cli.console import err
+
+        err.print(
+            f"note: the report has {result['sentences_in_report']} sentences; the model sees "
+            f"the first {len(result['sentences'])} (data.max_length "
+            f"{run.cfg.data.max_length}, data.max_sentences {run.cfg.data.max_sentences})",
+            highlight=False,
+        )
     if as_json:
         emit_json(result)
         return result

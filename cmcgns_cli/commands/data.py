@@ -35,6 +35,12 @@ def prepare(
         None, "--label-cols", help="folder: comma-separated label columns."
     ),
     split_col: str | None = typer.Option(None, "--split-col", help="folder: split column."),
+    any_modality: bool = typer.Option(
+        False,
+        "--any-modality",
+        help="Keep DICOMs of every Modality (default: only radiographs CR, DX, RG, DR; others "
+        "are skipped as not_radiograph).",
+    ),
     overwrite: bool = typer.Option(
         False,
         "--overwrite",
@@ -61,6 +67,7 @@ def prepare(
             "report_col": report_col,
             "label_cols": label_cols.split(",") if label_cols else None,
             "split_col": split_col,
+            "any_modality": any_modality,
         },
         as_json=as_json,
         overwrite=overwrite,

@@ -51,6 +51,13 @@ class EmbedFormat(StrEnum):
     npy = "npy"
 
 
+class ReportsFormat(StrEnum):
+    """How a reports text file is read: one report a line, or the whole file as one."""
+
+    lines = "lines"
+    file = "file"
+
+
 class Split(StrEnum):
     train = "train"
     validate = "validate"

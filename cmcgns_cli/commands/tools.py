@@ -9,7 +9,15 @@ from pathlib import Path
 
 import typer
 
-from cmcgns_cli.commands.options import Device, DeviceOpt, EmbedFormat, JsonOpt, Split, Weights
+from cmcgns_cli.commands.options import (
+    Device,
+    DeviceOpt,
+    EmbedFormat,
+    JsonOpt,
+    ReportsFormat,
+    Split,
+    Weights,
+)
 
 
 def embed(
@@ -28,6 +36,12 @@ def embed(
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Inputs per forward pass."),
     device: Device = DeviceOpt,
     workers: int = typer.Option(0, "--workers", min=0, help="Image decoding workers."),
+    reports_format: ReportsFormat = typer.Option(
+        ReportsFormat.lines,
+        "--reports-format",
+        help="lines: one report a line (CSV/JSON Lines by suffix); file: the whole file is "
+        "one report.",
+    ),
 ) -> None:
     """Turn images and/or reports into embedding vectors."""
     from cmcgns_cli.embed import run_embed
@@ -42,6 +56,7 @@ def embed(
         batch_size=batch_size,
         device=device.value,
         workers=workers,
+        reports_format=reports_format.value,
     )
 
 
@@ -73,6 +88,12 @@ def explain(
     out: Path = typer.Option(..., "--out", help="Folder for the PNGs and explain.json."),
     device: Device = DeviceOpt,
     seed: int = typer.Option(0, "--seed", help="Seed of the CM-MIR mask."),
+    reports_format: ReportsFormat = typer.Option(
+        ReportsFormat.file,
+        "--reports-format",
+        help="For a --report FILE: file (the whole file is the report) or lines (one report "
+        "a line; the file must hold one).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Per-sentence attention heat maps, the CM-MIR reconstruction and sentence clusters."""
@@ -86,6 +107,7 @@ def explain(
         device=device.value,
         seed=seed,
         as_json=as_json,
+        reports_format=reports_format.value,
     )
 
 

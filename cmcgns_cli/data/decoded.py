@@ -30,3 +30,5 @@ class Decoded:
     view: str = ""  # DICOM ViewPosition when present
     orientation: int = 1  # EXIF Orientation applied (1 = none)
     fallbacks: list[str] = field(default_factory=list)  # DICOM defaults assumed
+    # DICOM header values where present: modality, body_part, patient_id, study_uid
+    tags: dict[str, str] = field(default_factory=dict)

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from cmcgns_cli.data.decoded import Decoded, ImageError
+from cmcgns_cli.data.dicomtags import drop_empty_elements, header_tags
 
 
 def _image_error(reason: str, detail: str) -> Exception:
@@ -70,6 +71,9 @@ def read_dicom(path: str | os.PathLike[str]) -> tuple[Any, list[str]]:
         raise _image_error("unreadable_image", f"not a readable DICOM ({exc})") from None
     if not any(el.tag.group != 0x0002 for el in ds):
         raise _image_error("unreadable_image", "DICOM header holds no data set")
+    empty = drop_empty_elements(ds)
+    if empty:
+        fallbacks.append("empty_elements_ignored:" + ",".join(empty))
     meta = ds.file_meta if hasattr(ds, "file_meta") else None
     if meta is None or "TransferSyntaxUID" not in meta:
         implicit, little = getattr(ds, "original_encoding", (True, True))
@@ -104,6 +108,12 @@ def read_dicom(path: str | os.PathLike[str]) -> tuple[Any, list[str]]:
         if "BitsStored" in ds and "HighBit" not in ds:
             ds.HighBit = int(ds.BitsStored) - 1
             fallbacks.append(f"HighBit_assumed:{ds.HighBit}")
+    # Rescale Slope and Intercept come as a pair (PS3.3 C.11.1.1); pydicom applies neither
+    # when one is missing, so the missing one takes its identity value.
+    if ("RescaleSlope" in ds) != ("RescaleIntercept" in ds):
+        keyword, value = ("RescaleIntercept", 0) if "RescaleSlope" in ds else ("RescaleSlope", 1)
+        setattr(ds, keyword, value)
+        fallbacks.append(f"{keyword}_assumed:{value}")
     return ds, fallbacks
 
 
@@ -122,8 +132,9 @@ def _decode_dicom(path: str | os.PathLike[str]) -> Any:
         short = ("less than expected", "length", "truncat", "end of")
         reason = "truncated_image" if any(k in low for k in short) else "unreadable_image"
         raise _image_error(reason, f"pixel data cannot be decoded ({msg})") from None
-    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 and arr.ndim >= 3:
-        arr = arr[0]
+    arr, note = first_frame(ds, arr)
+    if note:
+        fallbacks.append(note)
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     if arr.ndim == 3:  # colour, RGB (see above): luma as OpenCV computes it (ITU-R BT.601)
         rgb = arr if arr.dtype == np.uint8 else _minmax_u8(arr.astype(np.float64))
@@ -132,8 +143,29 @@ def _decode_dicom(path: str | os.PathLike[str]) -> Any:
         img = presentation(ds, photometric, dicom_to_uint8(ds, arr))
     view = str(getattr(ds, "ViewPosition", "") or "").strip()
     return Decoded(
-        image=img, orig_h=img.shape[0], orig_w=img.shape[1], view=view, fallbacks=fallbacks
+        image=img,
+        orig_h=img.shape[0],
+        orig_w=img.shape[1],
+        view=view,
+        fallbacks=fallbacks,
+        tags=header_tags(ds),
     )
+
+
+def first_frame(ds: Any, arr: np.ndarray) -> tuple[np.ndarray, str]:
+    """``(frame, note)``: the first frame of a multi-frame ``arr`` and a note naming the
+    frame count, or ``(arr, "")`` for one frame. pydicom returns every frame the pixel data
+    holds even when Number of Frames is absent or says fewer ((frames, rows, columns) for
+    one sample per pixel, (frames, rows, columns, 3) for three): frames are counted from the
+    array's shape against Samples per Pixel, not from the header."""
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    frame_ndim = 2 if samples == 1 else 3
+    if arr.ndim <= frame_ndim:
+        return arr, ""
+    n = int(arr.shape[0])
+    declared = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    kind = "frames" if declared == n else f"undeclared_frames(declared_{declared})"
+    return arr[0], f"{kind}:took_first_of_{n}"
 
 
 def presentation(ds: Any, photometric: str, img: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ import numpy as np
 # standard's pixel pipeline); these names are re-exported because callers import them here.
 from cmcgns_cli.data.decoded import Decoded, ImageError
 from cmcgns_cli.data.dicomio import _minmax_u8, decode_dicom, dicom_to_uint8, read_dicom
+from cmcgns_cli.data.dicomtags import not_radiograph
 
 # The reduced decode is taken only while the decoded longer side stays >= this many times
 # the output side (measured in bench/bench_prepare.py: mean |diff| well under 2 grey levels).
@@ -113,6 +114,43 @@ def map_boxes(boxes: list[list[float]], tf: Transform) -> list[list[float]]:
         [float(x) * s + tf.pad_x, float(y) * s + tf.pad_y, float(w) * s, float(h) * s]
         for x, y, w, h in boxes
     ]
+
+
+@dataclass(frozen=True)
+class ClippedBoxes:
+    """What :func:`clip_boxes` kept: ``boxes`` ``[x, y, w, h]`` (original px), the index of
+    each in the input (``keep``), and how many were clipped or dropped."""
+
+    boxes: list[list[float]]
+    keep: list[int]
+    clipped: int
+    dropped: int
+
+
+def clip_boxes(boxes: list[list[float]], orig_h: int, orig_w: int) -> ClippedBoxes:
+    """Clip ``[x, y, w, h]`` boxes (original pixels, x = column) to the picture
+    ``0..orig_w`` x ``0..orig_h``; a box with no area left (wholly outside, zero or negative
+    width or height, not finite) is dropped. A box is counted as clipped when any edge
+    moved. Annotation tools let boxes reach past the image edge (Object-CXR, RSNA); a box
+    the picture does not show is no positive to train or score."""
+    kept: list[list[float]] = []
+    keep: list[int] = []
+    clipped = dropped = 0
+    for i, (x, y, w, h) in enumerate(boxes):
+        x0, y0, x1, y1 = float(x), float(y), float(x) + float(w), float(y) + float(h)
+        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+            dropped += 1
+            continue
+        cx0, cy0 = min(max(x0, 0.0), orig_w), min(max(y0, 0.0), orig_h)
+        cx1, cy1 = min(max(x1, 0.0), orig_w), min(max(y1, 0.0), orig_h)
+        if cx1 <= cx0 or cy1 <= cy0:
+            dropped += 1
+            continue
+        if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
+            clipped += 1
+        kept.append([cx0, cy0, cx1 - cx0, cy1 - cy0])
+        keep.append(i)
+    return ClippedBoxes(kept, keep, clipped, dropped)
 
 
 def map_mask(mask: np.ndarray, tf: Transform, size: int) -> np.ndarray:
@@ -322,9 +360,11 @@ __all__ = [
     "ImageError",
     "Transform",
     "apply_exif_orientation",
+    "clip_boxes",
     "decode",
     "decode_dicom",
     "dicom_to_uint8",
+    "not_radiograph",
     "letterbox",
     "letterbox_transform",
     "load_prepared_image",

@@ -21,6 +21,7 @@ import pandas as pd
 
 from cmcgns_cli import interrupts, jsonio
 from cmcgns_cli.data import imageio, writer
+from cmcgns_cli.data.prepare_rows import keep_boxes, manifest_frame, manifest_row, relative_source
 from cmcgns_cli.data.prepare_summary import emit_summary, summarize
 from cmcgns_cli.data.prepared import (
     FORMAT_VERSION,
@@ -77,6 +78,9 @@ def preprocess_params(dataset: str, size: int, options: dict[str, Any], reduce: 
         "(8-bit data kept as stored); MONOCHROME1 or Presentation LUT Shape INVERSE inverted "
         "once; no preamble/file meta: read with force, defaults in decode_fallback",
         "exif_orientation": "applied (JPEG, PNG eXIf, TIFF, WebP); recorded per row",
+        "modality": "any (--any-modality)"
+        if options.get("any_modality")
+        else "DICOM Modality CR, DX, RG or DR, or none; others skipped as not_radiograph",
         "masks": "uint8 0/1",
     }
     if dataset in ("mimic", "folder"):
@@ -84,8 +88,10 @@ def preprocess_params(dataset: str, size: int, options: dict[str, Any], reduce: 
         params["sentence_rule"] = (
             "split on periods, ?/!/;, numbered items, section ends, blank lines and list-item "
             "line breaks; >= 2 word tokens per sentence; NFKC, Unicode dashes and spaces "
-            "separate words; lower-cased Unicode letter/digit tokens joined by spaces; ___ "
-            "removed"
+            "separate words; lower-cased Unicode letter/digit tokens joined by spaces; "
+            "de-identification placeholders (XXXX, ___, [** **], <NAME>-style tags) removed; "
+            "Dr. / e.g. / a.m. / vs. / no. N end no sentence; misspelled FINDINGS / "
+            "IMPRESSION headers and view-description headers read as sections"
         )
     if dataset == "object-cxr":
         params["polygon_box"] = options.get("polygon_box") or "pole"
@@ -209,6 +215,7 @@ def run_prepare(
                     workers=workers,
                     reduce=reduce,
                     job=job,
+                    any_modality=bool(options.get("any_modality")),
                     on_progress=advance,
                     chunk=chunk,
                 )
@@ -221,15 +228,30 @@ def run_prepare(
             ) from None
     decode_s = time.perf_counter() - t0
     kept, rows, skipped = [], [], []
+    box_counts = {"clipped": 0, "dropped": 0}
     for it in result.skipped:
-        skipped.append((it.id, it.source_path, it.reason, it.detail))
+        skipped.append((it.id, relative_source(it.source_path, src), it.reason, it.detail))
     for item, rec in zip(items, results, strict=True):
         if "skip" in rec:
-            skipped.append((item.id, item.source_path, rec["skip"], rec.get("detail", "")))
+            where = relative_source(item.source_path, src)
+            skipped.append((item.id, where, rec["skip"], rec.get("detail", "")))
             continue
+        if item.boxes:
+            clip = imageio.clip_boxes(item.boxes, rec["tf"]["orig_h"], rec["tf"]["orig_w"])
+            box_counts["clipped"] += clip.clipped
+            box_counts["dropped"] += clip.dropped
+            if not clip.boxes:
+                where = relative_source(item.source_path, src)
+                detail = (
+                    f"all {len(item.boxes)} boxes lie outside the {rec['tf']['orig_w']}x"
+                    f"{rec['tf']['orig_h']} picture or have no area"
+                )
+                skipped.append((item.id, where, "bad_annotation", detail))
+                continue
+            keep_boxes(item, clip)
         kept.append(rec["i"])
-        rows.append(_row(item, rec, result))
-    manifest = _manifest(rows, result)
+        rows.append(manifest_row(item, rec, result, src))
+    manifest = manifest_frame(rows, result)
     skipped_df = pd.DataFrame(skipped, columns=["id", "source_path", "reason", "detail"])
     if not kept:
         _fail_empty(dataset, src, out, skipped_df)
@@ -239,6 +261,9 @@ def run_prepare(
     skipped_df.to_csv(tmp, index=False)
     os.replace(tmp, out / SKIPPED)
     summary = summarize(dataset, manifest, skipped_df, result, len(items))
+    if "boxes" in manifest or any(it.boxes for it in items):
+        summary["boxes_clipped"] = box_counts["clipped"]
+        summary["boxes_dropped"] = box_counts["dropped"]
     meta = {
         "format": FORMAT_VERSION,
         "dataset": dataset,
@@ -258,6 +283,9 @@ def run_prepare(
         "job": job,
         "summary": summary,
     }
+    for key in ("boxes_clipped", "boxes_dropped"):
+        if key in summary:
+            meta[key] = summary[key]
     if "images_in_two_splits" in summary:
         meta["images_in_two_splits"] = summary["images_in_two_splits"]
     atomic_write_text(out / META, jsonio.dumps(meta, indent=2, default=str))
@@ -303,55 +331,6 @@ def _differences(old: dict[str, Any], dataset: str, params: dict[str, Any]) -> s
         if before.get(key) != params.get(key) and key not in ("resize", "dicom", "masks"):
             diffs.append(f"{key} {before.get(key)} -> {params.get(key)}")
     return ", ".join(diffs) or "other source rows or format version"
-
-
-def _row(item: Item, rec: dict[str, Any], result: ReaderResult) -> dict[str, Any]:
-    tf = rec["tf"]
-    row: dict[str, Any] = {
-        "id": item.id,
-        "split": item.split,
-        "patient_id": item.patient_id,
-        "study_id": item.study_id,
-        "view": item.view or (rec.get("view") or "").upper(),
-        "source_path": item.source_path,
-        **tf,
-        # how the file was read: EXIF orientation applied, DICOM defaults assumed
-        "exif_orientation": int(rec.get("orientation", 1)),
-        "decode_fallback": str(rec.get("fallbacks", "")),
-    }
-    if result.paired:
-        row["sentences"] = list(item.sentences or [])
-    if item.labels is not None:
-        row["labels"] = [float(v) for v in item.labels]
-    if item.boxes is not None:
-        s, px, py = tf["scale"], tf["pad_x"], tf["pad_y"]
-        row["boxes"] = [[x * s + px, y * s + py, w * s, h * s] for x, y, w, h in item.boxes]
-        row["box_labels"] = [int(v) for v in (item.box_labels or [0] * len(item.boxes))]
-    for k, v in item.extra.items():
-        row[k] = v
-    return row
-
-
-def _manifest(rows: list[dict[str, Any]], result: ReaderResult) -> pd.DataFrame:
-    base = [
-        "id",
-        "split",
-        "patient_id",
-        "study_id",
-        "view",
-        "source_path",
-        "scale",
-        "pad_x",
-        "pad_y",
-        "orig_h",
-        "orig_w",
-    ]
-    df = pd.DataFrame(rows)
-    if df.empty:
-        df = pd.DataFrame({c: pd.Series(dtype=object) for c in base})
-    for c in ("id", "split", "patient_id", "study_id", "view", "source_path"):
-        df[c] = df[c].astype(object).map(str)
-    return df
 
 
 def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:

@@ -40,6 +40,8 @@ def summarize(
         "skipped": int(len(skipped)),
         "skipped_by_reason": dict(Counter(skipped["reason"]).most_common()) if len(skipped) else {},
     }
+    if "body_part" in manifest and len(manifest):
+        summary["non_chest_body_parts"] = non_chest_body_parts(manifest["body_part"])
     if "boxes" in manifest:
         summary["boxes"] = int(sum(len(b) for b in manifest["boxes"]))
     if result.meta.get("rle_encoding"):
@@ -53,6 +55,22 @@ def summarize(
     if dataset == "siim":
         summary["images_in_two_splits"] = images_in_several_splits(manifest)
     return summary
+
+
+# Body Part Examined values that name the chest (PS3.16 CID 4031 "CHEST", plus the
+# free-text forms scanners write).
+_CHEST_WORDS = ("CHEST", "THORAX", "THORACIC", "LUNG", "THOR")
+
+
+def non_chest_body_parts(body_parts: pd.Series) -> dict[str, int]:
+    """``{Body Part Examined: rows}`` for the rows whose DICOM names a body part that is not
+    the chest (blank = not recorded, not counted), commonest first."""
+    counts = Counter(
+        str(v)
+        for v in body_parts
+        if str(v).strip() and not any(w in str(v).upper() for w in _CHEST_WORDS)
+    )
+    return dict(counts.most_common())
 
 
 def images_in_several_splits(manifest: pd.DataFrame) -> int:
@@ -93,8 +111,13 @@ def emit_summary(summary: dict[str, Any], as_json: bool) -> None:
         table.add_row(f"split {s}", str(n))
     for name, p in summary.get("label_prevalence", {}).items():
         table.add_row(f"positive {name}", "-" if p is None or math.isnan(p) else f"{p:.3f}")
+    for part, n in (summary.get("non_chest_body_parts") or {}).items():
+        table.add_row(f"body part {part} (not chest)", str(n))
     if "boxes" in summary:
         table.add_row("boxes", str(summary["boxes"]))
+    if summary.get("boxes_clipped") or summary.get("boxes_dropped"):
+        table.add_row("boxes clipped to the picture", str(summary.get("boxes_clipped", 0)))
+        table.add_row("boxes dropped (no area in the picture)", str(summary["boxes_dropped"]))
     if summary.get("rle_encoding"):
         table.add_row(f"RLE starts: {summary['rle_encoding']}", "")
     if summary.get("paths_rerooted"):

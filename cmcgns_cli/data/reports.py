@@ -15,8 +15,11 @@ Rules (MGCA's preprocessing, which the paper follows):
 - Text as exports write it (Unicode NFKC, so a no-break space is a space; every Unicode
   dash, including the Windows-1252 forms U+0096 / U+0097, separates words like a hyphen;
   soft hyphens and zero-width joiners are dropped). Letters with accents are kept.
-- Cleaning: ``___`` (de-identified spans) removed, line breaks and runs of space collapsed,
-  lower-cased.
+- Cleaning: de-identification placeholders (IU's ``XXXX``, MIMIC's ``___``, ``[** **]``,
+  ``<NAME>``-style tags) removed, line breaks and runs of space collapsed, lower-cased;
+  abbreviations with a period (``Dr.``, ``e.g.``, ``a.m.``, ``no. 5``) end no sentence;
+  misspelled FINDINGS / IMPRESSION headers and view-description headers (``CHEST, TWO
+  VIEWS:``) are read as those sections (:mod:`cmcgns_cli.data.report_rules`).
 - Sentences: split on periods (not decimal points), ``?``/``!``/``;``, numbered items
   (``1.``, ``2)``), at every section end, at blank lines, and at line breaks that start a
   list item (``-``, ``*``, a bullet, ``1.``); a single line break inside a paragraph is a
@@ -36,6 +39,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+
+from cmcgns_cli.data import report_rules as rules
 
 MIN_SENTENCE_TOKENS = 2
 MIN_REPORT_WORDS = 3
@@ -105,7 +110,6 @@ _HEADER_ANYCASE = re.compile(
 _HEADER_INLINE_UPPER = re.compile(r"(?<![A-Za-z0-9/(&\-])(" + _KNOWN_ALT + r")[ \t]*:")
 _HEADER_INLINE_SENTENCE = re.compile(r"[.!?][ \t]+(" + _KNOWN_ALT + r")[ \t]*:", re.IGNORECASE)
 _FINAL_REPORT = re.compile(r"^[ \t]*FINAL REPORT[ \t]*$", re.MULTILINE | re.IGNORECASE)
-_PHI = re.compile(r"_{2,}")
 _TOKEN = re.compile(r"[^\W_]+")
 # Sentence boundaries: a period not between two digits, ? or !, and a numbered item
 # ("1." / "2)" at the start or after whitespace, followed by whitespace or end).
@@ -191,6 +195,10 @@ def extract_sections(text: str) -> Sections:
         for m in rx.finditer(text):
             name = re.sub(r"\s+", " ", m.group(1).strip().upper())
             headers.setdefault(m.start(1), (m.end(), name))
+    for rx in (rules.HEADER_WORD_LINE, rules.HEADER_WORD_INLINE):  # misspelled headers
+        for m in rx.finditer(text):
+            if rules.misspelled_section(m.group(1)):
+                headers.setdefault(m.start(1), (m.end(), m.group(1).upper()))
     # drop headers that start inside another header's span
     spans: list[tuple[int, int, str]] = []
     for start in sorted(headers):
@@ -208,9 +216,13 @@ def extract_sections(text: str) -> Sections:
     current = "other"
     for i, (start, end, name) in enumerate(spans):
         stop = spans[i + 1][0] if i + 1 < len(spans) else len(text)
-        if name in FINDINGS_HEADERS or name.startswith("FINDING"):
+        alias = rules.misspelled_section(name)
+        # a view-description header ("CHEST, TWO VIEWS:") opens findings, unless it sits
+        # inside the impression
+        view = rules.is_view_header(name) and current != "impression"
+        if name in FINDINGS_HEADERS or name.startswith("FINDING") or alias == "findings" or view:
             current, body = "findings", text[end:stop]
-        elif name in IMPRESSION_HEADERS or name.startswith("IMPRESSION"):
+        elif name in IMPRESSION_HEADERS or name.startswith("IMPRESSION") or alias:
             current, body = "impression", text[end:stop]
         elif name in PREAMBLE_HEADERS:
             # a preamble section ends at its first blank line; paragraphs after it are
@@ -256,9 +268,10 @@ def break_inline_headers(text: str) -> str:
 
 
 def clean_text(text: str) -> str:
-    """Normalise Unicode (:func:`normalize_text`), remove ``___``, collapse whitespace,
-    lower-case. Letters with accents are kept."""
-    text = _PHI.sub(" ", normalize_text(text))
+    """Normalise Unicode (:func:`normalize_text`), remove de-identification placeholders
+    (``XXXX``, ``___``, ``[** **]``, ``<NAME>``: :mod:`cmcgns_cli.data.report_rules`),
+    collapse whitespace, lower-case. Letters with accents are kept."""
+    text = rules.remove_placeholders(normalize_text(text))
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
@@ -272,7 +285,7 @@ def split_sentences(text: str) -> list[str]:
         return []
     out = []
     for block in _BLOCK.split(normalize_text(text)):
-        for piece in _SPLIT.split(clean_text(block)):
+        for piece in _SPLIT.split(rules.protect_abbreviations(clean_text(block))):
             tokens = _TOKEN.findall(piece)
             if len(tokens) >= MIN_SENTENCE_TOKENS:
                 out.append(" ".join(tokens))

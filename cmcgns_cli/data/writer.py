@@ -47,12 +47,15 @@ SKIP_REASONS: dict[str, str] = {
     "report_missing": "no report file / no report text",
     "report_empty": "report has no text in FINDINGS / IMPRESSION (or at all)",
     "report_too_short": "fewer than --min-words words in the kept sentences",
+    "not_radiograph": "DICOM whose Modality is not a projection radiograph (CR, DX, RG, DR): "
+    "CT, MR, US, XA, SEG, photos...; the detail names it; --any-modality keeps them",
     "not_frontal": "lateral or unknown view (mimic, chexpert keep PA / AP / frontal)",
     "not_in_split": "mimic image absent from the official split file",
     "no_findings_or_impression": "mimic --protocol mgca: report has neither an IMPRESSION "
     "nor a FINDINGS section (no fall-back, as the authors' code)",
     "unknown_class": "covidx class that is not one of the known labels",
-    "bad_annotation": "object-cxr annotation string that cannot be parsed",
+    "bad_annotation": "object-cxr annotation string that cannot be parsed, or an image whose "
+    "boxes (object-cxr, rsna) all lie outside the picture or have no area",
     "missing_value:<col>": "a blank value in a required CSV column <col>",
 }
 
@@ -78,7 +81,9 @@ def fingerprint(payload: Any) -> str:
 # Worker side
 
 
-def _init_worker(images: str, masks: str | None, size: int, reduce: bool) -> None:
+def _init_worker(
+    images: str, masks: str | None, size: int, reduce: bool, any_modality: bool = False
+) -> None:
     import cv2
 
     cv2.setNumThreads(1)
@@ -88,6 +93,7 @@ def _init_worker(images: str, masks: str | None, size: int, reduce: bool) -> Non
         masks=np.load(masks, mmap_mode="r+") if masks else None,
         size=size,
         reduce=reduce,
+        any_modality=any_modality,
     )
 
 
@@ -112,6 +118,9 @@ def process_one(task: Task) -> Result:
             "skip": "unreadable_image",
             "detail": f"{type(exc).__name__}: {exc}"[:200],
         }
+    wrong = "" if _STATE.get("any_modality") else imageio.not_radiograph(dec.tags)
+    if wrong:
+        return {"i": idx, "skip": "not_radiograph", "detail": wrong}
     if masks is not None:
         try:
             masks[idx] = _mask(mask_spec, tf, size)
@@ -125,6 +134,7 @@ def process_one(task: Task) -> Result:
         "reduced": dec.reduced,
         "orientation": dec.orientation,
         "fallbacks": ";".join(dec.fallbacks),
+        "tags": dec.tags,
     }
 
 
@@ -140,7 +150,8 @@ def _mask(spec: Any, tf: imageio.Transform, size: int) -> np.ndarray:
             full |= rle_decode(rle, tf.orig_h, tf.orig_w, encoding)
         return imageio.map_mask(full, tf, size)
     if spec[0] == "boxes":
-        return imageio.boxes_mask(imageio.map_boxes(spec[1], tf), size)
+        boxes = imageio.clip_boxes(spec[1], tf.orig_h, tf.orig_w).boxes
+        return imageio.boxes_mask(imageio.map_boxes(boxes, tf), size)
     raise ValueError(f"unknown mask spec {spec[0]!r}")
 
 
@@ -175,6 +186,7 @@ def run_images(
     workers: int,
     reduce: bool,
     job: str,
+    any_modality: bool = False,
     on_progress: Callable[..., None] | None = None,
     chunk: int = CHUNK,
 ) -> tuple[list[Result], int]:
@@ -219,14 +231,16 @@ def run_images(
                 on_progress(len(results))
 
         if workers <= 0:
-            _init_worker(str(img_path), masks_arg, size, reduce)
+            _init_worker(str(img_path), masks_arg, size, reduce, any_modality)
             try:
                 for c in chunks:
                     record(process_chunk(c))
             finally:
                 _STATE.clear()
         else:
-            _run_pool(chunks, workers, (str(img_path), masks_arg, size, reduce), record)
+            _run_pool(
+                chunks, workers, (str(img_path), masks_arg, size, reduce, any_modality), record
+            )
     results = [done[i] for i in range(n)]
     return results, resumed
 

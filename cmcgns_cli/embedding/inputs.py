@@ -39,30 +39,83 @@ def _lines(stream: TextIO) -> list[str]:
     return [ln.strip() for ln in stream.read().splitlines() if ln.strip()]
 
 
-def expand_images(spec: str, stdin: TextIO | None = None) -> list[str]:
-    """``-`` (paths on stdin, one a line), a directory (image files below it, sorted), a
-    glob pattern, or one file."""
+# What a file's first bytes say it is: (signature test, name). DICOM also by its
+# ``DICM`` marker after the 128-byte preamble (PS3.10 section 7.1) or a bare data set.
+_SIGNATURES = (
+    (lambda b: b[:2] == b"\xff\xd8", "JPEG"),
+    (lambda b: b[:8] == b"\x89PNG\r\n\x1a\n", "PNG"),
+    (lambda b: b[:2] == b"BM", "BMP"),
+    (lambda b: b[:4] in (b"II*\x00", b"MM\x00*"), "TIFF"),
+)
+REPORTS_FORMATS = ("lines", "file")
+
+
+def sniff_image(path: Path) -> str | None:
+    """The kind of image a file holds by its content (``DICOM``, ``JPEG``, ``PNG``, ``BMP``,
+    ``TIFF``), or None. Reads at most 132 bytes; an unreadable file is None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return None
+    if (len(head) >= 132 and head[128:132] == b"DICM") or (
+        head[:2] in (b"\x02\x00", b"\x08\x00") and head[3:4] == b"\x00"
+    ):
+        return "DICOM"
+    return next((name for test, name in _SIGNATURES if test(head)), None)
+
+
+def scan_images(spec: str, stdin: TextIO | None = None) -> tuple[list[str], list[tuple[str, str]]]:
+    """``(paths, not_taken)`` for ``--images``: ``-`` (paths on stdin, one a line), a
+    directory, a glob pattern, or one file. Below a directory a file is taken when its
+    suffix is an image suffix or its content is an image (a suffix-less DICOM by its
+    ``DICM`` marker: :func:`sniff_image`); every other file is in ``not_taken`` with the
+    reason, so none is dropped without a word. Raises BadInputError when nothing is taken."""
     if spec == "-":
-        return _lines(stdin or sys.stdin)
+        return _lines(stdin or sys.stdin), []
     path = Path(spec)
     if path.is_dir():
-        files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-        if not files:
-            raise BadInputError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) below it")
-        return sorted(str(p) for p in files)
+        taken: list[str] = []
+        not_taken: list[tuple[str, str]] = []
+        for p in sorted(q for q in path.rglob("*") if q.is_file()):
+            if p.suffix.lower() in IMAGE_SUFFIXES or sniff_image(p):
+                taken.append(str(p))
+            else:
+                not_taken.append(
+                    (str(p), "neither an image suffix nor DICOM/JPEG/PNG/BMP/TIFF content")
+                )
+        if not taken:
+            example = f", e.g. {not_taken[0][0]}" if not_taken else ""
+            raise BadInputError(
+                f"{path}: no image below it ({len(not_taken)} files, none with an image "
+                f"suffix ({', '.join(IMAGE_SUFFIXES)}) or image content{example})"
+            )
+        return taken, not_taken
     if any(ch in spec for ch in "*?["):
         files = sorted(p for p in glob.glob(spec, recursive=True) if Path(p).is_file())
         if not files:
             raise BadInputError(f"--images {spec}: the pattern matches no file")
-        return files
+        return files, []
     if path.is_file():
-        return [str(path)]
+        return [str(path)], []
     raise BadInputError(f"{spec}: no such file, directory or pattern")
 
 
-def read_reports(spec: str, stdin: TextIO | None = None) -> list[tuple[str, str]]:
-    """``(id, text)`` per report: a CSV with a text column (and an id column when present),
-    JSON Lines with a ``text`` field, or plain text one report a line (id = line number)."""
+def expand_images(spec: str, stdin: TextIO | None = None) -> list[str]:
+    """The paths :func:`scan_images` takes (the files it does not take are left out)."""
+    return scan_images(spec, stdin)[0]
+
+
+def read_reports(
+    spec: str, stdin: TextIO | None = None, fmt: str = "lines"
+) -> list[tuple[str, str]]:
+    """``(id, text)`` per report. ``fmt`` (``--reports-format``): ``lines`` reads a CSV
+    with a text column (and an id column when present), JSON Lines with a ``text`` field
+    (by suffix), or plain text one report a non-blank line (id = line number); ``file``
+    reads the whole file as one report (id = the file name, ``1`` for stdin), as
+    ``explain --report FILE`` does by default. Raises BadInputError."""
+    if fmt not in REPORTS_FORMATS:
+        raise BadInputError(f"--reports-format {fmt!r}: expected lines or file")
     if spec == "-":
         text, name = (stdin or sys.stdin).read(), "<stdin>"
     else:
@@ -74,6 +127,8 @@ def read_reports(spec: str, stdin: TextIO | None = None) -> list[tuple[str, str]
         except OSError as exc:
             raise BadInputError(f"{spec}: cannot read ({exc})") from None
         name = str(path)
+    if fmt == "file":
+        return [("1" if spec == "-" else Path(name).name, text)] if text.strip() else []
     if name.lower().endswith(".csv"):
         return _csv_reports(text, name)
     if name.lower().endswith((".jsonl", ".ndjson")):

@@ -21,6 +21,7 @@ from cmcgns_cli.console import emit_json, err, kv_table
 from cmcgns_cli.console import out as stdout
 from cmcgns_cli.data.paired import PairedDataset
 from cmcgns_cli.data.prepared import open_prepared
+from cmcgns_cli.data.token_stats import fragmentation, truncation, truncation_warning
 from cmcgns_cli.data.tokenize import (
     load_tokenizer,
     save_tokenizer,
@@ -87,6 +88,13 @@ def _tokenizer(cfg: Config, prepared: Any, run: Path, resuming: bool) -> tuple[A
         sentences = (str(s) for r in rows for s in list(prepared.manifest["sentences"].iat[r]))
         tok = train_wordpiece(sentences, cfg.model.vocab_size, tok_dir)
         kind = "wordpiece-scratch"
+        sample = [str(s) for r in rows[:5000] for s in list(prepared.manifest["sentences"].iat[r])]
+        frag = fragmentation(tok, sample)
+        dist.print0(
+            f"tokenizer: scratch WordPiece, {len(tok)} pieces from {len(rows)} train reports; "
+            f"{frag['pieces_per_word']} word pieces per word, "
+            f"{100 * (frag['whole_word_share'] or 0):.1f} % of words whole"
+        )
     else:
         tok = load_tokenizer(cfg.model.text_encoder)
         save_tokenizer(tok, tok_dir)
@@ -97,6 +105,8 @@ def _tokenizer(cfg: Config, prepared: Any, run: Path, resuming: bool) -> tuple[A
         "path": ckpt.TOKENIZER,
         "fingerprint": tokenizer_fingerprint(tok),
     }
+    if kind == "wordpiece-scratch":
+        info["fragmentation"] = frag  # on the first 5000 train reports
     return tok, info
 
 
@@ -212,6 +222,11 @@ def _train(
     ):
         raise BadInputError(f"{run / ckpt.TOKENIZER}: does not match the run's config.json")
     cache = token_cache(prepared, tok, fallback_dir=run)
+    # reports longer than the text window lose their later sentences: count them, warn once
+    window = truncation(cache, cfg.data.max_length, cfg.data.max_sentences)
+    warning = truncation_warning(window, cfg.data.max_length, "pretrain")
+    if warning:
+        dist.print0(f"warning: {warning}")
     train_ds = PairedDataset(prepared, "train", cache, cfg.data, train=True, seed=cfg.train.seed)
     # MIMIC prepared with --protocol mgca validates on validate + test, as the authors do
     val_split = str(prepared.meta.get("pretrain_validate_split") or "validate")
@@ -233,6 +248,7 @@ def _train(
         payload = {
             **cfg.to_dict(),
             "tokenizer": {k: v for k, v in tok_info.items()},
+            "text_window": window.as_dict(),
             "vocab_size": vocab_size,
             "dataset": {
                 "path": str(Path(data).resolve()),
@@ -266,6 +282,8 @@ def _train(
     summary = trainer.fit()
     summary["train_pairs"] = len(train_ds)
     summary["validate_pairs"] = len(val_ds)
+    summary["reports_truncated"] = window.truncated
+    summary["sentences_lost"] = window.sentences_lost
     if not dist.is_main():
         return summary
     if as_json:

@@ -61,7 +61,15 @@ def test_embed_parquet_equals_model_forward(trained, tmp_path, cli):
     assert res.exit_code == 0, res.stderr
     assert "broken.png" in res.stderr
     df = pd.read_parquet(out)
-    assert list(df.columns) == ["id", "kind", "embedding", "local", "sentences", "error"]
+    assert list(df.columns) == [
+        "id",
+        "kind",
+        "embedding",
+        "local",
+        "sentences",
+        "sentences_lost",
+        "error",
+    ]
     assert len(df) == len(rows) + 1 + len(rows)
     failed = df[df.error.notna()]
     assert failed.id.tolist() == [str(bad)] and failed.embedding.iloc[0] is None

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cmcgns_cli.data import splits
+from cmcgns_cli.data.dicomtags import file_header_tags
 from cmcgns_cli.data.paths import PathResolver
 from cmcgns_cli.data.readers.base import Item, ReaderResult, Skip, parse_label, read_csv_checked
 from cmcgns_cli.data.reports import report_sentences
@@ -34,6 +35,18 @@ def _find_csv(src: Path, csv_opt: Any) -> Path:
     raise BadInputError(
         f"{src}: give --csv (found {len(cands)} CSV files here; expected exactly one)"
     )
+
+
+def _looks_dicom(path: Path) -> bool:
+    """A DICOM suffix or the ``DICM`` marker at byte 128 (PS3.10 section 7.1)."""
+    if str(path).lower().endswith((".dcm", ".dicom", ".dic")):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
 
 
 def read(src: Path, options: dict[str, Any]) -> ReaderResult:
@@ -76,25 +89,39 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
                     Skip(rel, str(path), f"missing_value:{split_col}", str(row[split_col]))
                 )
                 continue
+        patient = str(row[patient_col]).strip() if patient_col else ""
+        study = str(row[study_col]).strip() if study_col else ""
+        source = "csv" if patient else ""
+        if (not patient or not study) and _looks_dicom(path):
+            tags = file_header_tags(path)
+            if not patient and tags.get("patient_id"):
+                patient, source = tags["patient_id"], "dicom"
+            study = study or tags.get("study_uid", "")
         items.append(
             Item(
                 id=rel,
                 source_path=str(path),
                 split=split,
-                patient_id=str(row[patient_col]).strip() if patient_col else "",
-                study_id=str(row[study_col]).strip() if study_col else "",
+                patient_id=patient,
+                study_id=study,
                 view=str(row.get("view", "")).strip(),
                 sentences=sentences,
                 labels=[parse_label(row[c]) for c in label_cols] if label_cols else None,
+                extra={"patient_source": source},
             )
         )
     if not split_col:
         groups = [it.patient_id or it.id for it in items]
         for it, s in zip(items, splits.grouped(groups, splits.split_70_15_15, seed=0), strict=True):
             it.split = s
+        from_dicom = sum(it.extra["patient_source"] == "dicom" for it in items)
+        over = "patients" if patient_col else "images"
+        if from_dicom:
+            over = f"patients ({from_dicom} rows' PatientID from the DICOM header)"
         desc = (
             "no split column: 70/15/15 train / test / validate with scikit-learn "
-            "train_test_split(random_state=0) over " + ("patients" if patient_col else "images")
+            "train_test_split(random_state=0) over " + over + " (an image without a patient "
+            "is its own group)"
         )
     else:
         desc = f"from column '{split_col}'"
