@@ -266,6 +266,8 @@ def apply_overrides(
                 raise BadInputError(f"{source}: unknown key {section}.{key}{hint}")
             where = f"{source}: {section}.{key}"
             current = getattr(target, key)
+            if value is None and any(f"{q}none{q}" in str(known[key].type) for q in "'\""):
+                value = "none"  # a choice spelled like the null marker (data.augment=none)
             if current is None:  # an optional field: its declared type says how to read it
                 setattr(target, key, coerce_optional(str(known[key].type), value, where))
             else:

@@ -261,6 +261,8 @@ class Trainer:
                 err.print(
                     f"stage {stage}: starting from the best stage-{stage - 1} weights ({best})"
                 )
+        elif dist.is_main() and self.prog.epoch > 0:
+            err.print(f"stage {stage}: continuing from the last stage-{stage - 1} weights")
         dist.sync_module_state(self.model)  # rank 0's weights (also without a shared disk)
         self.prog.stage = stage
         self.prog.stage_epoch = 0
