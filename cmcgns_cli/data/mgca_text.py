@@ -5,9 +5,8 @@ maintainers) splits a report at upper-case ``HEADER:`` lines, normalises the hea
 (``CONCLUSION`` -> impression, ``FINDINGS AND IMPRESSION`` -> impression, ``PA AND
 LATERAL`` -> findings, common misspellings, ...), drops empty findings/impression
 sections, keeps only the LAST impression and the LAST findings section, and pairs the
-image with ``impression + " " + findings`` (here joined by a blank line, so that an impression
-without a final full stop never merges with the first findings sentence; the words are the
-same). A study with neither is dropped: there is no
+image with ``impression + " " + findings`` (here joined by a blank line; the authors' sentence
+rule below reads it as the space theirs has). A study with neither is dropped: there is no
 fall-back to other text.
 
 Sentences (:func:`mgca_split_sentences`) follow the authors' rule: line breaks become
@@ -110,8 +109,8 @@ def mgca_report_text(text: str | None) -> str | None:
         if body:
             last[kind] = body
     parts = [last[k] for k in ("impression", "findings") if k in last]
-    # a blank line between the two: a section end always ends a sentence, even when the
-    # impression has no final full stop
+    # a blank line between the two: mgca_split_sentences reads it as the authors' space (an
+    # impression without a final full stop runs on), a blank-line-aware splitter as a break
     return "\n\n".join(parts) if parts else None
 
 
