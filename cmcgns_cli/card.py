@@ -41,6 +41,14 @@ def non_default_switches(cfg: Config) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _image_init(cfg: Config) -> str:
+    """Where the image encoder started: the weights file and its SHA-256, or random init."""
+    if not cfg.model.image_weights:
+        return "random (no image weights)"
+    digest = cfg.model.image_weights_sha256 or "not recorded"
+    return f"`{Path(cfg.model.image_weights).name}` (sha256 `{digest}`)"
+
+
 def _same_run(checkpoint: str | None, run: Path) -> bool:
     if not checkpoint or checkpoint == "none":
         return False
@@ -180,6 +188,7 @@ def model_card(
         f"- image encoder: `{cfg.model.image_encoder}`; text encoder: "
         f"`{cfg.model.text_encoder}`; embedding dimension {cfg.model.embed_dim}",
         f"- weights: the run's `{bundle['weights']}` weights",
+        f"- image encoder init: {_image_init(cfg)}",
         f"- training pairs: {bundle['train_pairs']} (ids in `train_ids.txt`)",
         f"- training manifest sha256: `{bundle['manifest_sha256']}`",
         "",

@@ -43,6 +43,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The training recipe's switches outside the loss, by variant ({section: {key: value}}):
+# "authors" is the authors' run (a plain random 224 crop, no clipping, Adam with the weight
+# decay in the gradient, stage 2 from the last stage-1 weights); "clean" is this project's
+# earlier recipe. ``loss.variant`` sets them with the loss switches.
+RECIPE_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "authors": {
+        "data": {"augment": "random_crop"},
+        "train": {"grad_clip": 0.0, "optimizer": "adam", "stage2_init": "last"},
+    },
+    "clean": {
+        "data": {"augment": "resized_crop"},
+        "train": {"grad_clip": 1.0, "optimizer": "adamw", "stage2_init": "best"},
+    },
+}
+
 
 @dataclass
 class DataConfig:
@@ -53,7 +68,10 @@ class DataConfig:
     crop_size: int = 224  # training crop fed to the image encoder
     max_length: int = 256  # report tokens
     max_sentences: int = 32  # sentences kept per report (the rest are dropped)
-    augment: bool = True
+    # training augmentation: random_crop = a random crop_size crop of the image_size letterbox
+    # and nothing else (authors); resized_crop = random resized crop + contrast/brightness
+    # jitter (clean); none = the centre crop, as in validation
+    augment: Literal["random_crop", "resized_crop", "none"] = "random_crop"
     workers: int = 4
 
 
@@ -64,6 +82,8 @@ class ModelConfig:
     # resnet50 | vit_b16 | resnet18 | resnet_tiny (torchvision-keyed ResNet, BasicBlock [1,1,1,1])
     image_encoder: str = "resnet50"
     image_weights: str | None = None  # local state-dict file (e.g. ImageNet weights)
+    # SHA-256 of image_weights, recorded when the run starts; None with random init
+    image_weights_sha256: str | None = None
     # a local directory or hub id of a BERT model, or "scratch" to build one from the fields below
     text_encoder: str = "emilyalsentzer/Bio_ClinicalBERT"
     text_hidden: int = 768
@@ -116,8 +136,8 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     """The two-stage schedule and run settings (``[train]``): epochs per stage, per-process
-    batch size, AdamW lr and weight decay, warm-up (epochs), clipping, accumulation, seed,
-    device, logging and speed switches."""
+    batch size, optimizer, lr and weight decay, warm-up (epochs), clipping, the stage-2 start,
+    accumulation, seed, device, logging and speed switches."""
 
     stage1_epochs: int = 10
     stage2_epochs: int = 20
@@ -126,7 +146,11 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     warmup_start_lr: float = 1e-7
     weight_decay: float = 1e-6
-    grad_clip: float = 1.0
+    # adam = torch.optim.Adam, weight decay added to the gradient (authors); adamw = decoupled
+    optimizer: Literal["adam", "adamw"] = "adam"
+    grad_clip: float = 0.0  # clip the global gradient norm at this value; 0 = never (authors)
+    # stage 2 starts from the last stage-1 weights (authors) or the best (lowest val loss)
+    stage2_init: Literal["last", "best"] = "last"
     accumulate: int = 1
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     seed: int = 42
@@ -242,15 +266,64 @@ def apply_overrides(
                 raise BadInputError(f"{source}: unknown key {section}.{key}{hint}")
             where = f"{source}: {section}.{key}"
             current = getattr(target, key)
+            if value is None and any(f"{q}none{q}" in str(known[key].type) for q in "'\""):
+                value = "none"  # a choice spelled like the null marker (data.augment=none)
             if current is None:  # an optional field: its declared type says how to read it
                 setattr(target, key, coerce_optional(str(known[key].type), value, where))
             else:
                 setattr(target, key, coerce(current, value, where))
         if section == "loss" and "variant" in values:
             _apply_variant(cfg.loss, explicit={*values, *set_before})
+            _apply_recipe_variant(cfg, explicit={*_qualified(overrides), *set_before})
         if section == "loss":
             _check_switches(cfg.loss, source)
+    _check_recipe_switches(cfg, source)
     return cfg
+
+
+def _qualified(overrides: dict[str, Any]) -> set[str]:
+    """``section.key`` of every recipe key a layer sets (a later variant keeps them)."""
+    return {
+        f"{section}.{key}"
+        for section, values in overrides.items()
+        if section in ("data", "train") and isinstance(values, dict)
+        for key in values
+    }
+
+
+def _apply_recipe_variant(cfg: Config, explicit: set[str]) -> None:
+    for section, values in RECIPE_VARIANTS.get(cfg.loss.variant, {}).items():
+        for key, value in values.items():
+            if f"{section}.{key}" not in explicit:  # an explicit setting beats the shorthand
+                setattr(getattr(cfg, section), key, value)
+
+
+# allowed values of the recipe's string switches
+_RECIPE_CHOICES: dict[str, tuple[str, ...]] = {
+    "data.augment": ("random_crop", "resized_crop", "none"),
+    "train.optimizer": ("adam", "adamw"),
+    "train.stage2_init": ("last", "best"),
+}
+
+
+def _check_recipe_switches(cfg: Config, source: str) -> None:
+    for qualified, choices in _RECIPE_CHOICES.items():
+        section, key = qualified.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value not in choices:
+            hint = (
+                " (the former true is resized_crop, false is none)"
+                if qualified == "data.augment" and str(value).lower() in {"true", "false"}
+                else ""
+            )
+            raise BadInputError(
+                f"{source}: {qualified} must be one of {', '.join(choices)}, not {value!r}{hint}"
+            )
+    if not cfg.train.grad_clip >= 0:
+        raise BadInputError(
+            f"{source}: train.grad_clip must be 0 (no clipping) or a positive norm, "
+            f"not {cfg.train.grad_clip}"
+        )
 
 
 MAX_IDLE_RESTART = 10**9  # the idle counters are int64 buffers; far beyond any run's length
@@ -321,6 +394,7 @@ def resolve(
     for overrides, source in layers:
         apply_overrides(cfg, overrides, source=source, set_before=frozenset(switches))
         switches |= set(overrides.get("loss") or ()) & set(VARIANTS["authors"])
+        switches |= _qualified(overrides)
     return cfg
 
 
@@ -334,5 +408,17 @@ def config_from_dict(data: dict[str, Any]) -> Config:
             loss["hard_negative_mode"] = "additive_column"  # what runs saved before the rename ran
         for key, value in _SWITCHES_ADDED_LATER.items():
             loss.setdefault(key, value)
+    _old_recipe(sections)
     apply_overrides(cfg, sections, source="config.json")
     return cfg
+
+
+def _old_recipe(sections: dict[str, Any]) -> None:
+    """What a run saved before the recipe switches existed ran: the resized crop with
+    jitter (``augment: true``), AdamW, stage 2 from the best stage-1 weights."""
+    data, train = sections.get("data"), sections.get("train")
+    if isinstance(data, dict) and isinstance(data.get("augment"), bool):
+        data["augment"] = "resized_crop" if data["augment"] else "none"
+    if isinstance(train, dict) and train:
+        train.setdefault("optimizer", "adamw")
+        train.setdefault("stage2_init", "best")

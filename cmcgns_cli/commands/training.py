@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -22,6 +23,9 @@ from cmcgns_cli.commands.options import (
     Variant,
 )
 from cmcgns_cli.errors import BadInputError
+
+if TYPE_CHECKING:
+    from cmcgns_cli.config import Config
 
 
 def pretrain(
@@ -42,7 +46,10 @@ def pretrain(
     config_file: Path | None = typer.Option(None, "--config", help="TOML/YAML overrides."),
     sets: list[str] = typer.Option([], "--set", help="Override one key: section.key=value."),
     image_weights: Path | None = typer.Option(
-        None, "--image-weights", help="Local torchvision/timm state dict to start from."
+        None,
+        "--image-weights",
+        help="Local torchvision/timm state dict to start from, or none (random init); "
+        "required with the paper presets (README: ImageNet weights).",
     ),
     text_encoder: str | None = typer.Option(
         None, "--text-encoder", help="Local BERT directory or hub id."
@@ -50,8 +57,9 @@ def pretrain(
     variant: Variant | None = typer.Option(
         None,
         "--variant",
-        help="authors (the authors' code, the default) or clean (the textbook ClusterNS / SimCSE"
-        " forms and this project's two guards against cluster collapse); see the README.",
+        help="authors (the authors' code and training recipe, the default) or clean (the "
+        "textbook ClusterNS / SimCSE forms, this project's two guards against cluster collapse, "
+        "and its earlier recipe); see the README.",
     ),
     stage1_epochs: int | None = typer.Option(
         None, "--stage1-epochs", min=0, help="Epochs without CM-MIR (default: the preset's)."
@@ -84,6 +92,7 @@ def pretrain(
             "--preset is required: tiny or small (offline, scratch text encoder), or "
             "paper-resnet50 / paper-vit with --text-encoder DIR (a local Bio_ClinicalBERT)"
         )
+    weights_none = image_weights is not None and str(image_weights).lower() == "none"
     cfg = resolve(
         # a resumed run takes its saved config; the preset only seeds the option parsing
         preset_name.value if preset_name is not None else "tiny",
@@ -91,7 +100,7 @@ def pretrain(
         sets,
         cli={
             "model": {
-                "image_weights": str(image_weights) if image_weights else None,
+                "image_weights": str(image_weights) if image_weights and not weights_none else None,
                 "text_encoder": text_encoder,
             },
             "loss": {"variant": variant.value if variant is not None else None},
@@ -108,6 +117,8 @@ def pretrain(
             "data": {"workers": workers},
         },
     )
+    if resume is None:
+        record_image_init(cfg, explicit_none=weights_none)
     if dry_run:
         sys.stdout.write(cfg.to_json() + "\n")
         return
@@ -253,6 +264,35 @@ def compare(
         annotations=annotations, resamples=resamples, seed=seed, device=device.value,
         as_json=as_json,
     )  # fmt: skip
+
+
+PAPER_PRESETS = ("paper-resnet50", "paper-vit")
+
+
+def record_image_init(cfg: Config, *, explicit_none: bool) -> None:
+    """Check and record where the image encoder starts (a fresh run).
+
+    A paper preset needs ``model.image_weights`` (``--image-weights FILE``) or an explicit
+    ``--image-weights none``: the authors start from ImageNet (torchvision ResNet-50
+    IMAGENET1K_V2; DeiT-B for the ViT), and a silent random init trains another model. A
+    given file must exist; its SHA-256 goes to ``model.image_weights_sha256`` (config.json,
+    the model card). Raises BadInputError (exit 2) otherwise."""
+    from cmcgns_cli.bundle import sha256_file
+
+    weights = cfg.model.image_weights
+    if weights is None:
+        cfg.model.image_weights_sha256 = None
+        if cfg.preset in PAPER_PRESETS and not explicit_none:
+            raise BadInputError(
+                f"--preset {cfg.preset} starts from ImageNet weights: pass --image-weights FILE "
+                "(README: saving torchvision's ResNet-50 IMAGENET1K_V2) or --image-weights none "
+                "for random init"
+            )
+        return
+    path = Path(weights)
+    if not path.is_file():
+        raise BadInputError(f"{path}: --image-weights file not found")
+    cfg.model.image_weights_sha256 = sha256_file(path)
 
 
 def parse_input_size(text: str | None) -> tuple[int, int] | None:

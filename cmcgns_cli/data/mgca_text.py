@@ -5,18 +5,28 @@ maintainers) splits a report at upper-case ``HEADER:`` lines, normalises the hea
 (``CONCLUSION`` -> impression, ``FINDINGS AND IMPRESSION`` -> impression, ``PA AND
 LATERAL`` -> findings, common misspellings, ...), drops empty findings/impression
 sections, keeps only the LAST impression and the LAST findings section, and pairs the
-image with ``impression + " " + findings`` (here joined by a blank line, so that an impression
-without a final full stop never merges with the first findings sentence; the words are the
-same). A study with neither is dropped: there is no
-fall-back to other text. Sentence splitting afterwards is the project's own
-(:func:`cmcgns_cli.data.reports.split_sentences`).
+image with ``impression + " " + findings`` (here joined by a blank line; the authors' sentence
+rule below reads it as the space theirs has). A study with neither is dropped: there is no
+fall-back to other text.
+
+Sentences (:func:`mgca_split_sentences`) follow the authors' rule: line breaks become
+spaces, the text is cut at every run of digits followed by a period (a numbered item ``2.``,
+but also the ``1.`` of ``1.5 cm``), then at every remaining period. ``;``, ``?``, ``!`` and
+blank lines do not end a sentence, so an impression without a final full stop runs into the
+first findings sentence, as in the authors' data. The words of each piece are then cleaned as
+everywhere else in cmcgns (:func:`cmcgns_cli.data.reports.clean_text` and its word tokens).
 """
 
 from __future__ import annotations
 
 import re
 
-from cmcgns_cli.data.reports import break_inline_headers, normalize_text
+from cmcgns_cli.data.reports import (
+    MIN_SENTENCE_TOKENS,
+    break_inline_headers,
+    clean_text,
+    normalize_text,
+)
 
 # header at a line start: upper-case words, spaces and ( ) / , - then a colon and space
 _HEADER = re.compile(r"^[ \t]*([A-Z][A-Z ()/,\-]*):\s", re.MULTILINE)
@@ -55,6 +65,9 @@ _EXACT = {
         )
     },  # fmt: skip
 }
+# the authors' first cut: any run of ASCII digits followed by a period
+_NUMBERED = re.compile(r"[0-9]+\.")
+_WORD = re.compile(r"[^\W_]+")  # the word tokens of cmcgns_cli.data.reports
 _OTHER_MAIN = ("history", "comparison", "addendum")
 _FINDINGS_LIKE = re.compile(
     "chest|portable|pa and lateral|lateral and pa|ap and lateral|lateral and ap|frontal and|"
@@ -96,6 +109,27 @@ def mgca_report_text(text: str | None) -> str | None:
         if body:
             last[kind] = body
     parts = [last[k] for k in ("impression", "findings") if k in last]
-    # a blank line between the two: a section end always ends a sentence, even when the
-    # impression has no final full stop
+    # a blank line between the two: mgca_split_sentences reads it as the authors' space (an
+    # impression without a final full stop runs on), a blank-line-aware splitter as a break
     return "\n\n".join(parts) if parts else None
+
+
+def mgca_split_sentences(text: str | None) -> list[str]:
+    """Sentences of ``text`` by the authors' rule (``--protocol mgca``); each its word tokens
+    joined by single spaces, lower case.
+
+    The text is cleaned first (Unicode normalised, ``___`` removed, every run of whitespace,
+    line breaks included, made one space), then split at each ``[0-9]+\\.`` and each
+    remaining ``.``; nothing else ends a sentence. A piece with fewer than
+    ``MIN_SENTENCE_TOKENS`` words is dropped (the authors drop one-word pieces). Never
+    raises; non-text -> ``[]``.
+    """
+    if not isinstance(text, str):
+        return []
+    out = []
+    for point in _NUMBERED.split(clean_text(text)):
+        for piece in point.split("."):
+            tokens = _WORD.findall(piece)
+            if len(tokens) >= MIN_SENTENCE_TOKENS:
+                out.append(" ".join(tokens))
+    return out

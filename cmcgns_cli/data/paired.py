@@ -54,7 +54,7 @@ class PairedDataset(Dataset):
         self.crop_size = int(data_cfg.crop_size)
         self.max_length = int(data_cfg.max_length)
         self.max_sentences = int(data_cfg.max_sentences)
-        self.augment = bool(data_cfg.augment) and train
+        self.augment = _augment_mode(data_cfg.augment) if train else "none"
         self.train = train
         self.seed = int(seed)
         self.epoch = 0
@@ -102,7 +102,8 @@ class PairedDataset(Dataset):
 
     def __getitem__(self, k: int) -> dict[str, Any]:
         row = int(self.rows[k])
-        rng = np.random.default_rng([self.seed, self.epoch, row]) if self.augment else None
+        augmenting = self.augment != "none"
+        rng = np.random.default_rng([self.seed, self.epoch, row]) if augmenting else None
         image = self.transform(np.asarray(self.images[row]), rng)
         ids, sidx, n = self.tokens.encode(row, self.max_length, self.max_sentences)
         return {
@@ -114,13 +115,23 @@ class PairedDataset(Dataset):
         }
 
     def transform(self, arr: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
-        """uint8 (S, S) -> float (1, crop, crop) in [-1, 1]."""
+        """uint8 (S, S) -> float (1, crop, crop) in [-1, 1].
+
+        ``rng`` None: the centre crop (validation, ``augment = none``). Otherwise by
+        ``data.augment``: ``random_crop`` takes a crop x crop window at a uniformly drawn
+        offset of the image_size letterbox, pixels untouched (the authors' training
+        transform: a random crop, no resize, flip or intensity change); ``resized_crop``
+        takes a random area 0.6-1.0 / aspect 3/4-4/3 window resized to crop, then contrast
+        x(1 +- 0.2) and brightness +- 0.1."""
         img = np.asarray(arr, dtype=np.float32) * (1.0 / 255.0)
         size, crop = self.image_size, self.crop_size
         img = _resize(img, size, size)
         if rng is None:
             top = (size - crop) // 2
             img = img[top : top + crop, top : top + crop]
+        elif self.augment == "random_crop":
+            y0, x0 = (int(v) for v in rng.integers(0, size - crop + 1, size=2))
+            img = img[y0 : y0 + crop, x0 : x0 + crop]
         else:
             area = size * size * rng.uniform(*CROP_SCALE)
             ratio = math.exp(rng.uniform(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])))
@@ -135,6 +146,19 @@ class PairedDataset(Dataset):
             img = np.clip((img - mean) * c + mean + b, 0.0, 1.0)
         out = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
         return out.sub_(0.5).div_(0.5).unsqueeze(0)
+
+
+AUGMENTS = ("random_crop", "resized_crop", "none")
+
+
+def _augment_mode(value: Any) -> str:
+    """``data.augment`` as one of AUGMENTS (a bool from an old caller: True = resized_crop,
+    the only augmentation there was). Raises BadInputError on anything else."""
+    if isinstance(value, bool):
+        return "resized_crop" if value else "none"
+    if value not in AUGMENTS:
+        raise BadInputError(f"data.augment must be one of {', '.join(AUGMENTS)}, not {value!r}")
+    return str(value)
 
 
 def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:

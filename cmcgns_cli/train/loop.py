@@ -1,10 +1,12 @@
 """The two-stage pretraining loop: plain PyTorch, one process (CPU or one GPU) or DDP.
 
 Stage 1 trains without CM-MIR, stage 2 adds it (arXiv 2506.11674, as the authors' code does),
-each with its own AdamW and its own warm-up + cosine schedule (the authors' training schedule).
-Stage 2 starts from the best stage-1 weights; the k-means buffers survive the switch (if the
-best stage-1 weights predate the k-means initialisation, the latest k-means state is carried
-over) and any resume (they are model buffers, saved in every checkpoint).
+each with its own optimizer (``train.optimizer``: the authors' Adam, or AdamW) and its own
+warm-up + cosine schedule (the authors' training schedule). Stage 2 continues from the last
+stage-1 weights (``train.stage2_init = last``, what the authors' run did) or reloads the best
+(``best``); the k-means buffers survive the switch (if the best stage-1 weights predate the
+k-means initialisation, the latest k-means state is carried over) and any resume (they are
+model buffers, saved in every checkpoint).
 
 "Best" means the lowest mean validation loss within the current stage (stage-2 losses
 include the reconstruction term, so stages are not compared with each other).
@@ -36,6 +38,7 @@ from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train import ddp, dist, speed, stop
 from cmcgns_cli.train.epoch_end import end_epoch, fail_nonfinite, summary
 from cmcgns_cli.train.feed import BatchFeed
+from cmcgns_cli.train.optim import build_optimizer, grad_norm_step
 from cmcgns_cli.train.records import (
     TERMS,
     MetricsLog,
@@ -147,9 +150,12 @@ class Trainer:
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]
-        kw = {"fused": True} if self.device.type == "cuda" else {}
-        return torch.optim.AdamW(
-            params, lr=float(self.tc.lr), weight_decay=float(self.tc.weight_decay), **kw
+        return build_optimizer(
+            params,
+            str(self.tc.optimizer),
+            float(self.tc.lr),
+            float(self.tc.weight_decay),
+            self.device,
         )
 
     def write_checkpoint(self) -> None:
@@ -241,9 +247,10 @@ class Trainer:
         return summary(self, time.perf_counter() - start)
 
     def _enter_stage(self, stage: int) -> None:
-        """Switch to ``stage``: best weights of the previous stage, fresh optimizer."""
+        """Switch to ``stage``: the previous stage's last weights (``train.stage2_init =
+        last``) or its best (``best``), and a fresh optimizer."""
         best = self.run / ckpt.BEST / ckpt.MODEL
-        if self.prog.epoch > 0 and best.is_file():
+        if self.tc.stage2_init == "best" and self.prog.epoch > 0 and best.is_file():
             current = self.model.state_dict()
             loaded = ckpt.load_weights(best)
             if kmeans_initialized(loaded) is False and kmeans_initialized(current):
@@ -254,6 +261,8 @@ class Trainer:
                 err.print(
                     f"stage {stage}: starting from the best stage-{stage - 1} weights ({best})"
                 )
+        elif dist.is_main() and self.prog.epoch > 0:
+            err.print(f"stage {stage}: continuing from the last stage-{stage - 1} weights")
         dist.sync_module_state(self.model)  # rank 0's weights (also without a shared disk)
         self.prog.stage = stage
         self.prog.stage_epoch = 0
@@ -322,13 +331,9 @@ class Trainer:
             pairs += int(batch["images"].shape[0]) * self.world
             if not last_micro:
                 continue
-            grad_norm = None
-            if self.tc.grad_clip and self.tc.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), float(self.tc.grad_clip)
-                )
-                if self.sync_every == 1 and not math.isfinite(float(grad_norm)):
-                    fail_nonfinite(self.log, self.prog, self.run, stage, out, "gradient norm")
+            grad_norm = grad_norm_step(model.parameters(), float(self.tc.grad_clip or 0.0))
+            if self.sync_every == 1 and not math.isfinite(float(grad_norm)):
+                fail_nonfinite(self.log, self.prog, self.run, stage, out, "gradient norm")
             lr = lr_at(
                 self.prog.stage_step,
                 total_steps=total,

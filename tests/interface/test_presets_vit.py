@@ -15,7 +15,7 @@ from tests.model.cmcgns_test_helpers import make_batch
 
 
 def _dry_run(cli, *args: str) -> dict:
-    res = cli("pretrain", *args, "--dry-run")
+    res = cli("pretrain", *args, "--image-weights", "none", "--dry-run")
     assert res.exit_code == 0, res.stderr
     return json.loads(res.stdout)
 

@@ -40,7 +40,10 @@ def _run(args: list[str]) -> tuple[subprocess.CompletedProcess[str], float]:
 @pytest.mark.parametrize("preset", ["paper-resnet50", "paper-vit"])
 def test_hub_id_not_in_cache_fails_at_once_and_leaves_nothing(world, tmp_path, preset):
     out = tmp_path / "run"
-    res, wall = _run(["pretrain", "--data", str(world), "--out", str(out), "--preset", preset])
+    res, wall = _run(
+        ["pretrain", "--data", str(world), "--out", str(out), "--preset", preset]
+        + ["--image-weights", "none"]
+    )
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr

@@ -6,14 +6,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from cmcgns_cli.data.mgca_text import mgca_report_text
+from cmcgns_cli.data.mgca_text import mgca_report_text, mgca_split_sentences
 from cmcgns_cli.data.readers.base import Item, ReaderResult, Skip, parse_label, read_csv_checked
 from cmcgns_cli.data.reports import (
     count_words,
     is_missing_report,
     read_report_file,
     report_sentences,
-    split_sentences,
 )
 
 METADATA = "mimic-cxr-2.0.0-metadata.csv.gz"
@@ -64,7 +63,7 @@ def mgca_sentences(text: str | None, min_words: int) -> tuple[list[str], str | N
     body = mgca_report_text(text)
     if body is None:
         return [], "no_findings_or_impression"
-    sentences = split_sentences(body)
+    sentences = mgca_split_sentences(body)  # the authors' sentence rule
     if count_words(sentences) < max(min_words, 1):
         return [], "report_too_short"
     return sentences, None
@@ -141,7 +140,8 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
         "frontal views (PA, AP) only",
         "text": (
             "the last IMPRESSION then the last FINDINGS section (the authors' choice); studies "
-            "with neither are dropped; cleaned and split into sentences"
+            "with neither are dropped; cleaned and split into sentences by the authors' rule "
+            "(at digits followed by a period, then at every period)"
             if protocol == "mgca"
             else "FINDINGS then IMPRESSION (all sections of each), falling back to the body "
             "when a report has neither; cleaned and split into sentences"
