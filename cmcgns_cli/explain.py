@@ -346,6 +346,7 @@ def run_explain(
     as_json: bool,
 ) -> dict[str, Any]:
     run = open_run(checkpoint, resolve_device(device))
+    run.model.require_spatial_tokens("cmcgns explain")
     torch.manual_seed(seed)
     result = explain_image(run, image, report_text(report), Path(out), seed=seed)
     if as_json:

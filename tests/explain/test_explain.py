@@ -95,6 +95,7 @@ def localising_run(tmp_path_factory: pytest.TempPathFactory):
     cfg.data.image_size = cfg.data.crop_size = 128
     cfg.train.stage1_epochs, cfg.train.stage2_epochs = 8, 1
     cfg.loss.num_clusters = 8
+    cfg.model.local_tokens = "spatial"  # attention peaks are read on the patch grid
     run_pretrain(cfg, data=data, out=root / "run", resume=None, nproc=1, as_json=True)
     return data, root / "run"
 
