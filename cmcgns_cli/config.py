@@ -58,6 +58,24 @@ RECIPE_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+# The same shorthand for the wiring around the loss terms ([model]): the authors' encoder
+# wiring, or this project's earlier, textbook wiring (true spatial tokens, average pooling,
+# PyTorch's default Linear init, the decoder's bilinear upsampling without corner alignment).
+MODEL_VARIANTS: dict[str, dict[str, Any]] = {
+    "authors": {
+        "local_tokens": "channel_view",
+        "image_pool": "attention",
+        "proj_init": "authors",
+        "decoder_align_corners": True,
+    },
+    "clean": {
+        "local_tokens": "spatial",
+        "image_pool": "mean",
+        "proj_init": "default",
+        "decoder_align_corners": False,
+    },
+}
+
 
 @dataclass
 class DataConfig:
@@ -95,6 +113,14 @@ class ModelConfig:
     pool_heads: int = 8  # heads of the CLIP-style attention pooling (the global text vector)
     predictor_hidden: int | None = None  # SimSiam predictor hidden units; None = embed_dim // 2
     decoder_channels: int = 512  # CM-MIR decoder width: first conv stage (halved per stage)
+    # ResNet local tokens: the authors' reshape of the (B, C, h, w) map without moving the
+    # channel axis (channel_view) or one token per grid cell (spatial); see docs/fidelity.md
+    local_tokens: Literal["channel_view", "spatial"] = "channel_view"
+    # ResNet global image vector: CLIP-style attention pool (authors) or the average (mean)
+    image_pool: Literal["attention", "mean"] = "attention"
+    # projection weights ~ N(0, in_features^-1/2) (authors) or PyTorch's Linear default
+    proj_init: Literal["authors", "default"] = "authors"
+    decoder_align_corners: bool = True  # CM-MIR decoder's bilinear x2 (authors: True)
 
 
 @dataclass
@@ -273,10 +299,14 @@ def apply_overrides(
             else:
                 setattr(target, key, coerce(current, value, where))
         if section == "loss" and "variant" in values:
+            model_set = {f"model.{k}" for k in overrides.get("model") or ()}
             _apply_variant(cfg.loss, explicit={*values, *set_before})
             _apply_recipe_variant(cfg, explicit={*_qualified(overrides), *set_before})
+            _apply_model_variant(cfg.model, cfg.loss.variant, {*model_set, *set_before})
         if section == "loss":
             _check_switches(cfg.loss, source)
+        if section == "model":
+            _check_model_switches(cfg.model, source)
     _check_recipe_switches(cfg, source)
     return cfg
 
@@ -326,11 +356,29 @@ def _check_recipe_switches(cfg: Config, source: str) -> None:
         )
 
 
+def _check_model_switches(model: ModelConfig, source: str) -> None:
+    for key, choices in _MODEL_SWITCH_CHOICES.items():
+        value = getattr(model, key)
+        if value not in choices:
+            raise BadInputError(
+                f"{source}: model.{key} must be one of {', '.join(choices)}, not {value!r}"
+            )
+
+
+def _apply_model_variant(model: ModelConfig, variant: str, explicit: set[str]) -> None:
+    """``explicit`` holds ``model.KEY`` names set explicitly (they beat the shorthand)."""
+    for key, value in MODEL_VARIANTS.get(variant, {}).items():
+        if f"model.{key}" not in explicit:
+            setattr(model, key, value)
+
+
 MAX_IDLE_RESTART = 10**9  # the idle counters are int64 buffers; far beyond any run's length
 
 # what a run saved before a switch existed ran (its config.json lacks the key, and its
 # variant's current value may differ)
 _SWITCHES_ADDED_LATER: dict[str, Any] = {"cluster_gate": "init", "idle_centroid_restart": 0}
+# the same for the model wiring switches: earlier runs all ran today's clean wiring
+_MODEL_SWITCHES_ADDED_LATER: dict[str, Any] = dict(MODEL_VARIANTS["clean"])
 
 # allowed values of the string switches; the old one-column "+ w" form was called "additive"
 _SWITCH_CHOICES: dict[str, tuple[str, ...]] = {
@@ -341,6 +389,11 @@ _SWITCH_CHOICES: dict[str, tuple[str, ...]] = {
     "mask_mode": ("channels", "patches"),
     "recon_region": ("all", "masked"),
     "cluster_gate": ("init", "spread"),
+}
+_MODEL_SWITCH_CHOICES: dict[str, tuple[str, ...]] = {
+    "local_tokens": ("channel_view", "spatial"),
+    "image_pool": ("attention", "mean"),
+    "proj_init": ("authors", "default"),
 }
 
 
@@ -395,6 +448,9 @@ def resolve(
         apply_overrides(cfg, overrides, source=source, set_before=frozenset(switches))
         switches |= set(overrides.get("loss") or ()) & set(VARIANTS["authors"])
         switches |= _qualified(overrides)
+        switches |= {f"model.{k}" for k in overrides.get("model") or ()} & {
+            f"model.{k}" for k in MODEL_VARIANTS["authors"]
+        }
     return cfg
 
 
@@ -409,6 +465,10 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         for key, value in _SWITCHES_ADDED_LATER.items():
             loss.setdefault(key, value)
     _old_recipe(sections)
+    model = sections.get("model")
+    if isinstance(model, dict):
+        for key, value in _MODEL_SWITCHES_ADDED_LATER.items():
+            model.setdefault(key, value)
     apply_overrides(cfg, sections, source="config.json")
     return cfg
 

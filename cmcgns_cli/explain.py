@@ -368,6 +368,7 @@ def run_explain(
     reports_format: str = "file",
 ) -> dict[str, Any]:
     run = open_run(checkpoint, resolve_device(device))
+    run.model.require_spatial_tokens("cmcgns explain")
     torch.manual_seed(seed)
     result = explain_image(run, image, report_text(report, reports_format), Path(out), seed=seed)
     if result["sentences_lost"]:

@@ -213,9 +213,10 @@ def evaluate_grounding(
 
     if task not in TASKS:
         raise BadInputError(f"--task {task}: choose one of {', '.join(TASKS)}")
+    run = open_run(checkpoint, dev, random_init=random_init)
+    run.model.require_spatial_tokens(f"--task {task}")  # before reading any data
     prepared = open_prepared(data)
     items = items_for(task, prepared, prompts_file, annotations)
-    run = open_run(checkpoint, dev, random_init=random_init)
     crop, size = run.crop_size, run.image_size
     regions = to_model_space(items.regions, size, crop) if len(items.rows) else items.regions
     inside = regions.reshape(len(regions), -1).any(axis=1)

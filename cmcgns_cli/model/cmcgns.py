@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cmcgns_cli.config import Config
+from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.losses.global_loss import (
     COLLAPSE_KEYS,
     GatherFn,
@@ -36,7 +37,8 @@ from cmcgns_cli.losses.recon import (
 )
 from cmcgns_cli.model.attention import LocalCrossAttention
 from cmcgns_cli.model.decoder import CMMIRDecoder
-from cmcgns_cli.model.encoders import build_image_encoder
+from cmcgns_cli.model.encoders import build_image_encoder, map_to_tokens
+from cmcgns_cli.model.image_pool import AttentionPool2d, resnet_grid
 from cmcgns_cli.model.text import TextEncoder
 
 LOSS_KEYS = (
@@ -65,6 +67,11 @@ class CMCGNS(nn.Module):
         self.text_encoder = TextEncoder(mc, vocab_size)
         self.image_global_proj = nn.Linear(self.image_encoder.out_dim, dim)
         self.image_local_proj = nn.Linear(self.image_encoder.out_dim, dim)
+        self.resnet = self.image_encoder.kind == "resnet"
+        self.image_pool: AttentionPool2d | None = None
+        if self.resnet and mc.image_pool == "attention":
+            side = resnet_grid(cfg.data.crop_size, self.image_encoder.stride)
+            self.image_pool = AttentionPool2d(self.image_encoder.out_dim, (side, side))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.loss.temperature_init)))
         self.cross_attention = LocalCrossAttention(dim)
         self.predictor = Predictor(dim, mc.predictor_hidden)
@@ -76,9 +83,16 @@ class CMCGNS(nn.Module):
             cfg.data.crop_size,
             self.image_encoder.stride,
             final_relu=cfg.loss.recon_final_relu,
+            align_corners=mc.decoder_align_corners,
         )
         self.max_sentences = cfg.data.max_sentences
         self.gather: GatherFn = identity_gather
+        if mc.proj_init == "authors":
+            # the authors' init, drawn last so that every other module starts the same under
+            # both forms; "default" keeps PyTorch's U(+-1/sqrt(in)), std 1/sqrt(3 in)
+            projections = (self.image_global_proj, self.image_local_proj)
+            for lin in (*projections, self.text_encoder.token_proj):
+                nn.init.normal_(lin.weight, std=lin.in_features**-0.5)
 
     @property
     def kmeans(self):  # noqa: ANN201 - CrossModalKMeans | None
@@ -96,9 +110,34 @@ class CMCGNS(nn.Module):
                 self.kmeans.broadcast = broadcast
 
     # -- encoders ------------------------------------------------------------------------
+    @property
+    def spatial_tokens(self) -> bool:
+        """Whether local token p is the image patch at grid cell p (false for the authors'
+        ResNet ``channel_view`` tokens, which mix every cell)."""
+        return not (self.resnet and self.cfg.model.local_tokens == "channel_view")
+
+    def require_spatial_tokens(self, what: str) -> None:
+        """Raise :class:`BadInputError` (exit 2) when the run's local tokens are not image
+        patches, so that ``what`` (a map over the image) would be meaningless."""
+        if not self.spatial_tokens:
+            raise BadInputError(
+                f"{what} needs spatial local tokens, but this run was trained with "
+                "model.local_tokens=channel_view (the authors' ResNet tokens mix all positions); "
+                "pretrain with --set model.local_tokens=spatial (or --variant clean)"
+            )
+
     def encode_image(self, images: Tensor) -> dict[str, object]:
-        """``global`` (B, D) and ``local`` (B, P, D), L2-normalised; ``grid`` (h, w)."""
-        g, local, grid = self.image_encoder.features(images)
+        """``global`` (B, D) and ``local`` (B, P, D), L2-normalised; ``grid`` (h, w).
+
+        ResNet: the local tokens follow ``model.local_tokens`` and the global vector
+        ``model.image_pool`` (the authors' attention pool, or the map's average)."""
+        if self.resnet:
+            fmap = self.image_encoder.feature_map(images)
+            local = map_to_tokens(fmap, self.cfg.model.local_tokens)
+            g = fmap.mean(dim=(2, 3)) if self.image_pool is None else self.image_pool(fmap)
+            grid = (int(fmap.shape[-2]), int(fmap.shape[-1]))
+        else:
+            g, local, grid = self.image_encoder.features(images)
         return {
             "global": F.normalize(self.image_global_proj(g), dim=-1),
             "local": F.normalize(self.image_local_proj(local), dim=-1),
@@ -140,7 +179,9 @@ class CMCGNS(nn.Module):
 
     @torch.no_grad()
     def attention_maps(self, batch: dict[str, Tensor]) -> Tensor:
-        """Sentence-to-patch sigmoid attention (B, S, P); padding sentences' rows are 0."""
+        """Sentence-to-patch sigmoid attention (B, S, P); padding sentences' rows are 0.
+        Raises :class:`BadInputError` for a run whose local tokens are not patches."""
+        self.require_spatial_tokens("a sentence-to-patch attention map")
         img, txt = self._encode(batch)
         return self.cross_attention.image_to_text_weights(
             img["local"], txt["sentences"], txt["sentence_mask"]

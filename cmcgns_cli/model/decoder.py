@@ -39,9 +39,18 @@ def stage_channels(channels: int, stages: int) -> list[int]:
 
 class ConvUpDecoder(nn.Module):
     """(B, C_in, h, w) -> (B, 3, h * 2^stages, w * 2^stages) in [-1, 1]: per stage conv 3x3 ->
-    ReLU -> bilinear x2; tanh at the end. ``final_relu``: keep the ReLU after the last conv."""
+    ReLU -> bilinear x2; tanh at the end. ``final_relu``: keep the ReLU after the last conv.
+    ``align_corners``: the upsampling's corner alignment (the authors' decoder: True, which
+    maps the corner pixels of each map onto each other; False samples at pixel centres)."""
 
-    def __init__(self, in_channels: int, channels: int, stages: int, final_relu: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        stages: int,
+        final_relu: bool = True,
+        align_corners: bool = True,
+    ):
         super().__init__()
         outs = stage_channels(channels, stages)
         self.convs = nn.ModuleList()
@@ -50,6 +59,7 @@ class ConvUpDecoder(nn.Module):
             self.convs.append(nn.Conv2d(c, nxt, 3, padding=1))
             c = nxt
         self.final_relu = final_relu
+        self.align_corners = align_corners
 
     def forward(self, fmap: Tensor) -> Tensor:
         x = fmap
@@ -58,7 +68,9 @@ class ConvUpDecoder(nn.Module):
             x = conv(x)
             if i < last or self.final_relu:
                 x = F.relu(x)
-            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x = F.interpolate(
+                x, scale_factor=2.0, mode="bilinear", align_corners=self.align_corners
+            )
         return torch.tanh(x)
 
 
@@ -74,6 +86,7 @@ class CMMIRDecoder(nn.Module):
         crop_size: int,
         stride: int,
         final_relu: bool = True,
+        align_corners: bool = True,
     ):
         super().__init__()
         self.kind = kind
@@ -92,7 +105,7 @@ class CMMIRDecoder(nn.Module):
             in_ch = dim
         else:
             in_ch = 2 * dim
-        self.conv = ConvUpDecoder(in_ch, channels, stages, final_relu)
+        self.conv = ConvUpDecoder(in_ch, channels, stages, final_relu, align_corners)
 
     def _pos(self, grid: tuple[int, int]) -> Tensor:
         """The learned positional embedding, bilinearly resized for another patch grid."""

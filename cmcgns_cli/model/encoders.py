@@ -18,6 +18,27 @@ from cmcgns_cli.config import ModelConfig
 from cmcgns_cli.errors import BadInputError
 
 IMAGE_ENCODERS: tuple[str, ...] = ("resnet50", "resnet18", "resnet_tiny", "vit_b16", "vit_tiny")
+LOCAL_TOKEN_LAYOUTS: tuple[str, ...] = ("channel_view", "spatial")
+
+
+def map_to_tokens(fmap: Tensor, layout: str) -> Tensor:
+    """A (B, C, h, w) feature map as P = h * w local tokens (B, P, C).
+
+    ``spatial``: token p is the C-vector at grid cell p (row-major), a true image patch.
+    ``channel_view``: the authors' ResNet tokens: the map, read in its logical (B, C, h, w)
+    order, is cut into P consecutive runs of C values, so token p holds the values
+    ``fmap.flatten(1)[:, p * C:(p + 1) * C]``: about C / P whole channels over every grid
+    cell, not a patch. Both are defined on the logical order, so a channels_last map gives
+    the same tokens as a contiguous one. Raises ``ValueError`` for an unknown layout.
+    """
+    b, c, h, w = fmap.shape
+    if layout == "spatial":
+        return fmap.flatten(2).transpose(1, 2)
+    if layout == "channel_view":
+        # reshape follows the logical index order whatever the strides (copies if it must),
+        # where the authors' bare view assumes a contiguous NCHW map
+        return fmap.reshape(b, h * w, c)
+    raise ValueError(f"local token layout must be one of {LOCAL_TOKEN_LAYOUTS}, not {layout!r}")
 
 
 class ImageEncoder(nn.Module):
@@ -59,13 +80,20 @@ class ImageEncoder(nn.Module):
             out[name] = x
         return out
 
-    def features(self, images: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
-        """``(global_raw (B, C), local_raw (B, P, C), (h, w))`` before any projection."""
+    def feature_map(self, images: Tensor) -> Tensor:
+        """The ResNet's last conv map (B, C, h, w) (layer4); ResNet encoders only."""
+        return self.stages(images)["layer4"]
+
+    def features(
+        self, images: Tensor, layout: str = "spatial"
+    ) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        """``(global_raw (B, C), local_raw (B, P, C), (h, w))`` before any projection; for a
+        ResNet the global vector is the map's average and ``layout`` orders the local tokens
+        (see :func:`map_to_tokens`; a ViT's patch tokens are spatial whatever ``layout``)."""
         if self.kind == "resnet":
-            fmap = self.stages(images)["layer4"]  # (B, C, h, w): the last conv map
+            fmap = self.feature_map(images)  # (B, C, h, w): the last conv map
             h, w = fmap.shape[-2:]
-            local = fmap.flatten(2).transpose(1, 2)  # (B, h*w, C)
-            return fmap.mean(dim=(2, 3)), local, (int(h), int(w))
+            return fmap.mean(dim=(2, 3)), map_to_tokens(fmap, layout), (int(h), int(w))
         x = self._as_rgb(images)
         tokens = self.backbone.forward_features(x)  # (B, prefix + P, C), final norm applied
         n_prefix = self.backbone.num_prefix_tokens

@@ -30,5 +30,7 @@ def shared_world(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         cfg.data.image_size = cfg.data.crop_size = 64
         cfg.train.stage1_epochs, cfg.train.stage2_epochs = 4, 1
         cfg.loss.num_clusters = 8
+        # explain, the attention API and grounding draw maps over the image: patch tokens
+        cfg.model.local_tokens = "spatial"
         run_pretrain(cfg, data=data, out=run, resume=None, nproc=1, as_json=True)
     return data, run

@@ -95,6 +95,7 @@ def localising_run(tmp_path_factory: pytest.TempPathFactory):
     cfg.data.image_size = cfg.data.crop_size = 128
     cfg.train.stage1_epochs, cfg.train.stage2_epochs = 8, 1
     cfg.loss.num_clusters = 8
+    cfg.model.local_tokens = "spatial"  # attention peaks are read on the patch grid
     run_pretrain(cfg, data=data, out=root / "run", resume=None, nproc=1, as_json=True)
     return data, root / "run"
 
@@ -138,3 +139,32 @@ def test_flat_attention_is_uninformative_and_energy_share_by_hand():
     share = dropped_energy_share(local, local * keep)
     # patch 0: (4 + 4) / (1 + 4 + 4) = 8/9; patch 1: nothing in the dropped channels
     torch.testing.assert_close(share, torch.tensor([8 / 9, 0.0]))
+
+
+def _channel_view_copy(run, dest):
+    """The shared run as if trained with the authors' channel-view tokens (same weights)."""
+    import shutil
+
+    shutil.copytree(run, dest)
+    cfg = json.loads((dest / "config.json").read_text())
+    assert cfg["model"]["local_tokens"] == "spatial"
+    cfg["model"]["local_tokens"] = "channel_view"
+    (dest / "config.json").write_text(json.dumps(cfg))
+    return dest
+
+
+def test_explain_and_grounding_refuse_a_channel_view_run(trained, tmp_path, cli):
+    data, run = trained
+    cv_run = _channel_view_copy(run, tmp_path / "cv-run")
+    p = open_prepared(data)
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), np.asarray(p.images[int(p.split_indices("test")[0])]))
+    res = cli("explain", "--checkpoint", cv_run, "--image", image, "--report", "no effusion.",
+              "--out", tmp_path / "explain")  # fmt: skip
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "model.local_tokens=channel_view" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "explain").exists()  # refused before any work
+    res = cli("evaluate", "--task", "grounding-rsna", "--data", data, "--checkpoint", cv_run,
+              "--device", "cpu")  # fmt: skip
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "--task grounding-rsna needs spatial local tokens" in res.stderr

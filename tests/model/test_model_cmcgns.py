@@ -17,7 +17,9 @@ KEYS = {"loss", "global", "local_image", "local_text", "cluster_fn", "recon", "a
 
 def test_keys_stages_and_encoders() -> None:
     torch.manual_seed(0)
-    model = CMCGNS(tiny_config())
+    cfg = tiny_config()
+    cfg.model.local_tokens = "spatial"  # the attention maps below need patch tokens
+    model = CMCGNS(cfg)
     batch = make_batch([2, 3, 1, 3])
     out1 = model(batch, stage=1)
     assert set(out1) >= KEYS and all(v.dim() == 0 for v in out1.values())
@@ -43,7 +45,12 @@ def test_keys_stages_and_encoders() -> None:
 def test_padding_slots_change_no_loss_in_training(variant: str) -> None:
     """S_max 3 vs 7, in train mode with the k-means initialising and updating: same numbers."""
     torch.manual_seed(1)
-    model = CMCGNS(tiny_config(variant, cluster_init_threshold=1.0)).train()
+    cfg = tiny_config(variant, cluster_init_threshold=1.0)
+    # Patch tokens here: with the authors' channel-view tokens the nine i2t contexts of this
+    # tiny batch sit within 1e-6 of a tie for their nearest centroid (measured), so a float-
+    # level difference flips an assignment; the property tested is about the text padding.
+    cfg.model.local_tokens = "spatial"
+    model = CMCGNS(cfg).train()
     twin = copy.deepcopy(model)
     batch = make_batch([2, 3, 1, 3])
     padded = dict(batch, sentence_slots=7)

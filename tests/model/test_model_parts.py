@@ -59,8 +59,9 @@ def test_vit_decoder_shapes_and_layout_at_paper_size() -> None:
 
 def test_final_relu_makes_the_authors_output_non_negative() -> None:
     torch.manual_seed(0)
-    authors = CMMIRDecoder("resnet", 8, 16, 32, 8, final_relu=True)
-    clean = CMMIRDecoder("resnet", 8, 16, 32, 8, final_relu=False)
+    # the upsampling's corner rule is its own switch; fixed here to the hand form below
+    authors = CMMIRDecoder("resnet", 8, 16, 32, 8, final_relu=True, align_corners=False)
+    clean = CMMIRDecoder("resnet", 8, 16, 32, 8, final_relu=False, align_corners=False)
     clean.load_state_dict(authors.state_dict())  # same weights, only the ReLU differs
     x = torch.randn(2, 16, 8)
     with torch.no_grad():

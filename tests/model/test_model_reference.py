@@ -12,9 +12,11 @@ from cmcgns_test_helpers import make_batch, tiny_config
 from cmcgns_cli.model import CMCGNS
 
 
-def _clip_pool(pool: torch.nn.Module, t: torch.Tensor) -> torch.Tensor:
-    """CLIP attention pooling by hand: the mean token queries [mean; sentences], per head."""
+def _clip_pool(pool: torch.nn.Module, t: torch.Tensor, pos: torch.Tensor | None = None):
+    """CLIP attention pooling by hand: the mean token queries [mean; sentences] (plus the
+    positional embedding ``pos`` when given), per head."""
     x = torch.cat([t.mean(0, keepdim=True), t])  # (1 + n, D)
+    x = x if pos is None else x + pos
     d, h = t.shape[-1], pool.heads
     dh = d // h
     q, k, v = pool.q_proj(x[0]), pool.k_proj(x), pool.v_proj(x)
@@ -31,9 +33,22 @@ def _clip_pool(pool: torch.nn.Module, t: torch.Tensor) -> torch.Tensor:
 def _per_sample_features(model: CMCGNS, batch: dict, b: int) -> dict:
     """One sample alone: no padding slots at all."""
     img = batch["images"][b : b + 1]
-    g, local, grid = model.image_encoder.features(img)
-    g = F.normalize(model.image_global_proj(g)[0], dim=-1)
-    v = F.normalize(model.image_local_proj(local)[0], dim=-1)  # (P, D)
+    fmap = model.image_encoder.feature_map(img)[0]  # (C, h, w)
+    c, h, wd = fmap.shape
+    grid = (h, wd)
+    cells = torch.stack([fmap[:, i, j] for i in range(h) for j in range(wd)])  # (P, C)
+    if model.cfg.model.local_tokens == "channel_view":
+        # token p = values p*C .. (p+1)*C - 1 of the map read channel by channel, row by row
+        values = [fmap[k // (h * wd), (k // wd) % h, k % wd] for k in range(c * h * wd)]
+        local = torch.stack([torch.stack(values[p * c : (p + 1) * c]) for p in range(h * wd)])
+    else:
+        local = cells
+    if model.cfg.model.image_pool == "attention":
+        g = _clip_pool(model.image_pool, cells, model.image_pool.positional_embedding)
+    else:
+        g = cells.mean(0)
+    g = F.normalize(model.image_global_proj(g), dim=-1)
+    v = F.normalize(model.image_local_proj(local), dim=-1)  # (P, D)
     te = model.text_encoder
     hidden = te.bert(
         input_ids=batch["input_ids"][b : b + 1], attention_mask=batch["attention_mask"][b : b + 1]
@@ -144,6 +159,7 @@ def test_batched_forward_equals_per_sample_reference(variant: str, stage: int) -
     # text loss) would switch clustering off here, as an untrained encoder's sentence
     # features are nearly parallel.
     cfg = tiny_config(variant, mask_ratio=0.0, recon_region="all", cluster_gate="init")
+    cfg.data.crop_size = 64  # the batch's size: the attention pool's grid is the map's own
     model = CMCGNS(cfg).eval()
     batch = make_batch([2, 3, 1, 3, 2])
     with torch.no_grad():
