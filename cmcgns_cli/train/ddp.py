@@ -122,16 +122,22 @@ def _rescale_local_text(
     return new
 
 
-def wrap(model: nn.Module, device: torch.device, *, static_graph: bool = True) -> nn.Module:
+def wrap(model: nn.Module, device: torch.device, *, accumulate: int = 1) -> nn.Module:
     """DistributedDataParallel around ``model`` (the model itself for one process).
 
-    ``static_graph``: the set of parameters used is fixed within a stage (stage 1 leaves the
-    CM-MIR decoder unused), which DDP then handles without ``find_unused_parameters``; it is
-    also what gradient checkpointing under DDP needs.
+    ``accumulate``: micro-batches per optimizer step (``train.accumulate``). With one, DDP runs
+    with ``static_graph``: the set of parameters used is fixed within a stage (stage 1 leaves
+    the CM-MIR decoder unused), which DDP then handles without a per-step search for unused
+    parameters. With more, the first micro-batches run under ``no_sync``, and the pinned
+    torch's reducer asserts ("expect_autograd_hooks_") when a static graph meets ``no_sync``
+    (pytorch/pytorch#143580), so DDP searches for unused parameters instead.
     """
     if dist.world_size() == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [device.index] if device.type == "cuda" else None
-    return DDP(model, device_ids=ids, static_graph=static_graph)  # buffers from rank 0
+    static = int(accumulate) <= 1
+    return DDP(  # buffers from rank 0
+        model, device_ids=ids, static_graph=static, find_unused_parameters=not static
+    )

@@ -234,7 +234,8 @@ class Trainer:
                         self.optimizer = self._new_optimizer()
                 else:
                     self._enter_stage(stage)
-                self.net = ddp.wrap(self.model, self.device)  # per stage: the used set differs
+                # per stage: the used set differs
+                self.net = ddp.wrap(self.model, self.device, accumulate=self.accumulate)
                 self._run_stage(stage)
         finally:
             self.close()
