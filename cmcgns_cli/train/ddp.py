@@ -87,8 +87,13 @@ def _gathered_maybe_initialize(  # noqa: ANN401
 ) -> None:
     """k-means init on the global batch: gather (no grad), decide and pick on every rank with
     statistics already global (reduce = identity), then take rank 0's result (broadcast).
-    ``gate`` is already global (computed from gathered features)."""
-    if km.host_knows_ready():
+    ``gate`` is already global (computed from gathered features).
+
+    Whether this rank issues the gathers and broadcasts is decided once per step from the
+    flag itself (the same on every rank), never from the host's non-blocking mirror of it,
+    whose answer on CUDA depends on each rank's timing: ranks that disagree there would run
+    different collectives, a hang or an exchange of the wrong tensors."""
+    if km.agreed_ready():
         return
     z1_all, _ = dist.gather(z1.detach())
     z2_all, _ = dist.gather(z2.detach())
@@ -96,7 +101,7 @@ def _gathered_maybe_initialize(  # noqa: ANN401
     reduce = km.reduce
     km.reduce = _identity
     try:
-        km._local_maybe_initialize(z1_all, z2_all, valid_all, gate)
+        km.initialize_if_due(z1_all, z2_all, valid_all, gate)
     finally:
         km.reduce = reduce
 

@@ -130,7 +130,10 @@ class Trainer:
         self.last_val: dict[str, Any] = {}
         self.recent: list[dict[str, float]] = []  # the last 3 train records
         self.net: torch.nn.Module = model  # the DDP wrapper under torchrun
-        self.applied: dict[str, Any] = {}
+        # the one device move, before any optimizer exists: a resume's optimizer state then
+        # loads onto its parameters' device (``Module.to`` would leave it behind)
+        self.model.to(self.device)
+        self.applied: dict[str, Any] = speed.apply(self.model, self.tc, self.device, self.world)
 
     # ------------------------------------------------------------------ helpers
 
@@ -219,8 +222,6 @@ class Trainer:
         checkpoint of the last finished step is written first).
         """
         start = time.perf_counter()
-        self.model.to(self.device)
-        self.applied = speed.apply(self.model, self.tc, self.device, self.world)
         ddp.install(self.model)
         try:
             for stage in (1, 2):

@@ -53,3 +53,64 @@ def test_ddp_with_gradient_accumulation_trains(world, tmp_path):
     train = [r for r in train if r["kind"] == "train"]
     assert [(r["stage"], r["stage_step"]) for r in train] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert all(r["loss"] > 0 for r in train)
+
+
+class _KMeansOnly(torch.nn.Module):
+    """The two things ``ddp.install`` needs from a model: ``kmeans`` and the hook setter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from cmcgns_cli.losses.kmeans import CrossModalKMeans
+
+        self.kmeans = CrossModalKMeans(4, 3, threshold=1.0)  # initialises on the first call
+
+    def set_distributed_hooks(self, gather=None, reduce=None, broadcast=None) -> None:
+        self.kmeans.reduce, self.kmeans.broadcast = reduce, broadcast
+
+
+def _kmeans_worker(rank, world, port, out):
+    _env(rank, world, port)
+    import datetime
+
+    import torch.distributed as tdist
+
+    from cmcgns_cli.train import ddp
+
+    # a desynchronised collective must fail the test in seconds, not hang for minutes
+    tdist.init_process_group("gloo", timeout=datetime.timedelta(seconds=20))
+    calls = {"n": 0}
+    for name in ("all_gather", "broadcast", "all_reduce"):
+        real = getattr(tdist, name)
+
+        def counted(*a, _real=real, **k):
+            calls["n"] += 1
+            return _real(*a, **k)
+
+        setattr(tdist, name, counted)
+    model = _KMeansOnly()
+    ddp.install(model)
+    km = model.kmeans
+    # the host's mirror of the flag learns it at a different step on each rank (on CUDA it
+    # follows an asynchronous copy): rank 0 at step 1, rank 1 at step 3
+    learns = {0: 1, 1: 3}[rank]
+    step = {"i": 0}
+    km.host_knows_ready = lambda: bool(km.initialized) and step["i"] >= learns
+    g = torch.Generator().manual_seed(rank)
+    counts = []
+    for i in range(5):
+        step["i"] = i
+        z = torch.randn(6, 3, generator=g)
+        km.train_step(z, z.roll(1, 0), torch.ones(6, dtype=torch.bool))
+        counts.append(calls["n"])
+    torch.save({"counts": counts, "centroids": km.centroids.clone()}, Path(out) / f"{rank}.pt")
+    tdist.barrier()
+
+
+def test_kmeans_init_collectives_do_not_follow_each_ranks_host_timing(tmp_path):
+    mp.spawn(_kmeans_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
+    # the same collectives on both ranks at every step, and the same centroids
+    assert r0["counts"] == r1["counts"]
+    assert r0["counts"][0] > 0  # step 0 initialised through the gathered path
+    assert torch.equal(r0["centroids"], r1["centroids"])
+    assert float(r0["centroids"].abs().sum()) > 0
