@@ -317,8 +317,10 @@ class Trainer:
                 with self.feed.autocast():
                     out = net(batch, stage=stage)
                 loss = out["loss"]
-                if self.sync_every == 1 and not torch.isfinite(loss.detach()).all():
-                    fail_nonfinite(self.log, self.prog, self.run, stage, out, "loss")
+                if self.sync_every == 1:  # every rank stops, or none (see dist.any_rank)
+                    bad = not bool(torch.isfinite(loss.detach()).all())
+                    if dist.any_rank(bad, self.device):
+                        fail_nonfinite(self.log, self.prog, self.run, stage, out, "loss")
                 (loss.float() / group).backward()
             buf.add(out)
             pairs += int(batch["images"].shape[0]) * self.world

@@ -8,6 +8,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -114,3 +115,43 @@ def test_kmeans_init_collectives_do_not_follow_each_ranks_host_timing(tmp_path):
     assert r0["counts"][0] > 0  # step 0 initialised through the gathered path
     assert torch.equal(r0["centroids"], r1["centroids"])
     assert float(r0["centroids"].abs().sum()) > 0
+
+
+def _nonfinite_worker(rank, world, port, world_dir, out):
+    _env(rank, world, port)
+    from cmcgns_cli.errors import RunFailedError
+    from cmcgns_cli.model.cmcgns import CMCGNS
+    from cmcgns_cli.train.run import run_pretrain
+
+    real = CMCGNS.forward
+    calls = {"n": 0}
+
+    def forward(self, batch, stage=1):
+        res = real(self, batch, stage)
+        if self.training:
+            calls["n"] += 1
+            if rank == 1 and calls["n"] == 2:  # rank 1 alone meets a non-finite loss
+                res = dict(res, loss=res["loss"] * float("nan"))
+        return res
+
+    CMCGNS.forward = forward
+    cfg = preset("tiny")
+    cfg.data.image_size = cfg.data.crop_size = 64
+    cfg.train.batch_size = 4
+    cfg.train.stage1_epochs, cfg.train.stage2_epochs = 1, 0
+    cfg.train.max_steps = 4
+    try:
+        run_pretrain(cfg, data=Path(world_dir), out=Path(out), resume=None, nproc=1, as_json=True)
+        outcome = "finished"
+    except RunFailedError as exc:
+        outcome = str(exc)
+    (Path(out).parent / f"outcome{rank}.txt").write_text(outcome)
+
+
+@pytest.mark.slow  # about 60 s on a shared 2-core machine
+def test_nonfinite_loss_on_one_rank_stops_every_rank(world, tmp_path):
+    run = tmp_path / "run"
+    mp.spawn(_nonfinite_worker, args=(2, _free_port(), str(world), str(run)), nprocs=2)
+    for rank in (0, 1):
+        text = (tmp_path / f"outcome{rank}.txt").read_text()
+        assert text.startswith("non-finite loss at stage 1, step 2"), (rank, text)

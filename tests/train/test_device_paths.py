@@ -4,6 +4,7 @@ the CUDA RNG state of a checkpoint, the step records' device, bf16 decisions of 
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -135,3 +136,83 @@ def test_old_list_form_cuda_rng_state_still_resumes(monkeypatch):
     loader.install(monkeypatch)
     ckpt.set_rng_state(saved)
     assert int(loader.states[1][0]) == 6 and int(loader.states[0][0]) == 0
+
+
+def _loss_cfg(**kw):
+    cfg = preset("tiny").loss
+    cfg.num_clusters = 3
+    cfg.cluster_init_threshold = 1.0  # initialise on the first step
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def test_local_text_loss_without_clustering_keeps_every_output_on_the_input_device():
+    """``meta`` stands in for CUDA: a tensor made without ``device=`` lands on the CPU, and the
+    step records stack every output of a step (a CPU tensor among CUDA ones raises there)."""
+    from cmcgns_cli.losses.local_text import LocalTextLoss
+
+    loss = LocalTextLoss(_loss_cfg(clustering=False), 8).to("meta")
+    z1, z2 = torch.randn(6, 8, device="meta"), torch.randn(6, 8, device="meta")
+    out = loss(z1, z2, torch.ones(6, dtype=torch.bool, device="meta"))
+    assert {k: v.device.type for k, v in out.items()} == dict.fromkeys(out, "meta")
+
+
+def _features(n=12, d=8, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    z2 = torch.randn(n, d, generator=g)
+    # z1 close to z2 and rows in near-duplicate pairs: cosines that bf16 (8 bits of mantissa)
+    # rounds onto ties, so argmax / topk / masks can change
+    z1 = z2 + 0.05 * torch.randn(n, d, generator=g)
+    z2[1::2] = z2[0::2] + 1e-3 * torch.randn(n // 2, d, generator=g)
+    valid = torch.ones(n, dtype=torch.bool)
+    valid[-1] = False
+    return z1, z2, valid
+
+
+def _local_text(autocast: bool):
+    from cmcgns_cli.losses.local_text import LocalTextLoss
+
+    torch.manual_seed(0)
+    loss = LocalTextLoss(_loss_cfg(cluster_momentum=0.3), 8).train()
+    z1, z2, valid = _features()
+    outs = []
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    for step in range(3):  # step 0 initialises; steps 1-2 use and move the centroids
+        with ctx:
+            outs.append(loss(z1.roll(step, 0), z2, valid))
+    return outs, loss.kmeans.centroids.clone()
+
+
+def test_bf16_autocast_leaves_the_local_text_decisions_in_float32():
+    """CPU autocast lowers ``@`` to bf16 as CUDA autocast does: the assignments, hard
+    negatives and false-negative mask (visible in the loss values, the health counts and the
+    centroids they move) must equal those computed without autocast."""
+    ref, ref_c = _local_text(False)
+    got, got_c = _local_text(True)
+    assert bool(ref[-1]["active"])
+    for r, g in zip(ref, got, strict=True):
+        for key in r:
+            torch.testing.assert_close(
+                g[key].float(),
+                r[key].float(),
+                rtol=1e-6,
+                atol=1e-7,
+                equal_nan=True,
+                msg=lambda m, k=key: f"{k}: {m}",
+            )
+    torch.testing.assert_close(got_c, ref_c, rtol=1e-6, atol=1e-7)
+
+
+def test_bf16_autocast_leaves_the_global_logits_in_float32():
+    from cmcgns_cli.losses.global_loss import global_infonce
+
+    z1, z2, _ = _features()
+    scale = torch.tensor(4.6)  # exp(s) = 99.5: bf16 logits near 100 step by 0.5
+    ref = global_infonce(torch.nn.functional.normalize(z1, dim=-1),
+                         torch.nn.functional.normalize(z2, dim=-1), scale)  # fmt: skip
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = global_infonce(torch.nn.functional.normalize(z1, dim=-1),
+                             torch.nn.functional.normalize(z2, dim=-1), scale)  # fmt: skip
+    for r, g in zip(ref, got, strict=True):
+        torch.testing.assert_close(g.float(), r, rtol=1e-6, atol=1e-6)
