@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cmcgns_cli.losses.precision import full_precision
+
 # A gather hook maps this rank's rows (n, ...) to the rows of all ranks (N, ...) -- with
 # gradient -- and returns the offset of this rank's rows inside the result. Identity by default.
 GatherFn = Callable[[Tensor], tuple[Tensor, int]]
@@ -48,7 +50,15 @@ def global_infonce(
     >>> round(loss.item(), 4), acc_i2t.item(), acc_t2i.item()
     (0.3133, 1.0, 1.0)
     """
-    s = logit_scale.clamp(max=math.log(max_scale)) if max_scale > 0 else logit_scale
+    with full_precision(image):  # bf16 autocast would quantise the logits (and the argmax)
+        return _global_infonce(image, text, logit_scale, gather, max_scale)
+
+
+def _global_infonce(
+    image: Tensor, text: Tensor, logit_scale: Tensor, gather: GatherFn, max_scale: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    s = logit_scale.float()
+    s = s.clamp(max=math.log(max_scale)) if max_scale > 0 else s
     scale = s.exp()
     text_all, offset = gather(text)
     image_all, _ = gather(image)

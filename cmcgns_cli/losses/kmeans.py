@@ -93,6 +93,7 @@ class CrossModalKMeans(nn.Module):
         self.reduce: Callable[[Tensor], Tensor] = _identity
         self.broadcast: Callable[[Tensor], Tensor] = _identity
         self._host_ready = False
+        self._agreed_ready = False
         self._pending: tuple[Any, Tensor] | None = None
 
     # -- host mirror of the flag, without blocking ------------------------------------------
@@ -100,7 +101,8 @@ class CrossModalKMeans(nn.Module):
         # runs saved before the idle counters existed load with every centroid freshly used
         state_dict.setdefault(prefix + "idle", torch.zeros_like(self.idle))
         super()._load_from_state_dict(state_dict, prefix, *args)
-        self._host_ready, self._pending = False, None  # re-learn the (possibly new) flag
+        # re-learn the (possibly new) flag
+        self._host_ready, self._agreed_ready, self._pending = False, False, None
 
     def host_knows_ready(self) -> bool:
         """Whether the host has seen the ``initialized`` flag set, without blocking.
@@ -127,6 +129,15 @@ class CrossModalKMeans(nn.Module):
             self._pending = (event, pinned)
         return self._host_ready
 
+    def agreed_ready(self) -> bool:
+        """Whether the ``initialized`` flag is set, read with a blocking copy: the answer every
+        rank gives at the same step (the flag is set from a broadcast decision), which is what
+        may decide whether a rank issues collectives. The read costs a host sync per step
+        only until the flag is seen set; then it is cached (until a state dict is loaded)."""
+        if not self._agreed_ready:
+            self._agreed_ready = bool(self.initialized)
+        return self._agreed_ready
+
     # -- maths ---------------------------------------------------------------------------
     def similarities(self, x: Tensor) -> Tensor:
         """Cosine similarity (N, K) of rows of ``x`` to the centroids."""
@@ -145,6 +156,16 @@ class CrossModalKMeans(nn.Module):
         ``gate`` (bool scalar, the same on every rank) is True when given."""
         if self.host_knows_ready():
             return
+        self.initialize_if_due(z1, z2, valid, gate)
+
+    @torch.no_grad()
+    def initialize_if_due(
+        self, z1: Tensor, z2: Tensor, valid: Tensor, gate: Tensor | None = None
+    ) -> None:
+        """The body of :meth:`maybe_initialize` without the host's early exit: the decision
+        and the candidates are computed (and, under DDP, reduced and broadcast) on every call,
+        and selected on the device by the flag, so a call where the flag is already set
+        changes nothing."""
         z1n, z2n = F.normalize(z1.float(), dim=-1), F.normalize(z2.float(), dim=-1)
         v = valid.float()
         pair = v[:, None] * v[None, :]

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from cmcgns_cli.config import LossConfig
 from cmcgns_cli.losses.global_loss import GatherFn, identity_gather, mean_pairwise_cos
 from cmcgns_cli.losses.kmeans import CrossModalKMeans
+from cmcgns_cli.losses.precision import full_precision
 
 HARD_NEGATIVE_MODES = ("multiply", "additive_block", "additive_column")
 CLUSTER_GATES = ("init", "spread")
@@ -280,7 +281,12 @@ class LocalTextLoss(nn.Module):
         denominator), ``ready`` (k-means initialised), ``active`` (hard negatives and BML
         used on this step), the :data:`HEALTH_KEYS` (NaN while not active) and
         ``cluster_feature_cos`` (mean pairwise cosine of the batch's valid z2, all ranks;
-        NaN without clustering)."""
+        NaN without clustering). Runs with autocast off (``losses.precision``): the k-means
+        and the negatives are decided on float32 cosines."""
+        with full_precision(z1):
+            return self._forward(z1, z2, valid)
+
+    def _forward(self, z1: Tensor, z2: Tensor, valid: Tensor) -> dict[str, Tensor]:
         cfg = self.cfg
         z1n, z2n = F.normalize(z1.float(), dim=-1), F.normalize(z2.float(), dim=-1)
         z2_all, offset = self.gather(z2n)
@@ -290,7 +296,7 @@ class LocalTextLoss(nn.Module):
         nan = torch.full((), math.nan, device=cos.device)
         if self.kmeans is None:
             loss = local_text_infonce(cos, offset, valid, valid_all, cfg.local_text_tau)
-            off = torch.zeros((), dtype=torch.bool)
+            off = torch.zeros((), dtype=torch.bool, device=cos.device)  # the step records stack it
             out = {"loss": loss, "bml": zero, "bml_count": zero, "ready": off, "active": off}
             return out | dict.fromkeys((*HEALTH_KEYS, "cluster_feature_cos"), nan)
         km = self.kmeans

@@ -127,7 +127,9 @@ def rng_state() -> dict[str, Any]:
             "internal": torch.tensor(py_internal, dtype=torch.int64),
             "gauss": None if py_gauss is None else float(py_gauss),
         },
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # the current device's state only: a list of every visible GPU's state could not be
+        # restored with fewer GPUs visible (a resume on another machine or world size)
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else [],
     }
     return state
 
@@ -146,8 +148,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
     )
     p = state["python"]
     random.setstate((p["version"], tuple(int(x) for x in p["internal"].tolist()), p["gauss"]))
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and len(cuda) and torch.cuda.is_available():
+        if isinstance(cuda, list | tuple):  # older checkpoints: one state per visible GPU
+            cuda = cuda[min(torch.cuda.current_device(), len(cuda) - 1)]
+        torch.cuda.set_rng_state(cuda)
 
 
 # ---------------------------------------------------------------------------- save / load

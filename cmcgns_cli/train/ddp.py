@@ -87,8 +87,13 @@ def _gathered_maybe_initialize(  # noqa: ANN401
 ) -> None:
     """k-means init on the global batch: gather (no grad), decide and pick on every rank with
     statistics already global (reduce = identity), then take rank 0's result (broadcast).
-    ``gate`` is already global (computed from gathered features)."""
-    if km.host_knows_ready():
+    ``gate`` is already global (computed from gathered features).
+
+    Whether this rank issues the gathers and broadcasts is decided once per step from the
+    flag itself (the same on every rank), never from the host's non-blocking mirror of it,
+    whose answer on CUDA depends on each rank's timing: ranks that disagree there would run
+    different collectives, a hang or an exchange of the wrong tensors."""
+    if km.agreed_ready():
         return
     z1_all, _ = dist.gather(z1.detach())
     z2_all, _ = dist.gather(z2.detach())
@@ -96,7 +101,7 @@ def _gathered_maybe_initialize(  # noqa: ANN401
     reduce = km.reduce
     km.reduce = _identity
     try:
-        km._local_maybe_initialize(z1_all, z2_all, valid_all, gate)
+        km.initialize_if_due(z1_all, z2_all, valid_all, gate)
     finally:
         km.reduce = reduce
 
@@ -122,16 +127,22 @@ def _rescale_local_text(
     return new
 
 
-def wrap(model: nn.Module, device: torch.device, *, static_graph: bool = True) -> nn.Module:
+def wrap(model: nn.Module, device: torch.device, *, accumulate: int = 1) -> nn.Module:
     """DistributedDataParallel around ``model`` (the model itself for one process).
 
-    ``static_graph``: the set of parameters used is fixed within a stage (stage 1 leaves the
-    CM-MIR decoder unused), which DDP then handles without ``find_unused_parameters``; it is
-    also what gradient checkpointing under DDP needs.
+    ``accumulate``: micro-batches per optimizer step (``train.accumulate``). With one, DDP runs
+    with ``static_graph``: the set of parameters used is fixed within a stage (stage 1 leaves
+    the CM-MIR decoder unused), which DDP then handles without a per-step search for unused
+    parameters. With more, the first micro-batches run under ``no_sync``, and the pinned
+    torch's reducer asserts ("expect_autograd_hooks_") when a static graph meets ``no_sync``
+    (pytorch/pytorch#143580), so DDP searches for unused parameters instead.
     """
     if dist.world_size() == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [device.index] if device.type == "cuda" else None
-    return DDP(model, device_ids=ids, static_graph=static_graph)  # buffers from rank 0
+    static = int(accumulate) <= 1
+    return DDP(  # buffers from rank 0
+        model, device_ids=ids, static_graph=static, find_unused_parameters=not static
+    )

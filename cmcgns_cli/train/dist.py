@@ -177,6 +177,16 @@ def broadcast0(x: Tensor) -> Tensor:
     return y.to(dtype)
 
 
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is True on any rank (one SUM all-reduce; the flag
+    itself with one process). A rank that stops alone would leave the others waiting in
+    their next collective until the process-group timeout."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    return bool(all_reduce_sum(t).item() > 0)
+
+
 def broadcast_object(obj: Any) -> Any:  # noqa: ANN401
     """Rank 0's picklable object on every rank (small things: validation metrics)."""
     if world_size() == 1:

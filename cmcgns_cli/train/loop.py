@@ -133,7 +133,10 @@ class Trainer:
         self.last_val: dict[str, Any] = {}
         self.recent: list[dict[str, float]] = []  # the last 3 train records
         self.net: torch.nn.Module = model  # the DDP wrapper under torchrun
-        self.applied: dict[str, Any] = {}
+        # the one device move, before any optimizer exists: a resume's optimizer state then
+        # loads onto its parameters' device (``Module.to`` would leave it behind)
+        self.model.to(self.device)
+        self.applied: dict[str, Any] = speed.apply(self.model, self.tc, self.device, self.world)
 
     # ------------------------------------------------------------------ helpers
 
@@ -225,8 +228,6 @@ class Trainer:
         checkpoint of the last finished step is written first).
         """
         start = time.perf_counter()
-        self.model.to(self.device)
-        self.applied = speed.apply(self.model, self.tc, self.device, self.world)
         ddp.install(self.model)
         try:
             for stage in (1, 2):
@@ -240,7 +241,8 @@ class Trainer:
                         self.optimizer = self._new_optimizer()
                 else:
                     self._enter_stage(stage)
-                self.net = ddp.wrap(self.model, self.device)  # per stage: the used set differs
+                # per stage: the used set differs
+                self.net = ddp.wrap(self.model, self.device, accumulate=self.accumulate)
                 self._run_stage(stage)
         finally:
             self.close()
@@ -324,8 +326,10 @@ class Trainer:
                 with self.feed.autocast():
                     out = net(batch, stage=stage)
                 loss = out["loss"]
-                if self.sync_every == 1 and not torch.isfinite(loss.detach()).all():
-                    fail_nonfinite(self.log, self.prog, self.run, stage, out, "loss")
+                if self.sync_every == 1:  # every rank stops, or none (see dist.any_rank)
+                    bad = not bool(torch.isfinite(loss.detach()).all())
+                    if dist.any_rank(bad, self.device):
+                        fail_nonfinite(self.log, self.prog, self.run, stage, out, "loss")
                 (loss.float() / group).backward()
             buf.add(out)
             pairs += int(batch["images"].shape[0]) * self.world
