@@ -65,6 +65,18 @@ def pretrain(
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default: preset's)."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Cap steps per stage."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue this run directory."),
+    init_from: Path | None = typer.Option(
+        None,
+        "--init-from",
+        help="Start from this pretrain run's or exported bundle's weights (not its optimizer, "
+        "schedule or step); the architecture must match.",
+    ),
+    init_parts: str = typer.Option(
+        "image,text,heads",
+        "--init-parts",
+        help="With --init-from: which weights to take: image (encoder + projections), text "
+        "(BERT + pooling, with its tokenizer), heads (the rest, k-means state included).",
+    ),
     device: Device = DeviceOpt,
     seed: int | None = typer.Option(None, "--seed", help="Random seed (default: the preset's)."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader workers."),
@@ -72,11 +84,18 @@ def pretrain(
     tensorboard: Path | None = typer.Option(
         None, "--tensorboard", help="Also log the training records to TensorBoard here."
     ),
+    strict_health: bool = typer.Option(
+        False,
+        "--strict-health",
+        help="Exit 3 when the finished run collapsed (global loss on the InfoNCE plateau, "
+        "identical report or image vectors, or one cluster in use).",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config, stop."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Pretrain CM-CGNS (two stages: without, then with CM-MIR)."""
     from cmcgns_cli.config import resolve
+    from cmcgns_cli.train.init_from import parse_parts
     from cmcgns_cli.train.run import run_pretrain
 
     if preset_name is None and resume is None:
@@ -111,7 +130,11 @@ def pretrain(
     if dry_run:
         sys.stdout.write(cfg.to_json() + "\n")
         return
-    run_pretrain(cfg, data=data, out=out, resume=resume, nproc=nproc, as_json=as_json)
+    parts = parse_parts(init_parts)
+    run_pretrain(
+        cfg, data=data, out=out, resume=resume, nproc=nproc, as_json=as_json,
+        strict_health=strict_health, init_from=init_from, init_parts=parts,
+    )  # fmt: skip
 
 
 def finetune(
