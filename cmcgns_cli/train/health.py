@@ -27,13 +27,10 @@ COS_LIMIT = 0.98  # mean pairwise cosine of the global vectors above which they 
 ONE_CLUSTER = 1.5  # mean clusters in use below which the k-means found one cluster
 
 ADVICE = {
-    "global_plateau": "train longer or with another --lr, or start from warm encoders "
-    "(--init-from, --image-weights, --text-encoder DIR from `cmcgns pretrain-text`)",
-    "report_vectors": "a warm text tower (--text-encoder DIR from `cmcgns pretrain-text`) "
-    "or another --lr",
-    "image_vectors": "warm image weights (--image-weights, --init-from) or another --lr",
-    "clusters": "--variant clean (the k-means waits until the features spread) or fewer "
-    "loss.num_clusters",
+    "global_plateau": "more epochs or another --lr",
+    "report_vectors": "a warm text encoder (--text-encoder DIR, e.g. from `cmcgns pretrain-text`)",
+    "image_vectors": "warm image weights (--image-weights FILE or --init-from RUN)",
+    "clusters": "--variant clean (its k-means waits until the features spread)",
 }
 
 
