@@ -17,6 +17,7 @@ import yaml
 
 from cmcgns_cli import jsonio
 from cmcgns_cli.config import Config, resolve
+from cmcgns_cli.train.health import card_line
 
 TAGS = ["cmcgns", "cm-cgns", "chest-x-ray", "radiology-reports", "vision-language", "medical"]
 
@@ -191,6 +192,7 @@ def model_card(
         f"- image encoder init: {_image_init(cfg)}",
         f"- training pairs: {bundle['train_pairs']} (ids in `train_ids.txt`)",
         f"- training manifest sha256: `{bundle['manifest_sha256']}`",
+        f"- health: {card_line(bundle.get('health') or {})}",
         "",
         "### Non-default switches",
         "",

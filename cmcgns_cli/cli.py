@@ -1,7 +1,8 @@
 """The ``cmcgns`` command line: the app, its subcommands (``commands/``) and the entry point.
 
-The subcommands live in ``commands/data.py`` (prepare, synth, demo), ``commands/training.py``
-(pretrain, finetune, evaluate, compare) and ``commands/tools.py`` (embed, export, explain,
+The subcommands live in ``commands/data.py`` (prepare, synth, demo),
+``commands/training.py`` (pretrain, pretrain-text, finetune, evaluate, compare) and
+``commands/tools.py`` (embed, export, explain,
 clusters, plot); their shared choices and options in ``commands/options.py``. Each hands its
 arguments to the module that does the work. Errors derived from
 ``CmcgnsError`` become a one-line message on stderr and exit code 1 (failed run) or 2
@@ -20,7 +21,7 @@ import typer
 from cmcgns_cli.commands.data import demo, prepare, synth
 from cmcgns_cli.commands.options import TASKS
 from cmcgns_cli.commands.tools import clusters, embed, explain, export, plot
-from cmcgns_cli.commands.training import compare, evaluate, finetune, pretrain
+from cmcgns_cli.commands.training import compare, evaluate, finetune, pretrain, pretrain_text
 from cmcgns_cli.console import err
 from cmcgns_cli.errors import CmcgnsError
 
@@ -75,6 +76,7 @@ if hasattr(typer.core, "TyperOption") and hasattr(typer.core.TyperOption, "displ
 for _command in (
     prepare,
     pretrain,
+    pretrain_text,
     finetune,
     evaluate,
     embed,

@@ -26,3 +26,11 @@ class RunFailedError(CmcgnsError):
     """A run that started but failed (NaN loss, a crashed worker): exit 1."""
 
     exit_code = 1
+
+
+class UnhealthyRunError(CmcgnsError):
+    """``pretrain --strict-health``: the run finished but collapsed (train/health.py): exit 3.
+
+    The run directory is complete; the message says what collapsed."""
+
+    exit_code = 3

@@ -18,6 +18,7 @@ from cmcgns_cli.card import find_results, model_card
 from cmcgns_cli.console import emit_json, err, kv_table
 from cmcgns_cli.console import out as stdout
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.train.health import run_health
 
 TEXT_ENCODER = "text_encoder"
 TOKENIZER = "tokenizer"
@@ -110,6 +111,7 @@ def run_export(
             "manifest_sha256": pairs["manifest_sha256"],
             "train_ids": TRAIN_IDS,
             "train_pairs": len(pairs["train_ids"]),
+            "health": run_health(run, int(loaded.cfg.train.batch_size)),
         }
         config = {**extra, "bundle": bundle}
         (tmp / ckpt.CONFIG).write_text(jsonio.dumps(config, indent=2), encoding="utf-8")

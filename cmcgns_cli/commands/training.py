@@ -73,6 +73,18 @@ def pretrain(
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default: preset's)."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Cap steps per stage."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue this run directory."),
+    init_from: Path | None = typer.Option(
+        None,
+        "--init-from",
+        help="Start from this pretrain run's or exported bundle's weights (not its optimizer, "
+        "schedule or step); the architecture must match.",
+    ),
+    init_parts: str = typer.Option(
+        "image,text,heads",
+        "--init-parts",
+        help="With --init-from: which weights to take: image (encoder + projections), text "
+        "(BERT + pooling, with its tokenizer), heads (the rest, k-means state included).",
+    ),
     device: Device = DeviceOpt,
     seed: int | None = typer.Option(None, "--seed", help="Random seed (default: the preset's)."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader workers."),
@@ -80,11 +92,18 @@ def pretrain(
     tensorboard: Path | None = typer.Option(
         None, "--tensorboard", help="Also log the training records to TensorBoard here."
     ),
+    strict_health: bool = typer.Option(
+        False,
+        "--strict-health",
+        help="Exit 3 when the finished run collapsed (global loss on the InfoNCE plateau, "
+        "identical report or image vectors, or one cluster in use).",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config, stop."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Pretrain CM-CGNS (two stages: without, then with CM-MIR)."""
     from cmcgns_cli.config import resolve
+    from cmcgns_cli.train.init_from import parse_parts
     from cmcgns_cli.train.run import run_pretrain
 
     if preset_name is None and resume is None:
@@ -122,7 +141,11 @@ def pretrain(
     if dry_run:
         sys.stdout.write(cfg.to_json() + "\n")
         return
-    run_pretrain(cfg, data=data, out=out, resume=resume, nproc=nproc, as_json=as_json)
+    parts = parse_parts(init_parts)
+    run_pretrain(
+        cfg, data=data, out=out, resume=resume, nproc=nproc, as_json=as_json,
+        strict_health=strict_health, init_from=init_from, init_parts=parts,
+    )  # fmt: skip
 
 
 def finetune(
@@ -309,3 +332,70 @@ def parse_input_size(text: str | None) -> tuple[int, int] | None:
             f"--input-size {text!r}: give SIZE or SIZE,CROP as positive whole px, e.g. 64"
         )
     return int(parts[0]), int(parts[-1])
+
+
+def pretrain_text(
+    data: Path | None = typer.Option(
+        None, "--data", help="Prepared paired dataset: its train reports train, validate scores."
+    ),
+    reports: Path | None = typer.Option(
+        None, "--reports", help="CSV (a text column), JSONL or TXT (one report a line)."
+    ),
+    preset_name: Preset | None = typer.Option(
+        None,
+        "--preset",
+        help="BERT size and schedule (required except with --resume).",
+        show_default=False,
+    ),  # fmt: skip
+    text_encoder: Path | None = typer.Option(
+        None,
+        "--text-encoder",
+        help="A local BERT folder to adapt (default: the preset's "
+        "scratch BERT with a vocabulary learnt on the corpus).",
+    ),  # fmt: skip
+    out: Path | None = typer.Option(None, "--out", help="New folder for the trained BERT."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Cap the steps."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue this folder's run."),
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, help="Passes over the corpus (default: the preset's stage-1)."
+    ),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Reports per step."),
+    lr: float | None = typer.Option(
+        None, "--lr", help="Peak learning rate (default: the preset's; 5e-5 with --text-encoder)."
+    ),
+    sets: list[str] = typer.Option([], "--set", help="Override one key: section.key=value."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (default: the preset's)."),
+    device: Device = DeviceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Masked-language-model pretraining of a BERT on reports; writes a folder that
+    `pretrain --text-encoder DIR` takes."""
+    from cmcgns_cli.config import resolve
+    from cmcgns_cli.runtime import resolve_device
+    from cmcgns_cli.train.mlm import ADAPT_LR, run_pretrain_text
+
+    if preset_name is None and resume is None:
+        raise BadInputError("--preset is required (tiny, small, ...), or --resume DIR")
+    if resume is not None and (data or reports or text_encoder):
+        raise BadInputError("--resume continues with the folder's own corpus and BERT")
+    if text_encoder is not None and not text_encoder.is_dir():
+        raise BadInputError(f"--text-encoder {text_encoder}: not a local BERT folder")
+    cfg = resolve(
+        preset_name.value if preset_name is not None else "tiny",
+        None,
+        sets,
+        cli={
+            "train": {
+                "stage1_epochs": epochs,
+                "batch_size": batch_size,
+                "lr": lr if lr is not None else (ADAPT_LR if text_encoder else None),
+                "max_steps": max_steps,
+                "seed": seed,
+            }
+        },
+    )
+    run_pretrain_text(
+        cfg, data=data, reports=reports, out=out, resume=resume, as_json=as_json,
+        text_encoder=str(text_encoder) if text_encoder is not None else None,
+        device=resolve_device(device.value),
+    )  # fmt: skip

@@ -35,7 +35,7 @@ from cmcgns_cli.console import err, progress
 from cmcgns_cli.data.paired import PairedDataset
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.train import checkpoint as ckpt
-from cmcgns_cli.train import ddp, dist, speed, stop
+from cmcgns_cli.train import ddp, dist, health, speed, stop
 from cmcgns_cli.train.epoch_end import end_epoch, fail_nonfinite, summary
 from cmcgns_cli.train.feed import BatchFeed
 from cmcgns_cli.train.optim import build_optimizer, grad_norm_step
@@ -246,7 +246,14 @@ class Trainer:
                 self._run_stage(stage)
         finally:
             self.close()
-        return summary(self, time.perf_counter() - start)
+        result = summary(self, time.perf_counter() - start)
+        if dist.is_main():  # the gauges are in rank 0's metrics.jsonl
+            result["health"] = health.judge_run(
+                health.read_train_records(self.log.path), self.batch_size * self.world
+            )
+            self.log.write({"kind": "summary", "step": self.prog.step, **result})
+            self.close()
+        return result
 
     def _enter_stage(self, stage: int) -> None:
         """Switch to ``stage``: the previous stage's last weights (``train.stage2_init =
@@ -294,8 +301,16 @@ class Trainer:
                 if self.prog.stage_epoch >= epochs or self.prog.stage_step >= total:
                     self.prog.stage_done = True
                 end_epoch(self, stage, val)
+                if self.prog.stage_done and dist.is_main():
+                    self._report_health(stage)
                 if stop.agreed(self.world, self.device):  # the epoch-end checkpoint is on disk
                     stop.raise_interrupted(self.run, self.prog.step, stage, self.prog.epoch)
+
+    def _report_health(self, stage: int) -> None:
+        """Print one line judging the finished ``stage``'s health (``train/health.py``)."""
+        records = [r for r in health.read_train_records(self.log.path) if r["stage"] == stage]
+        verdict = health.judge_stage(records, self.batch_size * self.world)
+        err.print(health.describe(verdict, stage), highlight=False, soft_wrap=True)
 
     def _train_epoch(self, stage: int, total: int, warmup: int, bar: Any, task: Any) -> None:
         model, net, opt = self.model, self.net, self.optimizer

@@ -29,10 +29,11 @@ from cmcgns_cli.data.tokenize import (
     tokenizer_fingerprint,
     train_wordpiece,
 )
-from cmcgns_cli.errors import BadInputError, NotBuiltError
+from cmcgns_cli.errors import BadInputError, NotBuiltError, UnhealthyRunError
 from cmcgns_cli.runtime import resolve_device
 from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train import dist
+from cmcgns_cli.train import init_from as init_weights
 from cmcgns_cli.train.loop import Trainer
 
 CONFIG_SECTIONS = ("preset", "data", "model", "loss", "train")
@@ -78,11 +79,17 @@ def seed_everything(seed: int, device: torch.device) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _tokenizer(cfg: Config, prepared: Any, run: Path, resuming: bool) -> tuple[Any, dict[str, Any]]:
+def _tokenizer(
+    cfg: Config, prepared: Any, run: Path, resuming: bool, source: Path | None = None
+) -> tuple[Any, dict[str, Any]]:
     tok_dir = run / ckpt.TOKENIZER
     if resuming:
         tok = load_tokenizer(tok_dir)
         kind = "saved"
+    elif source is not None:
+        tok = load_tokenizer(source)
+        save_tokenizer(tok, tok_dir)
+        kind = "init-from"
     elif cfg.model.text_encoder == "scratch":
         rows = prepared.split_indices("train")
         sentences = (str(s) for r in rows for s in list(prepared.manifest["sentences"].iat[r]))
@@ -101,7 +108,9 @@ def _tokenizer(cfg: Config, prepared: Any, run: Path, resuming: bool) -> tuple[A
         kind = "pretrained"
     info = {
         "kind": kind,
-        "source": "scratch" if kind != "pretrained" else cfg.model.text_encoder,
+        "source": {"pretrained": cfg.model.text_encoder, "init-from": str(source)}.get(
+            kind, "scratch"
+        ),
         "path": ckpt.TOKENIZER,
         "fingerprint": tokenizer_fingerprint(tok),
     }
@@ -118,12 +127,19 @@ def run_pretrain(
     resume: Path | None,
     nproc: int,
     as_json: bool,
+    strict_health: bool = False,
+    init_from: Path | None = None,
+    init_parts: tuple[str, ...] = ("image", "text", "heads"),
 ) -> dict[str, Any]:
     """``cmcgns pretrain``: train ``cfg`` on the prepared paired dataset ``data`` into the
     run directory ``out`` (or continue the run ``resume``) and return the summary printed
     on stdout (``Trainer.fit``'s, plus the pair counts). Under torchrun every rank calls
     it; ``nproc`` > 1 outside torchrun prints the torchrun line and raises BadInputError.
-    SIGINT/SIGTERM stop it after a checkpoint (exit 130 / 143)."""
+    SIGINT/SIGTERM stop it after a checkpoint (exit 130 / 143). With ``strict_health`` a run
+    whose summary ``health`` says collapsed (``train/health.py``) raises
+    :class:`~cmcgns_cli.errors.UnhealthyRunError` (exit 3) after printing the summary.
+    ``init_from`` (a run directory or bundle) fills ``init_parts`` of the fresh model with its
+    weights (``train/init_from.py``); not with ``resume``."""
     if nproc > 1 and dist.launched_world_size() == 1:
         # cmcgns prints the launcher line rather than starting it: torchrun owns process
         # supervision, elastic restarts and the multi-node rendezvous (README)
@@ -135,11 +151,32 @@ def run_pretrain(
     device = dist.setup(cfg.train.device)
     try:
         with interrupts.handle(deferred=True):
-            return _run_pretrain(
-                cfg, data=data, out=out, resume=resume, device=device, as_json=as_json
-            )
+            summary = _run_pretrain(
+                cfg, data=data, out=out, resume=resume, device=device, as_json=as_json,
+                init=_init_source(init_from, init_parts, resume),
+            )  # fmt: skip
     finally:
         dist.teardown()
+    verdict = summary.get("health") or {}
+    if strict_health and verdict.get("status") == "collapsed":
+        raise UnhealthyRunError(
+            f"run health: collapsed at stage {verdict['stage']} "
+            f"({', '.join(verdict['collapsed'])}); --strict-health exits 3 "
+            f"(the run directory is complete)"
+        )
+    return summary
+
+
+def _init_source(
+    source: Path | None, parts: tuple[str, ...], resume: Path | None
+) -> dict[str, Any] | None:
+    if source is None:
+        return None
+    if resume is not None:
+        raise BadInputError(
+            "--init-from starts a new run; --resume continues one with its own weights"
+        )
+    return {"source": Path(source), "parts": tuple(parts), **init_weights.source_files(source)}
 
 
 def _run_pretrain(
@@ -150,6 +187,7 @@ def _run_pretrain(
     resume: Path | None,
     device: torch.device,
     as_json: bool,
+    init: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     resuming = resume is not None
     if resuming:
@@ -189,7 +227,7 @@ def _run_pretrain(
     created = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
     try:
-        return _train(cfg, prepared, data, run, resuming, extra, device, as_json)
+        return _train(cfg, prepared, data, run, resuming, extra, device, as_json, init)
     except BaseException:
         # a run that stopped before it logged a step leaves no directory behind
         if created and dist.is_main() and not (run / ckpt.METRICS).exists():
@@ -206,12 +244,15 @@ def _train(
     extra: dict[str, Any],
     device: torch.device,
     as_json: bool,
+    init: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     seed_everything(int(cfg.train.seed), device)
+    # a BERT taken from --init-from reads the source's token ids: take its tokenizer too
+    init_tok = init["tokenizer"] if init and "text" in init["parts"] else None
 
     # rank 0 writes the tokenizer and the token cache; the others then read them
     if dist.is_main():
-        tok, tok_info = _tokenizer(cfg, prepared, run, resuming)
+        tok, tok_info = _tokenizer(cfg, prepared, run, resuming, init_tok)
         token_cache(prepared, tok, fallback_dir=run)
     dist.barrier()
     if not dist.is_main():
@@ -240,10 +281,17 @@ def _train(
     vocab_size = len(tok)
     torch.manual_seed(int(cfg.train.seed))
     model = build_model(cfg, vocab_size if cfg.model.text_encoder == "scratch" else None)
+    init_record = None
+    if init is not None:
+        init_record = init_weights.load_parts(model, init["weights"], init["parts"], init["source"])
+        dist.print0(
+            f"init-from {init['source']}: {init_record['tensors']} tensors of "
+            f"{', '.join(init['parts'])} (sha256 {init_record['sha256'][:12]}...)"
+        )
     if dist.rank() > 0:  # same initial weights everywhere, own random streams afterwards
         torch.manual_seed(int(cfg.train.seed) + 7919 * dist.rank())
     if not resuming and dist.is_main():
-        if tok_info["kind"] != "pretrained":
+        if tok_info["kind"] not in ("pretrained", "init-from"):
             tok_info["source"] = "scratch"
         payload = {
             **cfg.to_dict(),
@@ -258,6 +306,8 @@ def _train(
                 "validate_pairs": len(val_ds),
             },
         }
+        if init_record is not None:
+            payload["init_from"] = init_record
         ckpt.atomic_write_json(run / ckpt.CONFIG, payload)
 
     trainer = Trainer(cfg, model, train_ds, val_ds, run, device, export_encoder=export_encoder)

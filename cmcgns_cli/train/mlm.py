@@ -1,0 +1,408 @@
+"""``cmcgns pretrain-text``: masked-language-model pretraining of a BERT on a report corpus.
+
+The corpus is a prepared paired dataset's reports (``--data``: the train split trains, the
+validate split scores) or a CSV / JSONL / TXT of reports (``--reports``) read and cut into
+sentences by the same report parser as ``prepare`` (FINDINGS then IMPRESSION, cleaned); every
+10th usable report is held out to score. The BERT is the preset's scratch configuration with a
+WordPiece vocabulary learnt on the training reports, or ``--text-encoder DIR`` (a local BERT
+and its tokenizer) to adapt. Masking is BERT's (Devlin et al., 2019): 15 % of the non-special
+tokens are chosen; of those 80 % become [MASK], 10 % a random token, 10 % stay; the loss is
+the cross-entropy on the chosen tokens. The masks of a step are drawn from a generator seeded
+by (seed, step), so a resumed run trains on the same masks as an uninterrupted one.
+
+The output folder is a Hugging Face folder (``config.json``, ``model.safetensors``, tokenizer
+files) that ``AutoModel.from_pretrained`` and ``pretrain --text-encoder DIR`` load, plus
+``pretrain_text.json`` (what trained it), ``metrics.jsonl`` and ``state/`` (optimizer,
+progress; ``--resume``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cmcgns_cli import interrupts
+from cmcgns_cli.config import Config
+from cmcgns_cli.console import emit_json, err, kv_table, progress
+from cmcgns_cli.console import out as stdout
+from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.train import checkpoint as ckpt
+from cmcgns_cli.train.schedule import lr_at
+
+RECORD = "pretrain_text.json"
+MASK_PROB, MASK_TOKEN, RANDOM_TOKEN = 0.15, 0.8, 0.1
+HOLDOUT_EVERY = 10  # --reports: every 10th usable report scores, the rest train
+
+
+def read_corpus(data: Path | None, reports: Path | None) -> dict[str, Any]:
+    """``{"train": [report text], "validate": [...], "source": {...}, "skipped": {reason: n}}``.
+
+    A report's text is its sentences joined by spaces. Raises BadInputError when neither or
+    both sources are given, or when no report is usable."""
+    if (data is None) == (reports is None):
+        raise BadInputError("give one of --data PREPARED or --reports FILE")
+    skipped: dict[str, int] = {}
+    if data is not None:
+        from cmcgns_cli.data.prepared import open_prepared
+
+        prepared = open_prepared(data)
+        if "sentences" not in prepared.manifest.columns:
+            raise BadInputError(f"{Path(data) / 'manifest.parquet'}: no 'sentences' column")
+        split = prepared.manifest["split"].astype(str)
+        texts = [" ".join(map(str, s)) for s in prepared.manifest["sentences"]]
+        train = [t for t, s in zip(texts, split, strict=True) if s == "train" and t.strip()]
+        val = [t for t, s in zip(texts, split, strict=True) if s == "validate" and t.strip()]
+        source = {
+            "data": str(Path(data).resolve()),
+            "sha256": _sha(Path(data) / "manifest.parquet"),
+        }
+    else:
+        from cmcgns_cli.data.reports import report_sentences
+        from cmcgns_cli.embedding.inputs import read_reports
+
+        usable = []
+        for _, text in read_reports(str(reports)):
+            sents, reason = report_sentences(text, min_words=1)
+            if reason is not None:
+                skipped[reason] = skipped.get(reason, 0) + 1
+            else:
+                usable.append(" ".join(sents))
+        val = usable[HOLDOUT_EVERY - 1 :: HOLDOUT_EVERY] if len(usable) >= HOLDOUT_EVERY else []
+        train = [
+            t
+            for i, t in enumerate(usable)
+            if len(usable) < HOLDOUT_EVERY or (i + 1) % HOLDOUT_EVERY
+        ]
+        source = {"reports": str(Path(reports).resolve()), "sha256": _sha(Path(reports))}
+    if not train:
+        raise BadInputError(f"{data or reports}: no usable report to train on")
+    return {"train": train, "validate": val, "source": source, "skipped": skipped}
+
+
+def _sha(path: Path) -> str:
+    from cmcgns_cli.bundle import sha256_file
+
+    return sha256_file(path)
+
+
+def mask_tokens(
+    ids: torch.Tensor, special: torch.Tensor, tok: Any, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking of a padded batch ``ids`` long (B, L); ``special`` bool (B, L) marks
+    [CLS] / [SEP] / padding (never chosen). Returns ``(inputs, labels)``: labels are -100
+    except at the chosen positions. Draws from ``gen`` only (CPU generator)."""
+    chosen = (torch.rand(ids.shape, generator=gen) < MASK_PROB) & ~special
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    roll = torch.rand(ids.shape, generator=gen)
+    inputs = ids.clone()
+    inputs[chosen & (roll < MASK_TOKEN)] = int(tok.mask_token_id)
+    swap = chosen & (roll >= MASK_TOKEN) & (roll < MASK_TOKEN + RANDOM_TOKEN)
+    inputs[swap] = torch.randint(len(tok), ids.shape, generator=gen)[swap]
+    return inputs, labels
+
+
+def _batches(encoded: list[list[int]], order: list[int], size: int, pad: int) -> list[Any]:
+    out = []
+    for start in range(0, len(order), size):
+        rows = [encoded[i] for i in order[start : start + size]]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        for j, r in enumerate(rows):  # collate: one copy per row, not a forward pass
+            ids[j, : len(r)] = torch.tensor(r, dtype=torch.long)
+        out.append(ids)
+    return out
+
+
+class TextPretrainer:
+    """The MLM run: model, tokenizer, corpus, optimizer and progress of ``out``."""
+
+    def __init__(self, cfg: Config, corpus: dict[str, Any], out: Path, device: torch.device,
+                 text_encoder: str | None, resuming: bool) -> None:  # fmt: skip
+        from transformers import BertConfig, BertForMaskedLM
+
+        from cmcgns_cli.bundle import quiet_transformers
+        from cmcgns_cli.data.tokenize import load_tokenizer, train_wordpiece
+
+        self.cfg, self.out, self.device, self.corpus = cfg, Path(out), device, corpus
+        mc = cfg.model
+        if resuming or text_encoder is not None:
+            self.tok = load_tokenizer(self.out if resuming else text_encoder)
+            with quiet_transformers():
+                self.model = BertForMaskedLM.from_pretrained(
+                    str(self.out if resuming else text_encoder), local_files_only=True
+                )
+        else:
+            tok_dir = self.out / ".tokenizer.tmp"
+            self.tok = train_wordpiece(corpus["train"], mc.vocab_size, tok_dir)
+            shutil.rmtree(tok_dir, ignore_errors=True)
+            self.model = BertForMaskedLM(
+                BertConfig(
+                    vocab_size=len(self.tok), hidden_size=mc.text_hidden,
+                    num_hidden_layers=mc.text_layers, num_attention_heads=mc.text_heads,
+                    intermediate_size=mc.text_intermediate, max_position_embeddings=512,
+                )
+            )  # fmt: skip
+        self.model.to(device)
+        self.special_ids = torch.tensor(
+            [i for i in (self.tok.cls_token_id, self.tok.sep_token_id, self.tok.pad_token_id)]
+        )
+        enc = self.tok(corpus["train"], truncation=True, max_length=int(cfg.data.max_length))
+        self.train_ids = enc["input_ids"]
+        val = corpus["validate"]
+        self.val_ids = (
+            self.tok(val, truncation=True, max_length=int(cfg.data.max_length))["input_ids"]
+            if val
+            else []
+        )
+        self.batch_size = int(cfg.train.batch_size)
+        self.steps_per_epoch = math.ceil(len(self.train_ids) / self.batch_size)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=float(cfg.train.lr),
+            weight_decay=float(cfg.train.weight_decay),
+        )  # fmt: skip
+        self.prog: dict[str, Any] = {"step": 0, "epoch": 0, "tokens": 0, "loss_first": None}
+
+    def total_steps(self) -> int:
+        """Epochs x steps per epoch, capped by ``train.max_steps``."""
+        total = int(self.cfg.train.stage1_epochs) * self.steps_per_epoch
+        cap = self.cfg.train.max_steps
+        return max(0, min(total, int(cap)) if cap is not None else total)
+
+    def loss_of(self, ids: torch.Tensor, step_seed: int) -> tuple[torch.Tensor, int]:
+        """MLM loss of a padded batch (masks drawn from ``step_seed``) and its token count."""
+        gen = torch.Generator().manual_seed(step_seed)
+        special = torch.isin(ids, self.special_ids)
+        inputs, labels = mask_tokens(ids, special, self.tok, gen)
+        attn = (ids != self.tok.pad_token_id).long()
+        out = self.model(
+            input_ids=inputs.to(self.device), attention_mask=attn.to(self.device),
+            labels=labels.to(self.device),
+        )  # fmt: skip
+        return out.loss, int(attn.sum())
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        """Mean MLM loss on the held-out reports, with the same masks every time."""
+        if not self.val_ids:
+            return None
+        self.model.eval()
+        pad = int(self.tok.pad_token_id)
+        losses = [
+            float(self.loss_of(b, 10_007 + i)[0])
+            for i, b in enumerate(
+                _batches(self.val_ids, list(range(len(self.val_ids))), self.batch_size, pad)
+            )  # fmt: skip
+        ]
+        self.model.train()
+        return sum(losses) / len(losses)
+
+    def save(self, record: dict[str, Any]) -> None:
+        """Weights, tokenizer and config (Hugging Face layout) into ``out``, then state/."""
+        tmp = self.out / ".hf.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        from cmcgns_cli.bundle import quiet_transformers
+
+        with quiet_transformers():
+            self.model.save_pretrained(str(tmp))
+        self.tok.save_pretrained(str(tmp))
+        state = self.out / ".state.new"
+        shutil.rmtree(state, ignore_errors=True)
+        state.mkdir(parents=True)
+        torch.save(self.optimizer.state_dict(), state / "optimizer.pt")
+        torch.save(ckpt.rng_state(), state / "rng.pt")  # dropout draws from the global RNG
+        ckpt.atomic_write_json(state / "progress.json", self.prog)
+        for f in tmp.iterdir():
+            os.replace(f, self.out / f.name)
+        tmp.rmdir()
+        ckpt.atomic_write_json(self.out / RECORD, record)
+        old = self.out / ".state.old"
+        if (self.out / ckpt.STATE).exists():
+            os.replace(self.out / ckpt.STATE, old)
+        os.replace(state, self.out / ckpt.STATE)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def restore(self) -> None:
+        """Optimizer and progress from ``out/state`` (weights were loaded in __init__)."""
+        state = self.out / ckpt.STATE
+        if not (state / "progress.json").is_file():
+            raise BadInputError(f"{state}: no pretrain-text state to resume from")
+        self.prog = json.loads((state / "progress.json").read_text(encoding="utf-8"))
+        self.optimizer.load_state_dict(
+            torch.load(state / "optimizer.pt", map_location="cpu", weights_only=True)
+        )
+        ckpt.set_rng_state(torch.load(state / "rng.pt", map_location="cpu", weights_only=True))
+
+
+ADAPT_LR = 5e-5  # default peak lr when adapting an existing BERT (BERT's fine-tuning range)
+
+
+def run_pretrain_text(
+    cfg: Config,
+    *,
+    data: Path | None,
+    reports: Path | None,
+    text_encoder: str | None,
+    out: Path | None,
+    resume: Path | None,
+    device: torch.device,
+    as_json: bool,
+) -> dict[str, Any]:
+    """``cmcgns pretrain-text``: train, write the folder, print and return the summary
+    (steps, epochs, train loss at the start / end (means of 3 steps), held-out MLM loss
+    before and after (``val_loss_start``, ``val_loss``), ``tokens_per_s``, ``wall_s``).
+
+    ``cfg`` gives the BERT size (``model.text_*``, ``vocab_size``), ``data.max_length``
+    (tokens per report) and the schedule (``train.stage1_epochs`` epochs, ``batch_size``,
+    ``lr``, ``warmup_epochs``, ``weight_decay``, ``grad_clip``, ``seed``, ``max_steps``).
+    SIGINT / SIGTERM save the last finished step and exit 130 / 143.
+
+    Raises BadInputError: both or neither corpus, an occupied ``out``, a bad ``resume``."""
+    if resume is not None:
+        out = Path(resume)
+        rec_path = out / RECORD
+        if not rec_path.is_file():
+            raise BadInputError(f"{rec_path}: not a pretrain-text folder to resume")
+        record = json.loads(rec_path.read_text(encoding="utf-8"))
+        from cmcgns_cli.config import config_from_dict
+
+        cfg = config_from_dict(record["config"])
+        src = record["corpus"]
+        data = Path(src["data"]) if "data" in src else None
+        reports = Path(src["reports"]) if "reports" in src else None
+    else:
+        if out is None:
+            raise BadInputError("--out is required (or --resume DIR)")
+        out = Path(out)
+        if (out / RECORD).exists() or (out / "config.json").exists():
+            raise BadInputError(f"{out}: already holds a model; pass --resume {out} or a new --out")
+        record = {}
+    corpus = read_corpus(data, reports)
+    torch.manual_seed(int(cfg.train.seed))
+    out.mkdir(parents=True, exist_ok=True)
+    with interrupts.handle(deferred=True):
+        trainer = TextPretrainer(cfg, corpus, out, device, text_encoder, resume is not None)
+        if resume is not None:
+            trainer.restore()
+            ckpt.truncate_metrics(out, int(trainer.prog.get("metrics_bytes", 0)))
+        else:
+            record = {
+                "config": cfg.to_dict(),
+                "text_encoder": text_encoder or "scratch",
+                "corpus": corpus["source"],
+                "train_reports": len(corpus["train"]),
+                "validate_reports": len(corpus["validate"]),
+                "skipped": corpus["skipped"],
+                "mask_prob": MASK_PROB,
+                "val_loss_start": trainer.validate(),
+            }
+        err.print(
+            f"pretrain-text: {len(corpus['train'])} train / {len(corpus['validate'])} "
+            f"held-out reports, {trainer.steps_per_epoch} steps per epoch of "
+            f"{trainer.batch_size}, device {device}, out {out}"
+        )
+        summary = _fit(trainer, record)
+    summary["val_loss_start"] = record["val_loss_start"]
+    if as_json:
+        emit_json(summary)
+    else:
+        stdout.print(kv_table("pretrain-text", summary))
+    return summary
+
+
+def _fit(tr: TextPretrainer, record: dict[str, Any]) -> dict[str, Any]:
+    from cmcgns_cli.train.schedule import warmup_steps_for
+
+    tc, prog = tr.cfg.train, tr.prog
+    total = tr.total_steps()
+    warmup = warmup_steps_for(float(tc.warmup_epochs), tr.steps_per_epoch, total)
+    pad = int(tr.tok.pad_token_id)
+    metrics = open(tr.out / ckpt.METRICS, "a", encoding="utf-8")  # noqa: SIM115
+    t_start, tokens_run = time.perf_counter(), 0
+    recent: list[float] = list(prog.get("recent", []))
+    val = None
+    tr.model.train()
+    try:
+        with progress() as bar:
+            task = bar.add_task("mlm", total=total, completed=prog["step"])
+            while prog["step"] < total:
+                gen = torch.Generator().manual_seed(int(tc.seed) * 1_000_003 + prog["epoch"])
+                order = torch.randperm(len(tr.train_ids), generator=gen).tolist()
+                batches = _batches(tr.train_ids, order, tr.batch_size, pad)
+                for ids in batches[prog.get("epoch_batch", 0) :]:
+                    t0 = time.perf_counter()
+                    lr = lr_at(prog["step"], total_steps=total, warmup_steps=warmup,
+                               peak_lr=float(tc.lr),
+                               start_lr=float(tc.warmup_start_lr))  # fmt: skip
+                    for g in tr.optimizer.param_groups:
+                        g["lr"] = lr
+                    loss, n_tok = tr.loss_of(ids, int(tc.seed) * 7919 + prog["step"])
+                    loss.backward()
+                    if tc.grad_clip and tc.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(tr.model.parameters(), float(tc.grad_clip))
+                    tr.optimizer.step()
+                    tr.optimizer.zero_grad(set_to_none=True)
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        from cmcgns_cli.errors import RunFailedError
+
+                        raise RunFailedError(
+                            f"non-finite MLM loss at step {prog['step'] + 1}; try a lower --lr"
+                        )
+                    prog["step"] += 1
+                    prog["epoch_batch"] = prog.get("epoch_batch", 0) + 1
+                    prog["tokens"] += n_tok
+                    tokens_run += n_tok
+                    if prog["loss_first"] is None or prog["step"] <= 3:
+                        first = prog["loss_first"] or 0.0
+                        prog["loss_first"] = first + (value - first) / prog["step"]
+                    recent = (recent + [value])[-3:]
+                    prog["recent"] = recent
+                    tps = n_tok / max(time.perf_counter() - t0, 1e-9)
+                    rec = {"kind": "train", "step": prog["step"], "epoch": prog["epoch"] + 1,
+                           "loss": value, "lr": lr, "tokens_per_s": tps}  # fmt: skip
+                    metrics.write(json.dumps(rec) + "\n")
+                    metrics.flush()
+                    bar.update(task, completed=prog["step"],
+                               description=f"mlm loss {value:.3f} {tps:.0f} tok/s")  # fmt: skip
+                    if interrupts.requested() is not None or prog["step"] >= total:
+                        break
+                epoch_done = prog["epoch_batch"] >= len(batches)
+                if epoch_done:
+                    prog["epoch"] += 1
+                    prog["epoch_batch"] = 0
+                if epoch_done or prog["step"] >= total:
+                    val = tr.validate()
+                    line = {"kind": "val", "step": prog["step"], "epoch": prog["epoch"],
+                            "val_loss": val}  # fmt: skip
+                    metrics.write(json.dumps(line) + "\n")
+                    metrics.flush()
+                prog["metrics_bytes"] = metrics.tell()
+                tr.save({**record, "steps": prog["step"], "val_loss": val})
+                signum = interrupts.requested()
+                if signum is not None:
+                    raise interrupts.Interrupted(
+                        signum,
+                        f"interrupted at epoch {prog['epoch'] + 1}, step {prog['step']}; "
+                        f"resume with: cmcgns pretrain-text --resume {tr.out}",
+                    )
+    finally:
+        metrics.close()
+    wall = time.perf_counter() - t_start
+    return {
+        "out": str(tr.out),
+        "steps": prog["step"],
+        "epochs": prog["epoch"],
+        "train_reports": len(tr.train_ids),
+        "loss_start": prog["loss_first"],
+        "loss_end": sum(recent) / len(recent) if recent else None,
+        "val_loss": val if val is not None else tr.validate(),
+        "tokens_per_s": round(tokens_run / wall, 1) if wall > 0 and tokens_run else None,
+        "wall_s": round(wall, 1),
+    }

@@ -1,0 +1,103 @@
+"""``pretrain --init-from RUN_OR_BUNDLE --init-parts ...``: exactly the named weights are
+taken, the source's SHA-256 is recorded, a different architecture is refused in one line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.train import checkpoint as ckpt
+from cmcgns_cli.train.init_from import load_parts, parse_parts, part_of
+from cmcgns_cli.train.run import build_model, load_run_config
+from tests.train.conftest import TINY, cli
+
+
+@pytest.fixture(scope="module")
+def source(world, tmp_path_factory):
+    """A short tiny run (2 steps) whose weights differ from any fresh initialisation."""
+    run = tmp_path_factory.mktemp("init") / "src"
+    mp = pytest.MonkeyPatch()
+    try:
+        code = cli(["pretrain", "--data", str(world), "--out", str(run), *TINY,
+                    "--stage1-epochs", "1", "--stage2-epochs", "0", "--max-steps", "2",
+                    "--seed", "3"], mp)  # fmt: skip
+    finally:
+        mp.undo()
+    assert code == 0
+    return run
+
+
+def test_part_names() -> None:
+    assert part_of("image_encoder.layer1.0.conv1.weight") == "image"
+    assert part_of("image_global_proj.bias") == "image"
+    assert part_of("text_encoder.bert.embeddings.word_embeddings.weight") == "text"
+    assert part_of("text_encoder.pool.q_proj.weight") == "text"
+    assert part_of("local_text_loss.kmeans.centroids") == "heads"
+    assert part_of("logit_scale") == "heads"
+    assert parse_parts("text,image") == ("image", "text")
+    with pytest.raises(BadInputError, match="--init-parts"):
+        parse_parts("image,optimizer")
+
+
+@pytest.mark.parametrize("parts", [("image",), ("text", "heads")])
+def test_loads_exactly_the_named_parts(source, parts) -> None:
+    cfg, extra = load_run_config(source)
+    torch.manual_seed(11)  # another initialisation than the source's seed 3
+    model = build_model(cfg, extra["vocab_size"])
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    weights = source / ckpt.BEST / ckpt.MODEL
+    src = ckpt.load_weights(weights)
+    record = load_parts(model, weights, parts, source)
+    now = model.state_dict()
+    n_taken = 0
+    for key, value in now.items():
+        if part_of(key) in parts:
+            assert torch.equal(value, src[key]), key
+            n_taken += 1
+        else:
+            assert torch.equal(value, fresh[key]), key
+    assert record["tensors"] == n_taken > 0
+    assert record["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    # the comparison means something: every part differs between source and fresh model
+    for part in ("image", "text", "heads"):
+        keys = [k for k in now if part_of(k) == part and now[k].is_floating_point()]
+        assert any(not torch.equal(src[k], fresh[k]) for k in keys), part
+
+
+def test_cli_records_the_source_and_takes_its_tokenizer(source, world, tmp_path, monkeypatch):
+    run = tmp_path / "warm"
+    code = cli(["pretrain", "--data", str(world), "--out", str(run), *TINY, "--stage1-epochs",
+                "1", "--stage2-epochs", "0", "--max-steps", "1", "--init-from", str(source),
+                "--init-parts", "image,text"], monkeypatch)  # fmt: skip
+    assert code == 0
+    saved = json.loads((run / ckpt.CONFIG).read_text())
+    rec = saved["init_from"]
+    best = source / ckpt.BEST / ckpt.MODEL
+    assert rec["sha256"] == hashlib.sha256(best.read_bytes()).hexdigest()
+    assert rec["parts"] == ["image", "text"] and rec["weights"] == str(best.resolve())
+    assert saved["tokenizer"]["kind"] == "init-from"
+    vocab = (source / ckpt.TOKENIZER / "tokenizer.json").read_text()
+    assert (run / ckpt.TOKENIZER / "tokenizer.json").read_text() == vocab
+
+
+def test_mismatch_fails_in_one_line_naming_the_tensor(source, world, tmp_path, monkeypatch,
+                                                      capsys):  # fmt: skip
+    run = tmp_path / "bad"
+    code = cli(["pretrain", "--data", str(world), "--out", str(run), *TINY, "--set",
+                "model.embed_dim=32", "--init-from", str(source)], monkeypatch)  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    line = err.splitlines()[-1]
+    # the image encoder and the BERT (hidden 64) are the same; the token projection to the
+    # embedding (64 -> 32 wide) is the first tensor of the model's order that differs
+    assert "tensor text_encoder.token_proj.weight is (64, 64) there, (32, 64) here" in line, err
+    assert not (run / ckpt.CONFIG).exists()
+
+
+def test_resume_and_init_from_are_exclusive(source, world, monkeypatch, capsys) -> None:
+    code = cli(["pretrain", "--resume", str(source), "--init-from", str(source)], monkeypatch)
+    assert code == 2 and "--init-from starts a new run" in capsys.readouterr().err
