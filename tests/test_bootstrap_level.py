@@ -58,3 +58,32 @@ def test_paired_difference_interval_is_95_percent():
     # rank 24.975 and 974.025 of the 1000 sorted resampled differences, interpolated
     assert lo == pytest.approx(d[24] + 0.975 * (d[25] - d[24]))
     assert hi == pytest.approx(d[974] + 0.025 * (d[975] - d[974]))
+
+
+def test_paired_p_value_is_two_sided():
+    """The two-sided p-value is twice the smaller tail share of the resampled differences.
+    Here a resample's difference is +1 when its first drawn image is among the first 100 of
+    1000 and -1 otherwise: about 10 % of resamples are positive, so p is about 0.2 (a
+    one-sided share would report 0.1)."""
+    n, n_boot, seed = 1000, 2000, 4
+
+    def diff_of(rows: np.ndarray) -> float:
+        return 1.0 if rows[0] < 100 else -1.0
+
+    out = bootstrap.paired_diff(lambda rows: 0.0, diff_of, n, n_boot=n_boot, seed=seed)
+    first = bootstrap.resample_indices(n, None, n_boot, seed)[:, 0]  # the same seeded draws
+    positive = float(np.mean(first < 100))
+    assert 0.08 < positive < 0.12
+    assert out["p_value"] == pytest.approx(2 * positive)
+    assert out["diff"] == 1.0  # on all images the first row is image 0
+
+
+def test_rare_label_patterns_are_pooled_into_one_stratum():
+    # patterns: [1,0] x 5, [0,1] x 2, [1,1] x 1, [0,0] x 1 -> the last two (seen once) pool
+    y = np.array([[1, 0]] * 5 + [[0, 1]] * 2 + [[1, 1]] + [[0, 0]], dtype=float)
+    s = bootstrap.strata_of(y)
+    assert s[7] == s[8] == -1
+    assert len({int(v) for v in s[:5]}) == 1 and len({int(v) for v in s[5:7]}) == 1
+    assert s[0] != s[5] and -1 not in (s[0], s[5])  # a pattern seen twice keeps its stratum
+    classes = bootstrap.strata_of(np.array([2, 0, 2, 1]))
+    assert classes.tolist() == [2, 0, 2, 1]  # single-label: the class itself (ranked)
