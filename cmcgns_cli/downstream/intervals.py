@@ -87,7 +87,8 @@ def _attach_ci_sets(
         strata = st.get("strata")
         codes = None if strata is None else np.unique(np.asarray(strata), return_inverse=True)[1]
         if st["n"] < 1:
-            result["ci95"][key], methods[key] = None, {"method": "none: no image scored"}
+            result["ci95"][key] = None
+            methods[key] = {"method": "none: no image scored", "images": 0}
             continue
         idx = bootstrap.resample_indices(int(st["n"]), codes, n_boot, seed)
         result["ci95"][key] = bootstrap.ci_of_stat(st["fn"], idx)
