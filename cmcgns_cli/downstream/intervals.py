@@ -83,11 +83,17 @@ def _attach_ci_sets(
     images): each set ``{"fn", "n", "strata", "strata_name"}`` is resampled on its own
     positions, so an interval resamples exactly the images its point estimate used."""
     result["ci95"], methods = {}, {}
+    done: dict[int, str] = {}  # a set shared by two keys (grouped: map = map_coco) runs once
     for key, st in sets.items():
+        if id(st) in done:
+            result["ci95"][key], methods[key] = result["ci95"][done[id(st)]], methods[done[id(st)]]
+            continue
+        done[id(st)] = key
         strata = st.get("strata")
         codes = None if strata is None else np.unique(np.asarray(strata), return_inverse=True)[1]
         if st["n"] < 1:
-            result["ci95"][key], methods[key] = None, {"method": "none: no image scored"}
+            result["ci95"][key] = None
+            methods[key] = {"method": "none: no image scored", "images": 0}
             continue
         idx = bootstrap.resample_indices(int(st["n"]), codes, n_boot, seed)
         result["ci95"][key] = bootstrap.ci_of_stat(st["fn"], idx)

@@ -168,3 +168,36 @@ def test_overlapping_detections_suppressed_with_darknet_iou() -> None:
     assert _greedy_nms(boxes, scores, 0.5).tolist() == [0]
     # lower-scored box first in memory: the higher one is still kept
     assert _greedy_nms(boxes.flip(0), scores.flip(0), 0.5).tolist() == [1]
+
+
+def test_each_interval_resamples_its_own_image_set() -> None:
+    from cmcgns_cli.downstream.intervals import attach_ci
+
+    seen: dict[str, set] = {"map": set(), "map_coco": set()}
+
+    def recorder(key: str, values: np.ndarray):
+        def stat(idx: np.ndarray) -> float:
+            seen[key].add((len(idx), int(idx.max())))
+            return float(values[idx].mean())
+
+        return stat
+
+    scored = np.array([1.0, 0.0, 1.0])  # the 3 images the published rule kept
+    every = np.array([1.0, 0.0, 1.0, 0.0, 0.0])  # all 5 test images
+    result = {
+        "metric": "map",
+        "per_image": {"kind": "stat", "fns": {"map": recorder("map", scored)}, "n": 5,
+                      "sets": {
+                          "map": {"fn": recorder("map", scored), "n": 3, "strata": None},
+                          "map_coco": {"fn": recorder("map_coco", every), "n": 5,
+                                       "strata": np.array([1, 1, 1, 0, 0]),
+                                       "strata_name": "has a box"},
+                      }},
+    }  # fmt: skip
+    out = attach_ci(result, n_boot=50)
+    assert {n for n, _ in seen["map"]} == {3} and max(m for _, m in seen["map"]) <= 2
+    assert {n for n, _ in seen["map_coco"]} == {5}
+    assert out["ci95_method_per_metric"]["map"]["images"] == 3
+    assert out["ci95_method_per_metric"]["map_coco"]["stratified_by"] == "has a box"
+    lo, hi = out["ci95"]["map"]
+    assert 0.0 <= lo <= hi <= 1.0
