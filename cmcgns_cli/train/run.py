@@ -311,6 +311,15 @@ def _train(
         ckpt.atomic_write_json(run / ckpt.CONFIG, payload)
 
     trainer = Trainer(cfg, model, train_ds, val_ds, run, device, export_encoder=export_encoder)
+    if not resuming:  # one record, no step: plot and TensorBoard leave it out
+        trainer.log.write(
+            {
+                "kind": "text_window",
+                "max_length": int(cfg.data.max_length),
+                "max_sentences": int(cfg.data.max_sentences),
+                **window.as_dict(),
+            }
+        )
     if resuming:
         state = ckpt.load_resume(run)
         trainer.restore(state)

@@ -230,3 +230,16 @@ def test_a_patient_column_wins_over_the_header(cli, tmp_path):
     man = pd.read_parquet(tmp_path / "out" / "manifest.parquet").set_index("id")
     assert list(man.loc[[f"img/a{k}.dcm" for k in range(3)], "patient_id"]) == ["x", "y", "z"]
     assert set(man["patient_source"]) == {"csv"}
+
+
+@pytest.mark.parametrize("keyword", ["ModalityLUTSequence", "PresentationLUTSequence"])
+def test_empty_lut_items_in_other_sequences_are_absent(tmp_path, keyword):
+    ds = dicom_dataset(ARR)
+    ds.WindowCenter, ds.WindowWidth = 120, 200
+    item = Dataset()
+    item.add(_empty(0x00283002, "US"))
+    item.add(_empty(0x00283006, "US"))
+    setattr(ds, keyword, Sequence([item]))
+    dec = _decode(ds, tmp_path)
+    assert np.array_equal(dec.image, _linear_window(ARR, 120, 200))
+    assert any(keyword in f for f in dec.fallbacks)

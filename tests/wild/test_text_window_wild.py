@@ -69,6 +69,10 @@ def test_trained_run_records_its_text_window(trained):
     cfg = json.loads((Path(run) / "config.json").read_text())
     window = cfg["text_window"]
     assert window["reports"] > 0 and window["reports_truncated"] == 0
+    lines = (Path(run) / "metrics.jsonl").read_text().splitlines()
+    rec = [r for r in map(json.loads, lines) if r["kind"] == "text_window"]
+    assert len(rec) == 1 and rec[0]["reports_truncated"] == 0
+    assert rec[0]["max_length"] == 96 and rec[0]["reports"] == window["reports"]
     frag = cfg["tokenizer"]["fragmentation"]
     assert frag["pieces_per_word"] >= 1.0 and frag["words"] > 0
 
