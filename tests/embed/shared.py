@@ -30,5 +30,9 @@ def shared_world(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         cfg.data.image_size = cfg.data.crop_size = 64
         cfg.train.stage1_epochs, cfg.train.stage2_epochs = 4, 1
         cfg.loss.num_clusters = 8
+        # the training recipe the dependent tests' thresholds were measured with (the clean
+        # recipe; the loss terms stay the authors'), set explicitly
+        cfg.data.augment, cfg.train.grad_clip = "resized_crop", 1.0
+        cfg.train.optimizer, cfg.train.stage2_init = "adamw", "best"
         run_pretrain(cfg, data=data, out=run, resume=None, nproc=1, as_json=True)
     return data, run
