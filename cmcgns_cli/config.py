@@ -13,6 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cmcgns_cli import jsonio
+from cmcgns_cli.config_recipe import (
+    apply_recipe_variant,
+    check_recipe_switches,
+    old_recipe,
+    qualified_keys,
+)
 from cmcgns_cli.config_values import coerce, coerce_optional, load_config_file, parse_set
 from cmcgns_cli.errors import BadInputError
 
@@ -40,21 +46,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "recon_final_relu": False,
         "idle_centroid_restart": 50,
         "cluster_gate": "spread",
-    },
-}
-
-# The training recipe's switches outside the loss, by variant ({section: {key: value}}):
-# "authors" is the authors' run (a plain random 224 crop, no clipping, Adam with the weight
-# decay in the gradient, stage 2 from the last stage-1 weights); "clean" is this project's
-# earlier recipe. ``loss.variant`` sets them with the loss switches.
-RECIPE_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
-    "authors": {
-        "data": {"augment": "random_crop"},
-        "train": {"grad_clip": 0.0, "optimizer": "adam", "stage2_init": "last"},
-    },
-    "clean": {
-        "data": {"augment": "resized_crop"},
-        "train": {"grad_clip": 1.0, "optimizer": "adamw", "stage2_init": "best"},
     },
 }
 
@@ -301,59 +292,14 @@ def apply_overrides(
         if section == "loss" and "variant" in values:
             model_set = {f"model.{k}" for k in overrides.get("model") or ()}
             _apply_variant(cfg.loss, explicit={*values, *set_before})
-            _apply_recipe_variant(cfg, explicit={*_qualified(overrides), *set_before})
+            apply_recipe_variant(cfg, explicit={*qualified_keys(overrides), *set_before})
             _apply_model_variant(cfg.model, cfg.loss.variant, {*model_set, *set_before})
         if section == "loss":
             _check_switches(cfg.loss, source)
         if section == "model":
             _check_model_switches(cfg.model, source)
-    _check_recipe_switches(cfg, source)
+    check_recipe_switches(cfg, source)
     return cfg
-
-
-def _qualified(overrides: dict[str, Any]) -> set[str]:
-    """``section.key`` of every recipe key a layer sets (a later variant keeps them)."""
-    return {
-        f"{section}.{key}"
-        for section, values in overrides.items()
-        if section in ("data", "train") and isinstance(values, dict)
-        for key in values
-    }
-
-
-def _apply_recipe_variant(cfg: Config, explicit: set[str]) -> None:
-    for section, values in RECIPE_VARIANTS.get(cfg.loss.variant, {}).items():
-        for key, value in values.items():
-            if f"{section}.{key}" not in explicit:  # an explicit setting beats the shorthand
-                setattr(getattr(cfg, section), key, value)
-
-
-# allowed values of the recipe's string switches
-_RECIPE_CHOICES: dict[str, tuple[str, ...]] = {
-    "data.augment": ("random_crop", "resized_crop", "none"),
-    "train.optimizer": ("adam", "adamw"),
-    "train.stage2_init": ("last", "best"),
-}
-
-
-def _check_recipe_switches(cfg: Config, source: str) -> None:
-    for qualified, choices in _RECIPE_CHOICES.items():
-        section, key = qualified.split(".")
-        value = getattr(getattr(cfg, section), key)
-        if value not in choices:
-            hint = (
-                " (the former true is resized_crop, false is none)"
-                if qualified == "data.augment" and str(value).lower() in {"true", "false"}
-                else ""
-            )
-            raise BadInputError(
-                f"{source}: {qualified} must be one of {', '.join(choices)}, not {value!r}{hint}"
-            )
-    if not cfg.train.grad_clip >= 0:
-        raise BadInputError(
-            f"{source}: train.grad_clip must be 0 (no clipping) or a positive norm, "
-            f"not {cfg.train.grad_clip}"
-        )
 
 
 def _check_model_switches(model: ModelConfig, source: str) -> None:
@@ -447,7 +393,7 @@ def resolve(
     for overrides, source in layers:
         apply_overrides(cfg, overrides, source=source, set_before=frozenset(switches))
         switches |= set(overrides.get("loss") or ()) & set(VARIANTS["authors"])
-        switches |= _qualified(overrides)
+        switches |= qualified_keys(overrides)
         switches |= {f"model.{k}" for k in overrides.get("model") or ()} & {
             f"model.{k}" for k in MODEL_VARIANTS["authors"]
         }
@@ -464,21 +410,10 @@ def config_from_dict(data: dict[str, Any]) -> Config:
             loss["hard_negative_mode"] = "additive_column"  # what runs saved before the rename ran
         for key, value in _SWITCHES_ADDED_LATER.items():
             loss.setdefault(key, value)
-    _old_recipe(sections)
+    old_recipe(sections)
     model = sections.get("model")
     if isinstance(model, dict):
         for key, value in _MODEL_SWITCHES_ADDED_LATER.items():
             model.setdefault(key, value)
     apply_overrides(cfg, sections, source="config.json")
     return cfg
-
-
-def _old_recipe(sections: dict[str, Any]) -> None:
-    """What a run saved before the recipe switches existed ran: the resized crop with
-    jitter (``augment: true``), AdamW, stage 2 from the best stage-1 weights."""
-    data, train = sections.get("data"), sections.get("train")
-    if isinstance(data, dict) and isinstance(data.get("augment"), bool):
-        data["augment"] = "resized_crop" if data["augment"] else "none"
-    if isinstance(train, dict) and train:
-        train.setdefault("optimizer", "adamw")
-        train.setdefault("stage2_init", "best")

@@ -32,5 +32,9 @@ def shared_world(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         cfg.loss.num_clusters = 8
         # explain, the attention API and grounding draw maps over the image: patch tokens
         cfg.model.local_tokens = "spatial"
+        # the training recipe the dependent tests' thresholds were measured with (the clean
+        # recipe; the loss terms stay the authors'), set explicitly
+        cfg.data.augment, cfg.train.grad_clip = "resized_crop", 1.0
+        cfg.train.optimizer, cfg.train.stage2_init = "adamw", "best"
         run_pretrain(cfg, data=data, out=run, resume=None, nproc=1, as_json=True)
     return data, run
