@@ -58,12 +58,14 @@ MODEL_VARIANTS: dict[str, dict[str, Any]] = {
         "image_pool": "attention",
         "proj_init": "authors",
         "decoder_align_corners": True,
+        "vit_cmmir": "authors",
     },
     "clean": {
         "local_tokens": "spatial",
         "image_pool": "mean",
         "proj_init": "default",
         "decoder_align_corners": False,
+        "vit_cmmir": "clean",
     },
 }
 
@@ -112,6 +114,9 @@ class ModelConfig:
     # projection weights ~ N(0, in_features^-1/2) (authors) or PyTorch's Linear default
     proj_init: Literal["authors", "default"] = "authors"
     decoder_align_corners: bool = True  # CM-MIR decoder's bilinear x2 (authors: True)
+    # ViT CM-MIR as the authors run it (token dropout x2, one decoder layer applied six times,
+    # ...) or this project's earlier form; see model/decoder.py
+    vit_cmmir: Literal["authors", "clean"] = "authors"
 
 
 @dataclass
@@ -340,6 +345,7 @@ _MODEL_SWITCH_CHOICES: dict[str, tuple[str, ...]] = {
     "local_tokens": ("channel_view", "spatial"),
     "image_pool": ("attention", "mean"),
     "proj_init": ("authors", "default"),
+    "vit_cmmir": ("authors", "clean"),
 }
 
 

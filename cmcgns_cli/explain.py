@@ -167,7 +167,7 @@ def reconstruction(run: LoadedRun, batch: dict, seed: int = 0) -> tuple[np.ndarr
 
     The masked view shows what the masking removed: for channel masking the share of each
     patch's feature energy (sum of squared features) that the dropped channels held, as a
-    heat map with its colour bar; for patch masking the removed patches greyed out. The
+    heat map with its colour bar; for patch or token masking the removed patches greyed out. The
     reconstruction is stretched to its own min..max (it is in the model's output units).
     """
     from cmcgns_cli.losses.recon import mask_local_features
@@ -182,7 +182,7 @@ def reconstruction(run: LoadedRun, batch: dict, seed: int = 0) -> tuple[np.ndarr
     )
     t2i, _ = model.cross_attention(img["local"], txt["sentences"], txt["sentence_mask"])
     gen = torch.Generator(device=img["local"].device).manual_seed(seed)
-    mode = run.cfg.loss.mask_mode
+    mode = run.model.mask_mode
     masked, patch_masked = mask_local_features(img["local"], run.cfg.loss.mask_ratio, mode, gen)
     size = tuple(batch["images"].shape[-2:])
     pred = model.decoder(masked, t2i, img["grid"])  # (1, 3, H', W')
@@ -192,7 +192,7 @@ def reconstruction(run: LoadedRun, batch: dict, seed: int = 0) -> tuple[np.ndarr
     pm = patch_masked[0].reshape(h, w).cpu().numpy()
     dropped = dropped_energy_share(img["local"][0], masked[0]).reshape(h, w).cpu().numpy()
     original = to_u8(batch["images"][0, :1])
-    if mode == "patches":  # grey out the patches whose features were removed
+    if mode in ("patches", "tokens"):  # grey out the patches whose features were removed
         view = original.copy()
         pix = cv2.resize(pm.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
         view[pix.astype(bool)] = 128
@@ -311,7 +311,7 @@ def explain_image(
             }
         )
     view, recon, pm, dropped, (rlo, rhi) = reconstruction(run, batch, seed)
-    mode = run.cfg.loss.mask_mode
+    mode = run.model.mask_mode
     names = (
         "original",
         "masked: share of patch energy dropped" if mode == "channels" else "masked (patches)",
@@ -332,7 +332,7 @@ def explain_image(
         "weights": run.weights,
         "input_size": crop,
         "grid": list(grid),
-        "mask_mode": run.cfg.loss.mask_mode,
+        "mask_mode": run.model.mask_mode,
         "masked_patches": int(pm.sum()),
         "dropped_energy_share_mean": float(dropped.mean()),
         "reconstruction_range": [rlo, rhi],

@@ -7,6 +7,9 @@ Two switches (LossConfig):
   channels at every patch), so the dropped count is Binomial(D, ratio); "patches" (clean) drops
   exactly ``round(mask_ratio * P)`` whole patches, as "masked local image regions" in the
   abstract.
+- ``tokens`` (the authors' ViT rule, selected by ``model.vit_cmmir = authors``, not a
+  ``loss.mask_mode`` value): each token dropped per sample with probability ``mask_ratio``
+  (a Bernoulli draw), the kept ones multiplied by 1 / (1 - ratio) (x2 at 0.5).
 - ``recon_region``: "all" (authors, default) takes the L1 over the whole image; "masked" (clean)
   only over pixels of masked patches. Channel masking touches every patch, so with
   ``mask_mode="channels"`` the masked region is the whole image.
@@ -39,12 +42,17 @@ def mask_local_features(
         keep = u >= ratio  # (B, D): each channel dropped with probability ``ratio``
         masked = local * keep[:, None, :].to(local.dtype)
         patch_masked = (~keep).any(dim=1, keepdim=True).expand(b, p)
+    elif mode == "tokens":  # the authors' ViT rule: Bernoulli per token, kept ones rescaled
+        keep = torch.rand(b, p, device=local.device, generator=generator) >= ratio  # (B, P)
+        scale = 1.0 / (1.0 - ratio) if ratio < 1.0 else 0.0  # ratio 1 drops every token
+        masked = local * (keep[:, :, None].to(local.dtype) * scale)
+        patch_masked = ~keep
     elif mode == "patches":
         keep = random_keep_mask(b, p, ratio, local.device, generator)  # (B, P)
         masked = local * keep[:, :, None].to(local.dtype)
         patch_masked = ~keep
     else:
-        raise ValueError(f"mask_mode must be channels or patches, not {mode!r}")
+        raise ValueError(f"mask_mode must be channels, patches or tokens, not {mode!r}")
     return masked, patch_masked
 
 

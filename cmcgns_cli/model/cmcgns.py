@@ -84,6 +84,7 @@ class CMCGNS(nn.Module):
             self.image_encoder.stride,
             final_relu=cfg.loss.recon_final_relu,
             align_corners=mc.decoder_align_corners,
+            vit_cmmir=mc.vit_cmmir,
         )
         self.max_sentences = cfg.data.max_sentences
         self.gather: GatherFn = identity_gather
@@ -110,6 +111,14 @@ class CMCGNS(nn.Module):
                 self.kmeans.broadcast = broadcast
 
     # -- encoders ------------------------------------------------------------------------
+    @property
+    def mask_mode(self) -> str:
+        """CM-MIR's masking rule: ``loss.mask_mode``, except for a ViT under
+        ``model.vit_cmmir = authors``, which drops whole tokens and rescales ("tokens")."""
+        if not self.resnet and self.cfg.model.vit_cmmir == "authors":
+            return "tokens"
+        return self.cfg.loss.mask_mode
+
     @property
     def spatial_tokens(self) -> bool:
         """Whether local token p is the image patch at grid cell p (false for the authors'
@@ -238,7 +247,7 @@ class CMCGNS(nn.Module):
                 total = total + lc.w_local_text * (lt["loss"] + lc.bml_weight * lt["bml"])
             if do_recon:
                 images = batch["images"]
-                masked, patch_masked = mask_local_features(local, lc.mask_ratio, lc.mask_mode)
+                masked, patch_masked = mask_local_features(local, lc.mask_ratio, self.mask_mode)
                 pred = self.decoder(masked, t2i, img["grid"])
                 r = reconstruction_loss(
                     pred,

@@ -9,10 +9,16 @@ normalised to [-1, 1]).
 The authors' last conv is followed by a ReLU before the upsampling and tanh, so their
 predictions are never negative while the target is; ``final_relu=True`` reproduces it (default,
 ``loss.recon_final_relu``), ``False`` drops that ReLU (``clean``).
-ViT path: a multi-head fusion attention (queries = masked image tokens, keys / values = t2i
-context, with a residual), a learned positional embedding, a 6-layer transformer decoder (8
-heads, feed-forward 2048; memory = the t2i context), then the same conv head with 4 stages
-(512, 256, 128, 3 at 14 -> 224 px).
+ViT path, ``vit_cmmir = "authors"`` (default, as the authors' code runs it): a multi-head
+fusion attention (queries = masked image tokens, keys / values = t2i context, no residual),
+a learned positional embedding that starts at zero, then ONE post-norm transformer decoder
+layer (8 heads, feed-forward 2048, dropout 0.1) applied six times, whose memory is its own
+input (the fused tokens) and which reads the (B, P, D) tokens as sequence-first, so that
+its attention runs across the batch axis at each token position; then the conv head with 4
+stages (512, 256, 128, 3 at 14 -> 224 px). ``"clean"``: the fusion has a residual to the
+masked tokens, the positional embedding starts truncated-normal (std 0.02), and a 6-layer
+batch-first decoder (separate weights) attends over the tokens with the t2i context as
+memory.
 """
 
 from __future__ import annotations
@@ -87,9 +93,11 @@ class CMMIRDecoder(nn.Module):
         stride: int,
         final_relu: bool = True,
         align_corners: bool = True,
+        vit_cmmir: str = "authors",
     ):
         super().__init__()
         self.kind = kind
+        self.vit_authors = kind == "vit" and vit_cmmir == "authors"
         stages = _num_stages(crop_size, stride)
         if kind == "vit":
             heads = 8 if dim % 8 == 0 else 1
@@ -97,11 +105,17 @@ class CMMIRDecoder(nn.Module):
             self.fuse_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
             self.grid = grid
             self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid, dim))
-            nn.init.trunc_normal_(self.pos_embed, std=0.02)
-            layer = nn.TransformerDecoderLayer(
-                dim, heads, dim_feedforward=VIT_DECODER_FFN, batch_first=True
-            )
-            self.transformer = nn.TransformerDecoder(layer, num_layers=VIT_DECODER_LAYERS)
+            if self.vit_authors:
+                # one layer object, applied VIT_DECODER_LAYERS times (shared weights)
+                self.layer = nn.TransformerDecoderLayer(
+                    dim, heads, dim_feedforward=VIT_DECODER_FFN, batch_first=False
+                )
+            else:
+                nn.init.trunc_normal_(self.pos_embed, std=0.02)
+                layer = nn.TransformerDecoderLayer(
+                    dim, heads, dim_feedforward=VIT_DECODER_FFN, batch_first=True
+                )
+                self.transformer = nn.TransformerDecoder(layer, num_layers=VIT_DECODER_LAYERS)
             in_ch = dim
         else:
             in_ch = 2 * dim
@@ -124,7 +138,13 @@ class CMMIRDecoder(nn.Module):
         arXiv 2506.11674 as the authors' code lays it out: concatenation + convolutions for
         ResNet, attention fusion + a transformer decoder for ViT)."""
         b = masked_local.shape[0]
-        if self.kind == "vit":
+        if self.vit_authors:
+            x = self.fuse_attn(masked_local, context, context, need_weights=False)[0]
+            tokens = memory = x + self._pos(grid)
+            for _ in range(VIT_DECODER_LAYERS):
+                # (B, P, D) read as (sequence B, batch P, D), as the authors' code feeds it
+                tokens = self.layer(tokens, memory)
+        elif self.kind == "vit":
             x = masked_local + self.fuse_attn(masked_local, context, context, need_weights=False)[0]
             tokens = self.transformer(x + self._pos(grid), context)
         else:

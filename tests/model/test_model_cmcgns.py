@@ -104,9 +104,10 @@ def test_non_power_of_two_input_and_grayscale_reconstruction() -> None:
     assert torch.isfinite(model(batch, stage=2)["recon"])
 
 
-def test_vit_path_runs_both_stages() -> None:
+@pytest.mark.parametrize("variant", ["authors", "clean"])
+def test_vit_path_runs_both_stages(variant: str) -> None:
     torch.manual_seed(5)
-    cfg = tiny_config("clean")
+    cfg = tiny_config(variant)
     cfg.model.image_encoder = "vit_tiny"
     model = CMCGNS(cfg)
     batch = make_batch([2, 3])

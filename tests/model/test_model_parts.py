@@ -46,7 +46,7 @@ def test_resnet_decoder_shapes_and_stage_channels_at_paper_size() -> None:
 
 
 def test_vit_decoder_shapes_and_layout_at_paper_size() -> None:
-    dec = CMMIRDecoder("vit", 768, 512, 224, 16)
+    dec = CMMIRDecoder("vit", 768, 512, 224, 16, vit_cmmir="clean")
     assert [c.out_channels for c in dec.conv.convs] == [512, 256, 128, 3]
     assert len(dec.transformer.layers) == 6
     layer = dec.transformer.layers[0]

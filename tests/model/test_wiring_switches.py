@@ -213,12 +213,14 @@ AUTHORS = {
     "image_pool": "attention",
     "proj_init": "authors",
     "decoder_align_corners": True,
+    "vit_cmmir": "authors",
 }
 CLEAN = {
     "local_tokens": "spatial",
     "image_pool": "mean",
     "proj_init": "default",
     "decoder_align_corners": False,
+    "vit_cmmir": "clean",
 }
 
 
@@ -246,3 +248,93 @@ def test_a_run_saved_before_the_switches_loads_with_the_wiring_it_ran() -> None:
     cfg = config_from_dict(saved)
     assert {k: getattr(cfg.model, k) for k in CLEAN} == CLEAN
     assert config_from_dict(resolve("tiny").to_dict()).model.image_pool == "attention"
+
+
+# -- item 10: the ViT's CM-MIR ----------------------------------------------------------------
+def _mha_seq_first(attn: torch.nn.MultiheadAttention, q_in, kv_in) -> torch.Tensor:
+    """nn.MultiheadAttention (sequence first: (L, N, E)) written out with its weights."""
+    e, h = q_in.shape[-1], attn.num_heads
+    wq, wk, wv = attn.in_proj_weight.split(e)
+    bq, bk, bv = attn.in_proj_bias.split(e)
+    q, k, v = q_in @ wq.T + bq, kv_in @ wk.T + bk, kv_in @ wv.T + bv  # (L, N, E)
+    out = torch.zeros_like(q)
+    dh = e // h
+    for i in range(h):
+        sl = slice(i * dh, (i + 1) * dh)
+        # per batch column n: (L, L) scores over the first axis
+        scores = torch.einsum("lnd,snd->nls", q[..., sl], k[..., sl]) / dh**0.5
+        out[..., sl] = torch.einsum("nls,snd->lnd", scores.softmax(-1), v[..., sl])
+    return out @ attn.out_proj.weight.T + attn.out_proj.bias
+
+
+def _post_norm_layer(layer, x, mem) -> torch.Tensor:
+    def ln(norm, t):
+        return F.layer_norm(t, t.shape[-1:], norm.weight, norm.bias, norm.eps)
+
+    x = ln(layer.norm1, x + _mha_seq_first(layer.self_attn, x, x))
+    x = ln(layer.norm2, x + _mha_seq_first(layer.multihead_attn, x, mem))
+    return ln(layer.norm3, x + layer.linear2(F.relu(layer.linear1(x))))
+
+
+def test_vit_cmmir_authors_decoder_against_a_hand_computation() -> None:
+    """No fusion residual, zero positional embedding, one layer applied six times with its own
+    input as memory, and the (B, P, D) tokens read as (sequence B, batch P)."""
+    from cmcgns_cli.model.decoder import CMMIRDecoder
+
+    torch.manual_seed(0)
+    dec = CMMIRDecoder("vit", 16, 16, 64, 16, vit_cmmir="authors").eval()
+    assert float(dec.pos_embed.detach().abs().max()) == 0.0
+    # compare the tokens laid on the grid: the conv head (tested elsewhere) is left out
+    dec.conv = torch.nn.Identity()
+    masked, context = torch.randn(3, 16, 16), torch.randn(3, 16, 16)
+    with torch.no_grad():
+        got = dec(masked, context, (4, 4))
+        z = dec.fuse_attn(masked, context, context, need_weights=False)[0]  # no residual
+        out = z
+        for _ in range(6):
+            out = _post_norm_layer(dec.layer, out, z)
+        want = out.transpose(1, 2).reshape(3, 16, 4, 4)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    # attention across the batch: sample 0's output depends on sample 1 (not so in clean)
+    other = masked.clone()
+    other[1] += 1.0
+    clean = CMMIRDecoder("vit", 16, 16, 64, 16, vit_cmmir="clean").eval()
+    clean.conv = torch.nn.Identity()
+    with torch.no_grad():
+        assert not torch.allclose(dec(other, context, (4, 4))[0], got[0])
+        torch.testing.assert_close(
+            clean(other, context, (4, 4))[0], clean(masked, context, (4, 4))[0]
+        )
+
+
+def test_vit_cmmir_parameter_counts_tied_vs_six_layers() -> None:
+    from cmcgns_cli.model.decoder import CMMIRDecoder
+
+    a = CMMIRDecoder("vit", 16, 16, 64, 16, vit_cmmir="authors")
+    c = CMMIRDecoder("vit", 16, 16, 64, 16, vit_cmmir="clean")
+    # one decoder layer at D = 16: two attentions 2 * (4 * 16^2 + 4 * 16), feed-forward
+    # 16 * 2048 + 2048 + 2048 * 16 + 16, three LayerNorms 3 * 2 * 16
+    layer = 2 * (4 * 256 + 64) + (16 * 2048 + 2048 + 2048 * 16 + 16) + 96
+    assert layer == 69_872 == _count(a.layer)
+    assert _count(c) - _count(a) == 5 * layer
+
+
+def test_token_mask_drops_whole_tokens_and_doubles_the_rest() -> None:
+    from cmcgns_cli.losses.recon import mask_local_features
+
+    local = torch.randn(4, 50, 8)
+    gen = torch.Generator().manual_seed(0)
+    masked, patch_masked = mask_local_features(local, 0.5, "tokens", gen)
+    dropped = (masked == 0).all(dim=-1)
+    assert torch.equal(dropped, patch_masked)
+    torch.testing.assert_close(masked[~dropped], 2 * local[~dropped])
+    assert 0.3 < float(dropped.float().mean()) < 0.7  # Bernoulli(0.5) over 200 tokens
+
+
+@pytest.mark.parametrize(("form", "mode"), [("authors", "tokens"), ("clean", "channels")])
+def test_vit_cmmir_switch_picks_the_vit_mask_only(form: str, mode: str) -> None:
+    cfg = tiny_config()
+    cfg.model.vit_cmmir = form
+    assert CMCGNS(cfg).mask_mode == "channels"  # a ResNet keeps loss.mask_mode
+    cfg.model.image_encoder = "vit_tiny"
+    assert CMCGNS(cfg).mask_mode == mode
