@@ -29,6 +29,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "recon_final_relu": True,
         "idle_centroid_restart": 0,
         "cluster_gate": "init",
+        "local_text_scope": "rank",
     },
     "clean": {
         "centroid_update": "mean",
@@ -40,6 +41,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "recon_final_relu": False,
         "idle_centroid_restart": 50,
         "cluster_gate": "spread",
+        "local_text_scope": "global",
     },
 }
 
@@ -111,6 +113,9 @@ class LossConfig:
     idle_centroid_restart: int = 0
     # use the clusters only while the clustered features are spread (clean) or always (authors)
     cluster_gate: Literal["init", "spread"] = "init"
+    # under several processes: local text negatives and k-means per rank, never synchronised
+    # (rank, the authors' DDP behaviour) or over the global batch (global)
+    local_text_scope: Literal["rank", "global"] = "rank"
 
 
 @dataclass
@@ -257,7 +262,11 @@ MAX_IDLE_RESTART = 10**9  # the idle counters are int64 buffers; far beyond any 
 
 # what a run saved before a switch existed ran (its config.json lacks the key, and its
 # variant's current value may differ)
-_SWITCHES_ADDED_LATER: dict[str, Any] = {"cluster_gate": "init", "idle_centroid_restart": 0}
+_SWITCHES_ADDED_LATER: dict[str, Any] = {
+    "cluster_gate": "init",
+    "idle_centroid_restart": 0,
+    "local_text_scope": "global",
+}
 
 # allowed values of the string switches; the old one-column "+ w" form was called "additive"
 _SWITCH_CHOICES: dict[str, tuple[str, ...]] = {
@@ -268,6 +277,7 @@ _SWITCH_CHOICES: dict[str, tuple[str, ...]] = {
     "mask_mode": ("channels", "patches"),
     "recon_region": ("all", "masked"),
     "cluster_gate": ("init", "spread"),
+    "local_text_scope": ("rank", "global"),
 }
 
 

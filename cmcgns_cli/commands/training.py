@@ -65,6 +65,12 @@ def pretrain(
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default: preset's)."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Cap steps per stage."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue this run directory."),
+    resume_if_exists: bool = typer.Option(
+        False,
+        "--resume-if-exists",
+        help="Continue --out when it already holds a checkpoint, else start it (elastic "
+        "restarts re-run the same command).",
+    ),
     device: Device = DeviceOpt,
     seed: int | None = typer.Option(None, "--seed", help="Random seed (default: the preset's)."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader workers."),
@@ -111,7 +117,15 @@ def pretrain(
     if dry_run:
         sys.stdout.write(cfg.to_json() + "\n")
         return
-    run_pretrain(cfg, data=data, out=out, resume=resume, nproc=nproc, as_json=as_json)
+    run_pretrain(
+        cfg,
+        data=data,
+        out=out,
+        resume=resume,
+        nproc=nproc,
+        as_json=as_json,
+        resume_if_exists=resume_if_exists,
+    )
 
 
 def finetune(

@@ -245,7 +245,9 @@ class Trainer:
     def _enter_stage(self, stage: int) -> None:
         """Switch to ``stage``: best weights of the previous stage, fresh optimizer."""
         best = self.run / ckpt.BEST / ckpt.MODEL
-        if self.prog.epoch > 0 and best.is_file():
+        # rank 0 reads best/ and broadcasts it below: on a network filesystem another node
+        # could see a just-replaced best/ stale, or not at all
+        if dist.is_main() and self.prog.epoch > 0 and best.is_file():
             current = self.model.state_dict()
             loaded = ckpt.load_weights(best)
             if kmeans_initialized(loaded) is False and kmeans_initialized(current):

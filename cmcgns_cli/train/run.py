@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -108,12 +109,21 @@ def run_pretrain(
     resume: Path | None,
     nproc: int,
     as_json: bool,
+    resume_if_exists: bool = False,
 ) -> dict[str, Any]:
     """``cmcgns pretrain``: train ``cfg`` on the prepared paired dataset ``data`` into the
     run directory ``out`` (or continue the run ``resume``) and return the summary printed
     on stdout (``Trainer.fit``'s, plus the pair counts). Under torchrun every rank calls
     it; ``nproc`` > 1 outside torchrun prints the torchrun line and raises BadInputError.
+    ``resume_if_exists``: continue ``out`` when it holds a checkpoint, else start it (what
+    torchrun's elastic restarts need: they re-run the same command line).
     SIGINT/SIGTERM stop it after a checkpoint (exit 130 / 143)."""
+    if resume_if_exists and resume is None and out is not None:
+        if (Path(out) / ckpt.MODEL).is_file():
+            resume = Path(out)
+        else:  # stopped before its first checkpoint (if it started): start it again
+            for name in (ckpt.CONFIG, ckpt.METRICS):
+                (Path(out) / name).unlink(missing_ok=True)
     if nproc > 1 and dist.launched_world_size() == 1:
         # cmcgns prints the launcher line rather than starting it: torchrun owns process
         # supervision, elastic restarts and the multi-node rendezvous (README)
@@ -199,6 +209,7 @@ def _train(
 ) -> dict[str, Any]:
     seed_everything(int(cfg.train.seed), device)
 
+    check_shared_run_dir(run, device)
     # rank 0 writes the tokenizer and the token cache; the others then read them
     if dist.is_main():
         tok, tok_info = _tokenizer(cfg, prepared, run, resuming)
@@ -273,6 +284,34 @@ def _train(
     else:
         stdout.print(kv_table("pretrain", summary))
     return summary
+
+
+def check_shared_run_dir(run: Path, device: torch.device) -> None:
+    """Under several processes, stop every rank with one clear error unless all of them see
+    the run directory rank 0 writes (the tokenizer, checkpoints and ``best/`` are written by
+    rank 0 and read by the others, so multi-node runs need a shared filesystem). Rank 0
+    writes a random token there; the others read it after a barrier. Raises BadInputError."""
+    if dist.world_size() == 1:
+        return
+    token = secrets.token_hex(8) if dist.is_main() else None
+    if dist.is_main():
+        ckpt.atomic_write_json(run / ".shared-check.json", {"token": token})
+    token = dist.broadcast_object(token)
+    dist.barrier()
+    try:
+        seen = json.loads((run / ".shared-check.json").read_text(encoding="utf-8"))["token"]
+    except (OSError, ValueError, KeyError):
+        seen = None
+    missing = dist.any_rank(seen != token, device)
+    dist.barrier()
+    if dist.is_main():
+        (run / ".shared-check.json").unlink(missing_ok=True)
+    if missing:
+        raise BadInputError(
+            f"{run}: not the same directory on every process (rank 0's files are not visible "
+            "on some node); multi-node pretraining needs --out (and --data) on a filesystem "
+            "every node sees"
+        )
 
 
 def _complete(trainer: Trainer) -> bool:

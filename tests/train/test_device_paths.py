@@ -216,3 +216,36 @@ def test_bf16_autocast_leaves_the_global_logits_in_float32():
                              torch.nn.functional.normalize(z2, dim=-1), scale)  # fmt: skip
     for r, g in zip(ref, got, strict=True):
         torch.testing.assert_close(g.float(), r, rtol=1e-6, atol=1e-6)
+
+
+def test_one_visible_gpu_per_task_is_this_process_gpu(monkeypatch):
+    """SLURM ``--gpus-per-task=1``: every task sees one GPU, index 0, whatever LOCAL_RANK."""
+    import torch.distributed as tdist
+
+    from cmcgns_cli.train import dist
+
+    chosen = []
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    for var, value in (("MASTER_ADDR", "h"), ("MASTER_PORT", "1"), ("RANK", "7")):
+        monkeypatch.setenv(var, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(tdist, "init_process_group", lambda **kw: chosen.append(kw["device_id"]))
+    device = dist.setup("cuda")
+    assert device == torch.device("cuda", 0)
+    assert chosen == [0, torch.device("cuda", 0)]
+
+
+def test_too_few_gpus_for_the_local_ranks_still_fails_clearly(monkeypatch):
+    from cmcgns_cli.errors import BadInputError
+    from cmcgns_cli.train import dist
+
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(BadInputError, match="LOCAL_RANK=3 but only 2 GPU"):
+        dist.setup("cuda")
