@@ -249,3 +249,24 @@ def test_too_few_gpus_for_the_local_ranks_still_fails_clearly(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(BadInputError, match="LOCAL_RANK=3 but only 2 GPU"):
         dist.setup("cuda")
+
+
+def test_resume_if_exists_continues_a_run_and_starts_a_new_one(world, tmp_path, monkeypatch):
+    """What torchrun's elastic restart does: the same command line again."""
+    import json
+
+    from tests.train.conftest import TINY, cli
+
+    run = tmp_path / "run"
+    args = ["pretrain", "--data", str(world), "--out", str(run), *TINY, "--json",
+            "--stage1-epochs", "1", "--stage2-epochs", "0", "--max-steps", "2"]  # fmt: skip
+    assert cli([*args, "--resume-if-exists"], monkeypatch) == 0  # nothing there: a new run
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["kind"] == "train"]  # fmt: skip
+    assert steps == [1, 2]
+    assert cli(args, monkeypatch) == 2  # without the flag an existing run is refused
+    before = (run / "metrics.jsonl").read_text()
+    # with it, the run resumes (not refused, not restarted): its only stage is finished, so
+    # nothing is trained again and the metrics stay as they were
+    assert cli([*args, "--resume-if-exists"], monkeypatch) == 0
+    assert (run / "metrics.jsonl").read_text() == before
