@@ -270,3 +270,36 @@ def test_resume_if_exists_continues_a_run_and_starts_a_new_one(world, tmp_path, 
     # nothing is trained again and the metrics stay as they were
     assert cli([*args, "--resume-if-exists"], monkeypatch) == 0
     assert (run / "metrics.jsonl").read_text() == before
+
+
+def test_cuda_speed_switches_match_the_bench_and_the_loss_heads_keep_ieee_fp32(monkeypatch):
+    """On CUDA the trainer turns on cudnn.benchmark and TF32 (as the benchmark does); the
+    loss heads switch TF32 off for themselves and restore it."""
+    from cmcgns_cli.losses.precision import full_precision
+    from cmcgns_cli.train import speed
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    before = torch.get_float32_matmul_precision()
+    try:
+        tc = preset("tiny").train
+        tc.channels_last = False
+        done = speed.apply(_Small(), tc, torch.device("cuda"))
+        assert done["cudnn_benchmark"] and done["tf32"]
+        assert torch.backends.cudnn.benchmark and torch.backends.cudnn.allow_tf32
+        assert torch.get_float32_matmul_precision() == "high"
+        with full_precision(torch.zeros(1)):
+            assert torch.get_float32_matmul_precision() == "highest"
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_one_process_pads_sentences_to_the_batch_maximum_on_the_host():
+    from cmcgns_cli.train.feed import BatchFeed
+
+    feed = BatchFeed(torch.device("cpu"), 4, 1, 0, 0, 0, False, 32, False, False)
+    out = feed.to_device({"num_sentences": torch.tensor([2, 5, 1, 3])})
+    assert out["sentence_slots"] == 5
+    ddp = BatchFeed(torch.device("cpu"), 4, 2, 0, 0, 0, True, 32, False, False)
+    assert ddp.to_device({"num_sentences": torch.tensor([2, 5])})["sentence_slots"] == 32
