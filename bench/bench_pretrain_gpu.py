@@ -13,7 +13,8 @@ host read inside the step (the loss is read once at the end). ``--compile`` and
 Reported: pairs/s over the timed steps (after warm-up), peak GPU memory (allocated and
 reserved), and model FLOPs utilisation; with ``--trainer`` also the pairs/s that
 ``cmcgns pretrain``'s own loop logs on the same data (its loader, flushes and validation
-excluded from the window), beside the bench loop's upper bound. FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one full
+excluded from the window), beside the bench loop's upper bound. FLOPs are counted with
+``torch.utils.flop_counter.FlopCounterMode`` on one full
 training step (forward + backward, matmuls/convs/SDPA at 2 FLOPs per multiply-add; no
 recomputation counted, elementwise ops ignored); MFU = FLOPs/step x steps/s / peak, with
 peak = ``--peak-tflops`` (default 989 = H100 SXM dense bf16). Without CUDA it runs a few
