@@ -170,14 +170,14 @@ def _features(n=12, d=8, seed=3):
     return z1, z2, valid
 
 
-def _local_text(autocast: bool):
+def _local_text(autocast: bool, device: str = "cpu"):
     from cmcgns_cli.losses.local_text import LocalTextLoss
 
     torch.manual_seed(0)
-    loss = LocalTextLoss(_loss_cfg(cluster_momentum=0.3), 8).train()
-    z1, z2, valid = _features()
+    loss = LocalTextLoss(_loss_cfg(cluster_momentum=0.3), 8).train().to(device)
+    z1, z2, valid = (t.to(device) for t in _features())
     outs = []
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    ctx = torch.autocast(device, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     for step in range(3):  # step 0 initialises; steps 1-2 use and move the centroids
         with ctx:
             outs.append(loss(z1.roll(step, 0), z2, valid))
@@ -303,3 +303,49 @@ def test_one_process_pads_sentences_to_the_batch_maximum_on_the_host():
     assert out["sentence_slots"] == 5
     ddp = BatchFeed(torch.device("cpu"), 4, 2, 0, 0, 0, True, 32, False, False)
     assert ddp.to_device({"num_sentences": torch.tensor([2, 5])})["sentence_slots"] == 32
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@cuda
+def test_bf16_cuda_autocast_leaves_the_local_text_decisions_in_float32():
+    ref, ref_c = _local_text(False, "cuda")
+    got, got_c = _local_text(True, "cuda")
+    for r, g in zip(ref, got, strict=True):
+        for key in r:
+            torch.testing.assert_close(g[key].float(), r[key].float(), rtol=1e-6, atol=1e-6,
+                                       equal_nan=True)  # fmt: skip
+    torch.testing.assert_close(got_c, ref_c, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.gpu
+@cuda
+def test_clustering_off_keeps_every_output_on_cuda():
+    from cmcgns_cli.losses.local_text import LocalTextLoss
+
+    loss = LocalTextLoss(_loss_cfg(clustering=False), 8).cuda()
+    z = torch.randn(6, 8, device="cuda")
+    out = loss(z, z.roll(1, 0), torch.ones(6, dtype=torch.bool, device="cuda"))
+    assert {v.device.type for v in out.values()} == {"cuda"}
+
+
+@pytest.mark.gpu
+@cuda
+def test_resume_on_cuda_puts_the_fused_adamw_state_on_the_gpu(tmp_path, monkeypatch):
+    from cmcgns_cli.train.loop import Trainer
+
+    cfg = preset("tiny")
+    cfg.train.batch_size = 4
+    state = _state_after_one_step(tmp_path)
+    trainer = Trainer(cfg, _Small(), _Rows(), _Rows(), tmp_path, torch.device("cuda"))
+    trainer.restore(state)
+    for group in trainer.optimizer.param_groups:
+        for p in group["params"]:
+            assert p.is_cuda
+            assert all(v.is_cuda for v in trainer.optimizer.state[p].values())
+    # the first step of the fused optimizer with the restored state
+    for p in trainer.model.parameters():
+        p.grad = torch.ones_like(p)
+    trainer.optimizer.step()
