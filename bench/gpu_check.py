@@ -53,6 +53,7 @@ def resume(run: str, data: str) -> None:
     """A tiny pretrain on this device, stopped at step 7 (after the epoch-end checkpoint of
     step 5, mid-stage: the optimizer state is restored), then resumed to the end."""
     from cmcgns_cli.config import preset
+    from cmcgns_cli.interrupts import Interrupted
     from cmcgns_cli.train import loop
     from cmcgns_cli.train.run import run_pretrain
 
@@ -66,7 +67,7 @@ def resume(run: str, data: str) -> None:
     cfg.train.stage1_epochs, cfg.train.stage2_epochs = 2, 1
     cfg.train.device = _device().type
     loop._after_step = crash
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt, Interrupted):
         run_pretrain(cfg, data=Path(data), out=Path(run), resume=None, nproc=1, as_json=True)
     loop._after_step = lambda trainer, record: None
     progress = json.loads((Path(run) / "state" / "progress.json").read_text())

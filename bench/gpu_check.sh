@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The prepared GPU check (at most about 9 minutes on one GPU). Run from the repository root:
+# The prepared GPU check: at most 9 minutes on one GPU (the parts' time limits add up to
+# 530 s; a part over its limit is stopped with SIGINT and recorded). From the repo root:
 #     bash bench/gpu_check.sh [RESULTS_FILE]
 # Uses whatever `python` is on PATH with PYTHONPATH=. (no install needed). Each part has its
 # own time limit and is skipped, with the reason, when a dependency it needs is missing. All
 # figures ("FIGURE name: value" lines) go to RESULTS_FILE (default: gpu_check_results.txt,
 # or $OUT/gpu_check_results.txt when $OUT is set); the full log goes beside it (.log).
-# Without CUDA every part still runs on the CPU (to check the script), and says so.
+# Without CUDA every part still runs on the CPU (to check the script), and says so; there
+# GPU_CHECK_SCALE=N multiplies every time limit by N (a slow CPU).
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
@@ -22,7 +24,7 @@ part() {  # part NAME SECONDS COMMAND...: run, log, keep its FIGURE lines and it
     shift 2
     local t0=$SECONDS
     echo "== $name" | tee -a "$LOG"
-    timeout -s INT "$limit" "$@" >"$WORK/out" 2>&1
+    timeout -s INT "$((limit * ${GPU_CHECK_SCALE:-1}))" "$@" >"$WORK/out" 2>&1
     local rc=$?
     cat "$WORK/out" >>"$LOG"
     grep '^FIGURE ' "$WORK/out" | sed "s/^FIGURE /$name./" >>"$RESULTS"
@@ -50,20 +52,20 @@ CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))")
 [ "$CUDA" = 1 ] || echo "no CUDA: every part runs on the CPU (a check of this script)" | tee -a "$RESULTS"
 BENCH_PRESET=paper-resnet50
 [ "$CUDA" = 1 ] || BENCH_PRESET=tiny
-part versions 60 "$PY" bench/gpu_check.py versions
+part versions 30 "$PY" bench/gpu_check.py versions
 if need pytest; then
-    part gpu_tests 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests
+    part gpu_tests 90 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests
 fi
-if need transformers cv2 pandas && part world 60 "$PY" bench/gpu_check.py world "$WORK/world"; then
-    part resume 120 "$PY" bench/gpu_check.py resume "$WORK/run" "$WORK/world"
+if need transformers cv2 pandas && part world 30 "$PY" bench/gpu_check.py world "$WORK/world"; then
+    part resume 90 "$PY" bench/gpu_check.py resume "$WORK/run" "$WORK/world"
     part clustering_off 60 "$PY" -m cmcgns_cli pretrain --data "$WORK/world" --out "$WORK/off" \
         --preset tiny --set data.image_size=64 --set data.crop_size=64 --batch-size 16 \
         --set loss.clustering=false --max-steps 3 --stage1-epochs 1 --stage2-epochs 1 --json
 fi
-part bf16 60 "$PY" bench/gpu_check.py bf16
-part syncs 60 "$PY" bench/gpu_check.py syncs
+part bf16 40 "$PY" bench/gpu_check.py bf16
+part syncs 40 "$PY" bench/gpu_check.py syncs
 if need transformers cv2 pandas; then
-    part bench 200 "$PY" bench/bench_pretrain_gpu.py --preset "$BENCH_PRESET" \
+    part bench 150 "$PY" bench/bench_pretrain_gpu.py --preset "$BENCH_PRESET" \
         --steps 30 --warmup 10 --trainer
     grep -E '^(device|peak GPU|GPU pairs|CPU pairs|trainer pairs|model FLOPs)' "$LOG" \
         | sed 's/^/bench: /' >>"$RESULTS"
