@@ -10,24 +10,31 @@ The training step is the loop's: bf16 autocast and channels_last on CUDA, fused 
 host read inside the step (the loss is read once at the end). ``--compile`` and
 ``--grad-checkpoint`` switch on ``train.compile`` / ``train.grad_checkpoint``.
 
-Reported: pairs/s over the timed steps (after warm-up), peak GPU memory, and model FLOPs
-utilisation. FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one full
+Reported: pairs/s over the timed steps (after warm-up), peak GPU memory (allocated and
+reserved), and model FLOPs utilisation; with ``--trainer`` also the pairs/s that
+``cmcgns pretrain``'s own loop logs on the same data (its loader, flushes and validation
+excluded from the window), beside the bench loop's upper bound. FLOPs are counted with
+``torch.utils.flop_counter.FlopCounterMode`` on one full
 training step (forward + backward, matmuls/convs/SDPA at 2 FLOPs per multiply-add; no
 recomputation counted, elementwise ops ignored); MFU = FLOPs/step x steps/s / peak, with
 peak = ``--peak-tflops`` (default 989 = H100 SXM dense bf16). Without CUDA it runs a few
 small steps on CPU and says so (MFU not reported). Not a test.
 
     python bench/bench_pretrain_gpu.py [--steps 50] [--warmup 10] [--batch 64] [--compile]
+        [--trainer]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,17 +53,17 @@ WORDS = [
 ]  # fmt: skip
 
 
-def random_prepared(root: Path, n: int, size: int, seed: int = 0) -> Path:
+def random_prepared(root: Path, n: int, size: int, seed: int = 0, n_val: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     rows = []
-    for i in range(n):
+    for i in range(n + n_val):
         k = int(rng.integers(3, 9))
         sents = [" ".join(rng.choice(WORDS, int(rng.integers(5, 14)))) + "." for _ in range(k)]
         rows.append(
-            {"id": f"r{i}", "split": "train", "patient_id": f"p{i}", "study_id": f"s{i}",
-             "view": "PA", "sentences": sents}
+            {"id": f"r{i}", "split": "train" if i < n else "validate", "patient_id": f"p{i}",
+             "study_id": f"s{i}", "view": "PA", "sentences": sents}
         )  # fmt: skip
-    images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
+    images = rng.integers(0, 256, (n + n_val, size, size), dtype=np.uint8)
     return write_prepared(root, dataset="mimic", manifest=pd.DataFrame(rows), images=images)
 
 
@@ -70,6 +77,11 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--grad-checkpoint", action="store_true")
     ap.add_argument("--peak-tflops", type=float, default=989.0)
+    ap.add_argument(
+        "--trainer",
+        action="store_true",
+        help="also run `cmcgns pretrain`'s own loop (stage 2, same data) and report its pairs/s",
+    )
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
     if not cuda:
@@ -92,7 +104,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-pretrain-"))
     try:
         n = batch * (steps + warmup + 2)
-        prepared = open_prepared(random_prepared(tmp / "data", n, cfg.data.image_size))
+        data_dir = random_prepared(tmp / "data", n, cfg.data.image_size, n_val=batch)
+        prepared = open_prepared(data_dir)
         sents = (s for r in range(n) for s in prepared.manifest["sentences"].iat[r])
         tok = train_wordpiece(sents, 500, tmp / "tok")
         ds = PairedDataset(prepared, "train", token_cache(prepared, tok, tmp), cfg.data, True)
@@ -147,11 +160,44 @@ def main() -> None:
             print(f"model FLOPs per step (fwd+bwd, FlopCounterMode): {flops / 1e12:.2f} TFLOP")
         if cuda:
             peak = torch.cuda.max_memory_allocated() / 2**30
+            reserved = torch.cuda.max_memory_reserved() / 2**30
             mfu = f"{100 * flops * steps / dt / (args.peak_tflops * 1e12):.1f}%" if flops else "n/a"
-            print(f"peak GPU memory {peak:.1f} GiB; MFU {mfu} of {args.peak_tflops:g} TFLOP/s")
-        print(f"{'GPU' if cuda else 'CPU'} pairs/s: {pairs_s:.1f}")
+            print(
+                f"peak GPU memory {peak:.1f} GiB allocated, {reserved:.1f} GiB reserved; "
+                f"MFU {mfu} of {args.peak_tflops:g} TFLOP/s"
+            )
+        print(f"{'GPU' if cuda else 'CPU'} pairs/s: {pairs_s:.1f} (bench loop: an upper bound)")
+        if args.trainer:
+            del model, opt, loader, it
+            if cuda:
+                torch.cuda.empty_cache()
+            trainer_pairs = trainer_pairs_per_s(cfg, data_dir, tmp / "run", batch, warmup, steps)
+            print(f"trainer pairs/s: {trainer_pairs:.1f} (cmcgns pretrain's loop, stage 2)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def trainer_pairs_per_s(
+    cfg: Any,
+    data: Path,
+    run: Path,
+    batch: int,
+    warmup: int,
+    steps: int,  # noqa: ANN401
+) -> float:
+    """pairs/s that ``cmcgns pretrain`` itself reports (metrics.jsonl) in its last flush
+    window of stage-2 steps (``warmup`` + ``steps`` in all): its loader, flushes and step."""
+    from cmcgns_cli.train.run import run_pretrain
+
+    cfg.train.batch_size = batch
+    cfg.train.stage1_epochs, cfg.train.stage2_epochs = 0, 1
+    cfg.train.max_steps = warmup + steps
+    # flush windows that never straddle the warm-up: the last one holds only timed steps
+    cfg.train.log_every = math.gcd(warmup, steps) or steps
+    run_pretrain(cfg, data=data, out=run, resume=None, nproc=1, as_json=True)
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r.get("kind") == "train" and r.get("pairs_per_s")]
+    return float(train[-1]["pairs_per_s"])
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "recon_final_relu": True,
         "idle_centroid_restart": 0,
         "cluster_gate": "init",
+        "local_text_scope": "rank",
     },
     "clean": {
         "centroid_update": "mean",
@@ -46,6 +47,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "recon_final_relu": False,
         "idle_centroid_restart": 50,
         "cluster_gate": "spread",
+        "local_text_scope": "global",
     },
 }
 
@@ -153,6 +155,9 @@ class LossConfig:
     idle_centroid_restart: int = 0
     # use the clusters only while the clustered features are spread (clean) or always (authors)
     cluster_gate: Literal["init", "spread"] = "init"
+    # under several processes: local text negatives and k-means per rank, never synchronised
+    # (rank, the authors' DDP behaviour) or over the global batch (global)
+    local_text_scope: Literal["rank", "global"] = "rank"
 
 
 @dataclass
@@ -327,7 +332,11 @@ MAX_IDLE_RESTART = 10**9  # the idle counters are int64 buffers; far beyond any 
 
 # what a run saved before a switch existed ran (its config.json lacks the key, and its
 # variant's current value may differ)
-_SWITCHES_ADDED_LATER: dict[str, Any] = {"cluster_gate": "init", "idle_centroid_restart": 0}
+_SWITCHES_ADDED_LATER: dict[str, Any] = {
+    "cluster_gate": "init",
+    "idle_centroid_restart": 0,
+    "local_text_scope": "global",
+}
 # the same for the model wiring switches: earlier runs all ran today's clean wiring
 _MODEL_SWITCHES_ADDED_LATER: dict[str, Any] = dict(MODEL_VARIANTS["clean"])
 
@@ -340,6 +349,7 @@ _SWITCH_CHOICES: dict[str, tuple[str, ...]] = {
     "mask_mode": ("channels", "patches"),
     "recon_region": ("all", "masked"),
     "cluster_gate": ("init", "spread"),
+    "local_text_scope": ("rank", "global"),
 }
 _MODEL_SWITCH_CHOICES: dict[str, tuple[str, ...]] = {
     "local_tokens": ("channel_view", "spatial"),

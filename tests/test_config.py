@@ -179,3 +179,15 @@ def test_config_file_values_are_not_silently_converted(overrides: dict, needle: 
         resolve("tiny", sets=["loss.idle_centroid_restart=none"])
     cfg = apply_overrides(preset("tiny"), {"loss": {"idle_centroid_restart": 7.0}}, "o.toml")
     assert cfg.loss.idle_centroid_restart == 7 and isinstance(cfg.loss.idle_centroid_restart, int)
+
+
+def test_local_text_scope_follows_the_variant_and_old_runs_keep_global() -> None:
+    assert resolve("tiny").loss.local_text_scope == "rank"  # the authors' per-GPU form
+    assert resolve("tiny", sets=["loss.variant=clean"]).loss.local_text_scope == "global"
+    both = resolve("tiny", sets=["loss.local_text_scope=global", "loss.variant=authors"])
+    assert both.loss.local_text_scope == "global"  # an explicit switch beats the shorthand
+    with pytest.raises(BadInputError, match="loss.local_text_scope must be one of rank, global"):
+        resolve("tiny", sets=["loss.local_text_scope=node"])
+    saved = resolve("tiny").to_dict()
+    del saved["loss"]["local_text_scope"]  # a run saved before the switch gathered globally
+    assert config_from_dict(saved).loss.local_text_scope == "global"

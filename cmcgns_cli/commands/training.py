@@ -85,6 +85,12 @@ def pretrain(
         help="With --init-from: which weights to take: image (encoder + projections), text "
         "(BERT + pooling, with its tokenizer), heads (the rest, k-means state included).",
     ),
+    resume_if_exists: bool = typer.Option(
+        False,
+        "--resume-if-exists",
+        help="Continue --out when it already holds a checkpoint, else start it (elastic "
+        "restarts re-run the same command).",
+    ),
     device: Device = DeviceOpt,
     seed: int | None = typer.Option(None, "--seed", help="Random seed (default: the preset's)."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader workers."),
@@ -145,6 +151,7 @@ def pretrain(
     run_pretrain(
         cfg, data=data, out=out, resume=resume, nproc=nproc, as_json=as_json,
         strict_health=strict_health, init_from=init_from, init_parts=parts,
+        resume_if_exists=resume_if_exists,
     )  # fmt: skip
 
 

@@ -1,6 +1,12 @@
 """Wire the CM-CGNS model for DistributedDataParallel (see README "Distributed and GPU training").
 
-What the model needs from the ranks, and how it gets it:
+``loss.local_text_scope`` picks what crosses ranks. ``rank`` (the authors' DDP behaviour,
+the default): only the global InfoNCE gathers its columns from all ranks; the local text loss
+takes its negatives from this rank's batch, and each rank runs its own k-means (its own
+initialisation, updates from its own sentences, never synchronised; DDP does not broadcast
+those buffers). ``global`` (the clean form): everything below.
+
+What the model needs from the ranks under ``global``, and how it gets it:
 
 * gather hook (``dist.gather``): global InfoNCE and the local text loss see the columns of all
   ranks, gathered with gradient; each rank computes its own rows against all columns.
@@ -38,10 +44,19 @@ def install(model: nn.Module) -> None:
     """Install the cross-rank hooks on a CMCGNS model (idempotent; no-op for one process)."""
     if dist.world_size() == 1 or getattr(model, "_ddp_hooks", None) is not None:
         return
+    handles: list[Any] = []
+    if local_text_scope(model) == "rank":
+        # the authors' DDP run: only the global InfoNCE sees other ranks; the local text loss
+        # and the k-means keep to this rank's batch (reduce and broadcast stay the identity,
+        # and ``wrap`` keeps DDP from copying rank 0's k-means buffers to the others)
+        model.set_distributed_hooks(gather=dist.gather)
+        if getattr(model, "local_text_loss", None) is not None:
+            model.local_text_loss.gather = identity_gather
+        model._ddp_hooks = handles
+        return
     model.set_distributed_hooks(
         gather=dist.gather, reduce=dist.all_reduce_sum, broadcast=dist.broadcast0
     )
-    handles: list[Any] = []
     km = model.kmeans
     if km is not None and not hasattr(km, "_local_maybe_initialize"):
         km._local_maybe_initialize = km.maybe_initialize
@@ -50,6 +65,22 @@ def install(model: nn.Module) -> None:
     if lt is not None:
         handles.append(lt.register_forward_hook(_rescale_local_text))
     model._ddp_hooks = handles
+
+
+def local_text_scope(model: nn.Module) -> str:
+    """``loss.local_text_scope`` of a CMCGNS model (``global`` for a model without one)."""
+    loss = getattr(getattr(model, "cfg", None), "loss", None)
+    return str(getattr(loss, "local_text_scope", "global"))
+
+
+def rank_local_buffers(model: nn.Module) -> list[str]:
+    """State-dict names of the buffers each rank keeps to itself: the k-means state under
+    ``loss.local_text_scope = rank`` (none otherwise)."""
+    km = getattr(model, "kmeans", None)
+    if km is None or local_text_scope(model) != "rank":
+        return []
+    names = {id(b): n for n, b in model.named_buffers()}
+    return [names[id(b)] for b in km.buffers() if id(b) in names]
 
 
 def uninstall(model: nn.Module) -> None:
@@ -135,7 +166,8 @@ def wrap(model: nn.Module, device: torch.device, *, accumulate: int = 1) -> nn.M
     the CM-MIR decoder unused), which DDP then handles without a per-step search for unused
     parameters. With more, the first micro-batches run under ``no_sync``, and the pinned
     torch's reducer asserts ("expect_autograd_hooks_") when a static graph meets ``no_sync``
-    (pytorch/pytorch#143580), so DDP searches for unused parameters instead.
+    (pytorch/pytorch#143580), so DDP searches for unused parameters instead. Under
+    ``loss.local_text_scope = rank`` the k-means buffers stay out of DDP's buffer broadcast.
     """
     if dist.world_size() == 1:
         return model
@@ -143,6 +175,9 @@ def wrap(model: nn.Module, device: torch.device, *, accumulate: int = 1) -> nn.M
 
     ids = [device.index] if device.type == "cuda" else None
     static = int(accumulate) <= 1
+    own = rank_local_buffers(model)
+    if own:  # DDP would otherwise overwrite them with rank 0's before every forward
+        DDP._set_params_and_buffers_to_ignore_for_model(model, own)
     return DDP(  # buffers from rank 0
         model, device_ids=ids, static_graph=static, find_unused_parameters=not static
     )

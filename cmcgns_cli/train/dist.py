@@ -85,7 +85,11 @@ def setup(device_name: str) -> torch.device:
         return torch.device(device_name)
     if use_cuda:
         lr = local_rank()
-        if lr >= torch.cuda.device_count():
+        if torch.cuda.device_count() == 1:
+            # one visible GPU per process (SLURM --gpus-per-task, a GPU-binding scheduler):
+            # it is this process's GPU whatever its local rank
+            lr = 0
+        elif lr >= torch.cuda.device_count():
             raise BadInputError(
                 f"LOCAL_RANK={lr} but only {torch.cuda.device_count()} GPU(s) are visible; "
                 "pass --nproc_per_node <= the GPUs per node"

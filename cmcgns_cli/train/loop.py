@@ -259,7 +259,10 @@ class Trainer:
         """Switch to ``stage``: the previous stage's last weights (``train.stage2_init =
         last``) or its best (``best``), and a fresh optimizer."""
         best = self.run / ckpt.BEST / ckpt.MODEL
-        if self.tc.stage2_init == "best" and self.prog.epoch > 0 and best.is_file():
+        # rank 0 reads best/ and broadcasts it below: on a network filesystem another node
+        # could see a just-replaced best/ stale, or not at all
+        best_start = self.tc.stage2_init == "best" and self.prog.epoch > 0
+        if dist.is_main() and best_start and best.is_file():
             current = self.model.state_dict()
             loaded = ckpt.load_weights(best)
             if kmeans_initialized(loaded) is False and kmeans_initialized(current):

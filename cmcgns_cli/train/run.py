@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -130,6 +131,7 @@ def run_pretrain(
     strict_health: bool = False,
     init_from: Path | None = None,
     init_parts: tuple[str, ...] = ("image", "text", "heads"),
+    resume_if_exists: bool = False,
 ) -> dict[str, Any]:
     """``cmcgns pretrain``: train ``cfg`` on the prepared paired dataset ``data`` into the
     run directory ``out`` (or continue the run ``resume``) and return the summary printed
@@ -139,7 +141,15 @@ def run_pretrain(
     whose summary ``health`` says collapsed (``train/health.py``) raises
     :class:`~cmcgns_cli.errors.UnhealthyRunError` (exit 3) after printing the summary.
     ``init_from`` (a run directory or bundle) fills ``init_parts`` of the fresh model with its
-    weights (``train/init_from.py``); not with ``resume``."""
+    weights (``train/init_from.py``); not with ``resume``.
+    ``resume_if_exists``: continue ``out`` when it holds a checkpoint, else start it (what
+    torchrun's elastic restarts need: they re-run the same command line)."""
+    if resume_if_exists and resume is None and out is not None:
+        if (Path(out) / ckpt.MODEL).is_file():
+            resume = Path(out)
+        else:  # stopped before its first checkpoint (if it started): start it again
+            for name in (ckpt.CONFIG, ckpt.METRICS):
+                (Path(out) / name).unlink(missing_ok=True)
     if nproc > 1 and dist.launched_world_size() == 1:
         # cmcgns prints the launcher line rather than starting it: torchrun owns process
         # supervision, elastic restarts and the multi-node rendezvous (README)
@@ -250,6 +260,7 @@ def _train(
     # a BERT taken from --init-from reads the source's token ids: take its tokenizer too
     init_tok = init["tokenizer"] if init and "text" in init["parts"] else None
 
+    check_shared_run_dir(run, device)
     # rank 0 writes the tokenizer and the token cache; the others then read them
     if dist.is_main():
         tok, tok_info = _tokenizer(cfg, prepared, run, resuming, init_tok)
@@ -350,6 +361,34 @@ def _train(
     else:
         stdout.print(kv_table("pretrain", summary))
     return summary
+
+
+def check_shared_run_dir(run: Path, device: torch.device) -> None:
+    """Under several processes, stop every rank with one clear error unless all of them see
+    the run directory rank 0 writes (the tokenizer, checkpoints and ``best/`` are written by
+    rank 0 and read by the others, so multi-node runs need a shared filesystem). Rank 0
+    writes a random token there; the others read it after a barrier. Raises BadInputError."""
+    if dist.world_size() == 1:
+        return
+    token = secrets.token_hex(8) if dist.is_main() else None
+    if dist.is_main():
+        ckpt.atomic_write_json(run / ".shared-check.json", {"token": token})
+    token = dist.broadcast_object(token)
+    dist.barrier()
+    try:
+        seen = json.loads((run / ".shared-check.json").read_text(encoding="utf-8"))["token"]
+    except (OSError, ValueError, KeyError):
+        seen = None
+    missing = dist.any_rank(seen != token, device)
+    dist.barrier()
+    if dist.is_main():
+        (run / ".shared-check.json").unlink(missing_ok=True)
+    if missing:
+        raise BadInputError(
+            f"{run}: not the same directory on every process (rank 0's files are not visible "
+            "on some node); multi-node pretraining needs --out (and --data) on a filesystem "
+            "every node sees"
+        )
 
 
 def _complete(trainer: Trainer) -> bool:

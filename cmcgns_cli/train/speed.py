@@ -1,7 +1,9 @@
 """GPU speed switches applied to a built model (TrainConfig: channels_last, grad_checkpoint,
 compile, sync_bn), without changing any state-dict key.
 
-* channels_last: the image encoder's 4-D weights and the input images in NHWC (CUDA only).
+* channels_last: the image encoder's and the CM-MIR decoder's 4-D weights and the input
+  images in NHWC (CUDA only).
+* on CUDA always: ``cudnn.benchmark`` and TF32 for fp32 matmuls and convs.
 * grad_checkpoint: ResNet residual blocks / ViT blocks recompute their activations in the
   backward pass (``torch.utils.checkpoint``, non-reentrant); BERT through Hugging Face's own
   ``gradient_checkpointing_enable``. BatchNorm layers inside a checkpointed block update their
@@ -89,8 +91,17 @@ def compile_model(model: nn.Module, backend: str = "inductor") -> list[str]:
 def apply(model: nn.Module, tc: Any, device: torch.device, world: int = 1) -> dict[str, Any]:  # noqa: ANN401
     """Apply the TrainConfig speed switches; returns what was applied (for the log)."""
     done: dict[str, Any] = {}
+    if device.type == "cuda":
+        # cuDNN picks the fastest conv algorithms for the (fixed) crop size, and fp32 matmuls
+        # and convs (runs with train.amp off, the fp32 parts under autocast) use TF32
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
+        done["cudnn_benchmark"] = done["tf32"] = True
     if tc.channels_last and device.type == "cuda" and getattr(model, "image_encoder", None):
         model.image_encoder.to(memory_format=torch.channels_last)
+        if getattr(model, "decoder", None) is not None:  # the CM-MIR decoder's 3x3 convs too
+            model.decoder.to(memory_format=torch.channels_last)
         done["channels_last"] = True
     if tc.sync_bn and device.type == "cuda" and world > 1:
         torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -155,3 +155,31 @@ def test_nonfinite_loss_on_one_rank_stops_every_rank(world, tmp_path):
     for rank in (0, 1):
         text = (tmp_path / f"outcome{rank}.txt").read_text()
         assert text.startswith("non-finite loss at stage 1, step 2"), (rank, text)
+
+
+def _shared_fs_worker(rank, world, port, world_dir, base):
+    _env(rank, world, port)
+    from cmcgns_cli.errors import BadInputError
+    from cmcgns_cli.train.run import run_pretrain
+
+    cfg = preset("tiny")
+    cfg.data.image_size = cfg.data.crop_size = 64
+    cfg.train.batch_size = 4
+    cfg.train.max_steps = 1
+    # the same --out path naming a different directory on each node: no shared filesystem
+    out = Path(base) / f"node{rank}" / "run"
+    try:
+        run_pretrain(cfg, data=Path(world_dir), out=out, resume=None, nproc=1, as_json=True)
+        outcome = "finished"
+    except BadInputError as exc:
+        outcome = str(exc)
+    (Path(base) / f"outcome{rank}.txt").write_text(outcome)
+
+
+@pytest.mark.slow  # about 65 s on a shared 2-core machine
+def test_run_directory_not_shared_by_the_ranks_stops_every_rank_clearly(world, tmp_path):
+    mp.spawn(_shared_fs_worker, args=(2, _free_port(), str(world), str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        text = (tmp_path / f"outcome{rank}.txt").read_text()
+        assert "filesystem every node sees" in text, (rank, text)
+        assert "\n" not in text

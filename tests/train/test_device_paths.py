@@ -170,14 +170,14 @@ def _features(n=12, d=8, seed=3):
     return z1, z2, valid
 
 
-def _local_text(autocast: bool):
+def _local_text(autocast: bool, device: str = "cpu"):
     from cmcgns_cli.losses.local_text import LocalTextLoss
 
     torch.manual_seed(0)
-    loss = LocalTextLoss(_loss_cfg(cluster_momentum=0.3), 8).train()
-    z1, z2, valid = _features()
+    loss = LocalTextLoss(_loss_cfg(cluster_momentum=0.3), 8).train().to(device)
+    z1, z2, valid = (t.to(device) for t in _features())
     outs = []
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    ctx = torch.autocast(device, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     for step in range(3):  # step 0 initialises; steps 1-2 use and move the centroids
         with ctx:
             outs.append(loss(z1.roll(step, 0), z2, valid))
@@ -216,3 +216,136 @@ def test_bf16_autocast_leaves_the_global_logits_in_float32():
                              torch.nn.functional.normalize(z2, dim=-1), scale)  # fmt: skip
     for r, g in zip(ref, got, strict=True):
         torch.testing.assert_close(g.float(), r, rtol=1e-6, atol=1e-6)
+
+
+def test_one_visible_gpu_per_task_is_this_process_gpu(monkeypatch):
+    """SLURM ``--gpus-per-task=1``: every task sees one GPU, index 0, whatever LOCAL_RANK."""
+    import torch.distributed as tdist
+
+    from cmcgns_cli.train import dist
+
+    chosen = []
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    for var, value in (("MASTER_ADDR", "h"), ("MASTER_PORT", "1"), ("RANK", "7")):
+        monkeypatch.setenv(var, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(tdist, "init_process_group", lambda **kw: chosen.append(kw["device_id"]))
+    device = dist.setup("cuda")
+    assert device == torch.device("cuda", 0)
+    assert chosen == [0, torch.device("cuda", 0)]
+
+
+def test_too_few_gpus_for_the_local_ranks_still_fails_clearly(monkeypatch):
+    from cmcgns_cli.errors import BadInputError
+    from cmcgns_cli.train import dist
+
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(BadInputError, match="LOCAL_RANK=3 but only 2 GPU"):
+        dist.setup("cuda")
+
+
+def test_resume_if_exists_continues_a_run_and_starts_a_new_one(world, tmp_path, monkeypatch):
+    """What torchrun's elastic restart does: the same command line again."""
+    import json
+
+    from tests.train.conftest import TINY, cli
+
+    run = tmp_path / "run"
+    args = ["pretrain", "--data", str(world), "--out", str(run), *TINY, "--json",
+            "--stage1-epochs", "1", "--stage2-epochs", "0", "--max-steps", "2"]  # fmt: skip
+    assert cli([*args, "--resume-if-exists"], monkeypatch) == 0  # nothing there: a new run
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["kind"] == "train"]  # fmt: skip
+    assert steps == [1, 2]
+    assert cli(args, monkeypatch) == 2  # without the flag an existing run is refused
+    before = (run / "metrics.jsonl").read_text()
+    # with it, the run resumes (not refused, not restarted): its only stage is finished, so
+    # nothing is trained again and the metrics stay as they were
+    assert cli([*args, "--resume-if-exists"], monkeypatch) == 0
+    assert (run / "metrics.jsonl").read_text() == before
+
+
+def test_cuda_speed_switches_match_the_bench_and_the_loss_heads_keep_ieee_fp32(monkeypatch):
+    """On CUDA the trainer turns on cudnn.benchmark and TF32 (as the benchmark does); the
+    loss heads switch TF32 off for themselves and restore it."""
+    from cmcgns_cli.losses.precision import full_precision
+    from cmcgns_cli.train import speed
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    before = torch.get_float32_matmul_precision()
+    try:
+        tc = preset("tiny").train
+        tc.channels_last = False
+        done = speed.apply(_Small(), tc, torch.device("cuda"))
+        assert done["cudnn_benchmark"] and done["tf32"]
+        assert torch.backends.cudnn.benchmark and torch.backends.cudnn.allow_tf32
+        assert torch.get_float32_matmul_precision() == "high"
+        with full_precision(torch.zeros(1)):
+            assert torch.get_float32_matmul_precision() == "highest"
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_one_process_pads_sentences_to_the_batch_maximum_on_the_host():
+    from cmcgns_cli.train.feed import BatchFeed
+
+    feed = BatchFeed(torch.device("cpu"), 4, 1, 0, 0, 0, False, 32, False, False)
+    out = feed.to_device({"num_sentences": torch.tensor([2, 5, 1, 3])})
+    assert out["sentence_slots"] == 5
+    ddp = BatchFeed(torch.device("cpu"), 4, 2, 0, 0, 0, True, 32, False, False)
+    assert ddp.to_device({"num_sentences": torch.tensor([2, 5])})["sentence_slots"] == 32
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@cuda
+def test_bf16_cuda_autocast_leaves_the_local_text_decisions_in_float32():
+    ref, ref_c = _local_text(False, "cuda")
+    got, got_c = _local_text(True, "cuda")
+    for r, g in zip(ref, got, strict=True):
+        for key in r:
+            torch.testing.assert_close(g[key].float(), r[key].float(), rtol=1e-6, atol=1e-6,
+                                       equal_nan=True)  # fmt: skip
+    torch.testing.assert_close(got_c, ref_c, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.gpu
+@cuda
+def test_clustering_off_keeps_every_output_on_cuda():
+    from cmcgns_cli.losses.local_text import LocalTextLoss
+
+    loss = LocalTextLoss(_loss_cfg(clustering=False), 8).cuda()
+    z = torch.randn(6, 8, device="cuda")
+    out = loss(z, z.roll(1, 0), torch.ones(6, dtype=torch.bool, device="cuda"))
+    assert {v.device.type for v in out.values()} == {"cuda"}
+
+
+@pytest.mark.gpu
+@cuda
+def test_resume_on_cuda_puts_the_fused_adamw_state_on_the_gpu(tmp_path, monkeypatch):
+    from cmcgns_cli.train.loop import Trainer
+
+    cfg = preset("tiny")
+    cfg.train.batch_size = 4
+    state = _state_after_one_step(tmp_path)
+    trainer = Trainer(cfg, _Small(), _Rows(), _Rows(), tmp_path, torch.device("cuda"))
+    trainer.restore(state)
+    for group in trainer.optimizer.param_groups:
+        for p in group["params"]:
+            assert p.is_cuda
+            assert all(v.is_cuda for v in trainer.optimizer.state[p].values())
+    # the first step of the fused optimizer with the restored state
+    for p in trainer.model.parameters():
+        p.grad = torch.ones_like(p)
+    trainer.optimizer.step()

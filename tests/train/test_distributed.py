@@ -40,9 +40,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _cfg(variant: str = "authors"):
+def _cfg(variant: str = "authors", scope: str = "global"):
     cfg = preset("tiny")
     apply_overrides(cfg, {"loss": {"variant": variant}}, source="test")
+    cfg.loss.local_text_scope = scope  # global: the one-process equality holds exactly
     cfg.data.image_size = cfg.data.crop_size = 64
     cfg.loss.num_clusters = 8
     cfg.loss.cluster_init_threshold = 1.0  # initialise on the first step
@@ -104,16 +105,23 @@ def _run(model, ds, pad, rank, world, stage, net=None):
         }
         out = net(part, stage=stage)
         out["loss"].backward()
-        terms = torch.stack([out[k].detach().float() for k in TERMS])
-        terms = dist.all_reduce_sum(terms) / world
+        own = torch.stack([out[k].detach().float() for k in TERMS])
+        terms = dist.all_reduce_sum(own) / world
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        log.append({"terms": terms, "grads": grads, "centroids": model.kmeans.centroids.clone()})
+        log.append(
+            {
+                "terms": terms,
+                "own": own,
+                "grads": grads,
+                "centroids": model.kmeans.centroids.clone(),
+            }
+        )
         opt.step()
         opt.zero_grad(set_to_none=True)
     return log
 
 
-def _worker(rank, world, port, world_dir, tok_dir, out_dir, stage, variant):
+def _worker(rank, world, port, world_dir, tok_dir, out_dir, stage, variant, scope="global"):
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
     )
@@ -123,7 +131,7 @@ def _worker(rank, world, port, world_dir, tok_dir, out_dir, stage, variant):
 
     dist.setup("cpu")
     ds, vocab, pad = _batches(Path(world_dir), Path(tok_dir))
-    model = _model(_cfg(variant), vocab)
+    model = _model(_cfg(variant, scope), vocab)
     ddp.install(model)
     net = ddp.wrap(model, torch.device("cpu"))
     log = _run(model, ds, pad, rank, world, stage, net)
@@ -192,6 +200,45 @@ def test_two_processes_match_one_process_on_the_global_batch(
         )
     assert float(single[-1]["centroids"].abs().sum()) > 0  # initialised (and then moved)
     assert not torch.equal(single[1]["centroids"], single[-1]["centroids"])
+
+
+def test_rank_scope_keeps_local_text_and_kmeans_on_each_rank(world, tok_dir, tmp_path):
+    """``loss.local_text_scope = rank`` (the authors' DDP run): at the first step each rank's
+    local text terms and k-means are those of one process on that rank's half of the batch
+    (own negatives, own initialisation), while the global InfoNCE still sees the whole batch;
+    the two ranks' centroids differ and stay apart."""
+    ds, vocab, pad = _batches(world, tok_dir)
+    whole = _run(_model(_cfg("authors", "rank"), vocab), ds, pad, 0, 1, 1)
+    halves = [_run(_model(_cfg("authors", "rank"), vocab), ds, pad, r, 2, 1) for r in (0, 1)]
+    mp.spawn(
+        _worker,
+        args=(2, _free_port(), str(world), str(tok_dir), str(tmp_path), 1, "authors", "rank"),
+        nprocs=2,
+        join=True,
+    )
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    local = [TERMS.index(k) for k in ("local_text", "cluster_fn")]
+    for r in (0, 1):
+        got, ref = ranks[r][0], halves[r][0]
+        torch.testing.assert_close(got["own"][local], ref["own"][local], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got["centroids"], ref["centroids"], rtol=1e-5, atol=1e-6)
+    g = TERMS.index("global")
+    torch.testing.assert_close(ranks[0][0]["terms"][g], whole[0]["terms"][g], rtol=1e-5, atol=1e-6)
+    assert float(ranks[0][0]["centroids"].abs().sum()) > 0  # initialised on each rank
+    kept = 0
+    for step in range(STEPS):
+        assert not torch.allclose(ranks[0][step]["centroids"], ranks[1][step]["centroids"])
+        if step == 0:
+            continue
+        # a centroid that got no sentence of this rank keeps this rank's previous value,
+        # never the other rank's (DDP's buffer broadcast would copy rank 0's before a forward)
+        for r in (0, 1):
+            now = ranks[r][step]["centroids"]
+            own, other = ranks[r][step - 1]["centroids"], ranks[1 - r][step - 1]["centroids"]
+            unchanged = (now == own).all(1)
+            assert not ((now == other).all(1) & ~unchanged).any(), (r, step)
+            kept += int(unchanged.sum())
+    assert kept > 0  # the check above has rows to look at
 
 
 def test_distributed_sampler_shards_the_one_process_batches():
