@@ -345,7 +345,7 @@ def pretrain_text(
     data: Path | None = typer.Option(
         None, "--data", help="Prepared paired dataset: its train reports train, validate scores."
     ),
-    reports: Path | None = typer.Option(
+    reports: str | None = typer.Option(
         None, "--reports", help="CSV (a text column), JSONL or TXT (one report a line)."
     ),
     preset_name: Preset | None = typer.Option(
@@ -354,7 +354,7 @@ def pretrain_text(
         help="BERT size and schedule (required except with --resume).",
         show_default=False,
     ),  # fmt: skip
-    text_encoder: Path | None = typer.Option(
+    text_encoder: str | None = typer.Option(
         None,
         "--text-encoder",
         help="A local BERT folder to adapt (default: the preset's "
@@ -385,7 +385,7 @@ def pretrain_text(
         raise BadInputError("--preset is required (tiny, small, ...), or --resume DIR")
     if resume is not None and (data or reports or text_encoder):
         raise BadInputError("--resume continues with the folder's own corpus and BERT")
-    if text_encoder is not None and not text_encoder.is_dir():
+    if text_encoder is not None and not Path(text_encoder).is_dir():
         raise BadInputError(f"--text-encoder {text_encoder}: not a local BERT folder")
     cfg = resolve(
         preset_name.value if preset_name is not None else "tiny",
@@ -402,7 +402,7 @@ def pretrain_text(
         },
     )
     run_pretrain_text(
-        cfg, data=data, reports=reports, out=out, resume=resume, as_json=as_json,
-        text_encoder=str(text_encoder) if text_encoder is not None else None,
+        cfg, data=data, reports=Path(reports) if reports is not None else None, out=out,
+        resume=resume, as_json=as_json, text_encoder=text_encoder,
         device=resolve_device(device.value),
     )  # fmt: skip
