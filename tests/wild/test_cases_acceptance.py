@@ -1,8 +1,13 @@
-"""Acceptance: the real-world input cases, through the installed ``cmcgns`` as a user runs it.
+"""Acceptance: the real-world input cases, through the ``cmcgns`` command line.
 
-Runs only on a development machine that holds the generator of those cases in a sibling
-folder of the repository (``CASES`` below); skipped otherwise. The project's own tests
-(the other files of this folder) build every condition themselves.
+The cases come from a generator script kept beside the repository (``CASES`` below; the
+environment variable ``CMCGNS_CASES`` may name another copy of ``make_cases.py``). Without
+it every test here is skipped with a reason that names the missing path, shown in the
+summary of every run (``-ra``); with ``CMCGNS_REQUIRE_CASES=1`` (set by CI) a missing
+generator is an error instead. The default run drives the entry point in-process (the
+``cli`` fixture); the one marked slow runs the installed ``cmcgns`` in its own process, as
+a user does. The project's own tests (the other files of this folder) build
+every condition themselves.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -21,16 +27,17 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CASES = REPO.parent / "shared" / "cases" / "make_cases.py"
+CASES = Path(os.environ.get("CMCGNS_CASES") or REPO.parent / "shared" / "cases" / "make_cases.py")
+REQUIRED = os.environ.get("CMCGNS_REQUIRE_CASES") == "1"
+MISSING = (
+    f"real-world input cases not run: their generator {CASES} is not present "
+    "(set CMCGNS_CASES to its make_cases.py)"
+)
 SIZE = 64
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CASES.is_file(), reason=f"{CASES} not present"),
-]
 
-
-def cmcgns(*args, check_rc: int | None = 0) -> subprocess.CompletedProcess:
+def installed_cmcgns(*args, check_rc: int | None = 0) -> subprocess.CompletedProcess:
+    """Run the installed ``cmcgns`` (else ``python -m cmcgns_cli``) in a subprocess."""
     exe = shutil.which("cmcgns") or sys.executable
     head = [exe] if exe != sys.executable else [exe, "-m", "cmcgns_cli"]
     cmd = [*head, *map(str, args)]
@@ -41,19 +48,36 @@ def cmcgns(*args, check_rc: int | None = 0) -> subprocess.CompletedProcess:
     return res
 
 
+@pytest.fixture
+def cmcgns(cli):
+    """``cmcgns ARGS...`` in-process, answering like ``installed_cmcgns``."""
+
+    def run(*args, check_rc: int | None = 0) -> SimpleNamespace:
+        res = cli(*args)
+        if check_rc is not None:
+            assert res.exit_code == check_rc, res.stderr[-2000:]
+        return SimpleNamespace(returncode=res.exit_code, stdout=res.stdout, stderr=res.stderr)
+
+    return run
+
+
 def canon(s: str) -> str:
     return re.sub(r"[^\w]+|_+", " ", s.lower()).strip()
 
 
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
+    if not CASES.is_file():
+        if REQUIRED:
+            pytest.fail(MISSING)
+        pytest.skip(MISSING)
     root = tmp_path_factory.mktemp("cases")
     subprocess.run([sys.executable, str(CASES), str(root)], check=True, capture_output=True)
     spec = json.loads((root / "cases.json").read_text())
     return root, {c["id"]: c for c in spec["cases"]}
 
 
-def _prepare_pictures(root: Path, files: list[str], out: Path) -> dict[str, np.ndarray]:
+def _prepare_pictures(cmcgns, root: Path, files: list[str], out: Path) -> dict[str, np.ndarray]:
     listing = root / f"{out.name}.csv"
     names = ["reference/picture.png", *files]
     pd.DataFrame({"path": names}).to_csv(listing, index=False)
@@ -65,11 +89,11 @@ def _prepare_pictures(root: Path, files: list[str], out: Path) -> dict[str, np.n
     return got
 
 
-def test_pictures_H7_H8_H9_H13(cases, tmp_path):
+def test_pictures_H7_H8_H9_H13(cmcgns, cases, tmp_path):
     root, spec = cases
     files = [f for cid in ("H7", "H8", "H9", "H13") for f in spec[cid]["files"]]
     files = sorted({f for f in files if not f.startswith("reference/")})
-    got = _prepare_pictures(root, files, tmp_path / "pics")
+    got = _prepare_pictures(cmcgns, root, files, tmp_path / "pics")
     ref = got["reference/picture.png"].astype(np.float64)
     for f in files:
         cid = f.split("/")[0]
@@ -77,7 +101,7 @@ def test_pictures_H7_H8_H9_H13(cases, tmp_path):
         assert np.abs(got[f].astype(np.float64) - ref).mean() <= limit, f
 
 
-def test_H1_backslash_paths(cases, tmp_path):
+def test_H1_backslash_paths(cmcgns, cases, tmp_path):
     root, spec = cases
     exp = spec["H1"]["expected"]
     r = cmcgns("prepare", "chexpert", "--src", root / "H1/chexpert", "--out", tmp_path / "c",
@@ -89,7 +113,7 @@ def test_H1_backslash_paths(cases, tmp_path):
     assert json.loads(r.stdout)["count"] == exp["folder_taken"]
 
 
-def test_H2_prepare_keeping_nothing_fails(cases, tmp_path):
+def test_H2_prepare_keeping_nothing_fails(cmcgns, cases, tmp_path):
     root, _ = cases
     listing = tmp_path / "gone.csv"
     pd.DataFrame({"path": ["nowhere/a.png", "nowhere/b.png"]}).to_csv(listing, index=False)
@@ -99,7 +123,7 @@ def test_H2_prepare_keeping_nothing_fails(cases, tmp_path):
     assert not (tmp_path / "o" / "meta.json").exists()
 
 
-def test_H3_siim_absolute_and_relative(cases, tmp_path):
+def test_H3_siim_absolute_and_relative(cmcgns, cases, tmp_path):
     root, spec = cases
     exp = spec["H3"]["expected"]
     for form in ("siim_absolute", "siim_relative"):
@@ -124,7 +148,7 @@ def test_H3_siim_absolute_and_relative(cases, tmp_path):
             assert d >= exp["mask_dice_min"], (form, image_id, d)
 
 
-def test_H10_covidx(cases, tmp_path):
+def test_H10_covidx(cmcgns, cases, tmp_path):
     root, spec = cases
     exp = spec["H10"]["expected"]
     r = cmcgns("prepare", "covidx", "--src", root / "H10/covidx", "--out", tmp_path / "cv",
@@ -135,7 +159,7 @@ def test_H10_covidx(cases, tmp_path):
     assert names[man.loc[exp["file"], "class_index"]] == exp["class"]
 
 
-def test_reports_H4_H5_H6_prepare_folder_and_parser(cases, tmp_path):
+def test_reports_H4_H5_H6_prepare_folder_and_parser(cmcgns, cases, tmp_path):
     from cmcgns_cli.data.reports import read_report_file, report_sentences
 
     root, spec = cases
@@ -162,7 +186,7 @@ def test_reports_H4_H5_H6_prepare_folder_and_parser(cases, tmp_path):
         assert [canon(s) for s in r.sentences] == want[r.id[:-4]], r.id
 
 
-def test_embed_H12_and_report_sentences(cases, trained, tmp_path):
+def test_embed_H12_and_report_sentences(cmcgns, cases, trained, tmp_path):
     root, spec = cases
     _, run = trained
     out = tmp_path / "h12.jsonl"
@@ -181,3 +205,14 @@ def test_embed_H12_and_report_sentences(cases, trained, tmp_path):
     h4 = spec["H4"]["expected"]
     for k in ("H4a", "H4b"):
         assert [canon(s) for s in rows[k]["sentences"]] == h4[k]["sentences"]
+
+
+@pytest.mark.slow
+def test_installed_entry_point_takes_the_H2_case(cases, tmp_path):
+    """The same refusal as test_H2, through the installed ``cmcgns`` in its own process."""
+    root, _ = cases
+    listing = tmp_path / "gone.csv"
+    pd.DataFrame({"path": ["nowhere/a.png"]}).to_csv(listing, index=False)
+    r = installed_cmcgns("prepare", "folder", "--src", root, "--csv", listing, "--out",
+                         tmp_path / "o", "--size", SIZE, check_rc=None)  # fmt: skip
+    assert r.returncode != 0 and "missing_file" in r.stderr
