@@ -86,6 +86,10 @@ def test_sample_data_round_trip(cli, tmp_path: Path, task: str, dataset: str) ->
         # the pycocotools value over every test image is still there
         assert written["value"] is None
         assert 0.0 <= written["metrics"]["map_coco"] <= 1.0
+        assert (
+            "null here: no test image has both a box and a detection"
+            in (written["metric_rules"]["map"])
+        )
     else:
         assert 0.0 <= written["value"] <= 1.0
         assert json.loads(res.stdout)["mean"][written["metric"]] == pytest.approx(written["value"])
