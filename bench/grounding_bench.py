@@ -55,7 +55,8 @@ def main() -> None:
                         options=OPTIONS, as_json=True)  # fmt: skip
     t0 = time.perf_counter()
     if not (run / "state").is_dir():
-        cfg = resolve("tiny", sets=args.sets)
+        # grounding reads maps over the image: patch tokens unless --set says otherwise
+        cfg = resolve("tiny", sets=["model.local_tokens=spatial", *args.sets])
         run_pretrain(cfg, data=work / "mimic", out=run, resume=None, nproc=1, as_json=True)
     wall = time.perf_counter() - t0
     plot_run(run, work / "plots")

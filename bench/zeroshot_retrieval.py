@@ -83,7 +83,12 @@ def main() -> None:
         prepared = open_prepared(data)
         rows = prepared.split_indices("test")
         for name, ri in (("pretrained", False), ("random_init", True)):
-            rate, n = side_rate(open_run(run_dir, random_init=ri), prepared, truth, rows)
+            loaded = open_run(run_dir, random_init=ri)
+            if not loaded.model.spatial_tokens:  # channel-view tokens: no map over the image
+                skip = {"explain_side_rate": None, "skipped": "model.local_tokens=channel_view"}
+                print(json.dumps({name: skip}), flush=True)
+                continue
+            rate, n = side_rate(loaded, prepared, truth, rows)
             out[name]["explain_side_rate"] = rate
             print(json.dumps({name: {"explain_side_rate": rate, "sentences": n}}), flush=True)
     p, r = out["pretrained"], out["random_init"]

@@ -19,7 +19,7 @@ N_STUDIES = 400
 def shared_world(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(prepared data, trained run directory)."""
 
-    from cmcgns_cli.config import preset
+    from cmcgns_cli.config import MODEL_VARIANTS, preset
     from cmcgns_cli.train.run import run_pretrain
 
     base = factory.getbasetemp() / "cmcgns-shared-run"
@@ -30,8 +30,13 @@ def shared_world(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         cfg.data.image_size = cfg.data.crop_size = 64
         cfg.train.stage1_epochs, cfg.train.stage2_epochs = 4, 1
         cfg.loss.num_clusters = 8
-        # explain, the attention API and grounding draw maps over the image: patch tokens
-        cfg.model.local_tokens = "spatial"
+        # The clean model wiring, set explicitly: explain, the attention API and grounding
+        # draw maps over the image (patch tokens), and the learning checks on this short run
+        # were calibrated on it. Measured with the authors' wiring but patch tokens (attention
+        # pool, their projection init): held-out i2t R@1 0.075 against the 0.15 asserted
+        # (random init 0.0125).
+        for key, value in MODEL_VARIANTS["clean"].items():
+            setattr(cfg.model, key, value)
         # the training recipe the dependent tests' thresholds were measured with (the clean
         # recipe; the loss terms stay the authors'), set explicitly
         cfg.data.augment, cfg.train.grad_clip = "resized_crop", 1.0
