@@ -221,7 +221,9 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train the stages still to do (both for a fresh run; from ``prog`` after
         :meth:`restore`) and return the run summary (steps, epochs, wall time in s, first and
-        last loss per stage, last and best validation values; see ``epoch_end.summary``).
+        last loss per stage, last and best validation values; see ``epoch_end.summary``)
+        and, on rank 0, ``health`` (``train/health.py``: each stage's last epoch judged for
+        collapse), also appended to metrics.jsonl as a ``summary`` record.
 
         Raises :class:`~cmcgns_cli.errors.RunFailedError` on a non-finite loss or gradient
         norm and :class:`~cmcgns_cli.interrupts.Interrupted` after SIGINT/SIGTERM (a

@@ -35,6 +35,7 @@ from cmcgns_cli.runtime import resolve_device
 from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train import dist
 from cmcgns_cli.train import init_from as init_weights
+from cmcgns_cli.train.health import card_line
 from cmcgns_cli.train.loop import Trainer
 
 CONFIG_SECTIONS = ("preset", "data", "model", "loss", "train")
@@ -358,8 +359,11 @@ def _train(
         return summary
     if as_json:
         emit_json(summary)
-    else:
-        stdout.print(kv_table("pretrain", summary))
+    else:  # a person reads the health as one line; --json keeps the whole verdict
+        shown = (
+            {**summary, "health": card_line(summary["health"])} if "health" in summary else summary
+        )
+        stdout.print(kv_table("pretrain", shown))
     return summary
 
 

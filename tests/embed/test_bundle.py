@@ -87,6 +87,10 @@ def test_model_card_states_the_training(bundle) -> None:
     assert "`loss.num_clusters` = `8` (preset: `16`)" in text
     assert "`data.crop_size` = `64` (preset: `128`)" in text
     assert _sha(data / "manifest.parquet") in text
+    # the run's health, as its metrics.jsonl closing summary record judged it
+    closing = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert closing["kind"] == "summary"
+    assert f"- health: {closing['health']['status']}" in text
     manifest = pd.read_parquet(data / "manifest.parquet")
     train = set(manifest.loc[manifest["split"] == "train", "id"].astype(str))
     ids = (out / "train_ids.txt").read_text().split()
