@@ -231,6 +231,7 @@ class Trainer:
         """
         start = time.perf_counter()
         ddp.install(self.model)
+        ran = False  # a resume of a finished run trains nothing and appends no summary
         try:
             for stage in (1, 2):
                 # no steps (0 epochs, or a 0 step cap): nothing to run in this stage
@@ -245,6 +246,7 @@ class Trainer:
                     self._enter_stage(stage)
                 # per stage: the used set differs
                 self.net = ddp.wrap(self.model, self.device, accumulate=self.accumulate)
+                ran = True
                 self._run_stage(stage)
         finally:
             self.close()
@@ -253,7 +255,8 @@ class Trainer:
             result["health"] = health.judge_run(
                 health.read_train_records(self.log.path), self.batch_size * self.world
             )
-            self.log.write({"kind": "summary", "step": self.prog.step, **result})
+            if ran:
+                self.log.write({"kind": "summary", "step": self.prog.step, **result})
             self.close()
         return result
 
