@@ -229,7 +229,8 @@ class Model:
         """Per-sentence attention of ``report`` over ``image``: an :class:`Attention` with maps
         float32 (S, h, w) on the patch grid (e.g. 7 x 7 for ResNet-50 at 224 px) and the S
         sentences, as ``cmcgns explain`` draws them. Raises ``BadInputError`` for an unreadable
-        image or a report with no usable token."""
+        image, a report with no usable token, or a run whose local tokens are not image
+        patches (``model.local_tokens = channel_view``)."""
         x = self.image_tensor(image)
         sentences, reason = text_sentences(report)
         items = self._text_prep.items([sentences])
