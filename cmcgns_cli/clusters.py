@@ -21,6 +21,7 @@ import csv
 import json
 import os
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from torch.utils.data import DataLoader, Subset
 
 from cmcgns_cli.console import emit_json, err
 from cmcgns_cli.console import out as stdout
+from cmcgns_cli.data.mgca_text import mgca_split_sentences
 from cmcgns_cli.data.paired import PadCollate, PairedDataset
 from cmcgns_cli.data.prepared import open_prepared
 from cmcgns_cli.data.reports import split_sentences
@@ -54,11 +56,14 @@ def kept_sentence_texts(ds: PairedDataset, row: int, manifest_sents: list[str]) 
 TRUTH_KEYS = ("purity", "nmi", "fn_precision", "fn_recall")
 
 
-def read_sentence_truth(path: Path) -> dict[str, dict[str, str]]:
+def read_sentence_truth(
+    path: Path, split: Callable[[str], list[str]] = split_sentences
+) -> dict[str, dict[str, str]]:
     """``{image_id: {cleaned sentence: finding}}`` from a synthetic world's truth JSONL whose
-    records carry ``sentences`` ([{"text", "finding"}]); each text is split and cleaned as
-    ``prepare`` does, so it matches the prepared sentences. Raises BadInputError naming the
-    file when it is missing, unreadable or records no sentences."""
+    records carry ``sentences`` ([{"text", "finding"}]); each text is split and cleaned by
+    ``split``, the rule ``prepare`` used (cmcgns's by default; the authors' for MIMIC data
+    prepared under ``--protocol mgca``), so it matches the prepared sentences. Raises
+    BadInputError naming the file when it is missing, unreadable or records no sentences."""
     if not path.is_file():
         raise BadInputError(f"{path}: truth file not found")
     out: dict[str, dict[str, str]] = {}
@@ -71,7 +76,7 @@ def read_sentence_truth(path: Path) -> dict[str, dict[str, str]]:
                 items = rec.get("sentences") or []
                 table = out.setdefault(str(rec["image_id"]), {})
                 for item in items:
-                    for piece in split_sentences(str(item["text"])):
+                    for piece in split(str(item["text"])):
                         table[piece] = str(item["finding"])
             except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
                 raise BadInputError(f"{path}: line {n} is not a truth record ({exc})") from None
@@ -145,7 +150,9 @@ def cluster_table(
                         collate_fn=PadCollate(cache.pad_id))  # fmt: skip
     col = prepared.manifest["sentences"]
     ids = prepared.manifest["id"]
-    sentence_truth = read_sentence_truth(truth) if truth is not None else None
+    authors_rule = prepared.meta.get("sentence_split") == "authors"
+    split = mgca_split_sentences if authors_rule else split_sentences
+    sentence_truth = read_sentence_truth(truth, split) if truth is not None else None
     texts: list[str] = []
     findings: list[str | None] = []
     embs: list[torch.Tensor] = []

@@ -107,6 +107,7 @@ RULE_KEYS = (
     "box_versions",
     "train_pool",
     "text",
+    "sentence_split",
     "pretrain_validate_split",
     "validate_in_train",
 )

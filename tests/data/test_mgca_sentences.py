@@ -6,6 +6,7 @@ period; nothing else ends a sentence; one-word pieces are dropped."""
 from __future__ import annotations
 
 import gzip
+import json
 
 import pandas as pd
 
@@ -70,6 +71,8 @@ def test_prepare_mimic_mgca_uses_the_authors_rule_and_grouped_does_not(cli, tmp_
                   "--protocol", protocol, "--json")  # fmt: skip
         assert res.exit_code == 0, res.stderr
         got[protocol] = list(pd.read_parquet(out / "manifest.parquet")["sentences"][0])
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["sentence_split"] == {"mgca": "authors", "grouped": "cmcgns"}[protocol]
     # mgca: impression first, joined to the findings with no period between them
     assert got["mgca"] == ["no acute process heart size is normal lungs clear"]
     assert got["grouped"] == ["heart size is normal", "lungs clear", "no acute process"]

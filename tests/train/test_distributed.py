@@ -45,6 +45,10 @@ def _cfg(variant: str = "authors", scope: str = "global"):
     apply_overrides(cfg, {"loss": {"variant": variant}}, source="test")
     cfg.loss.local_text_scope = scope  # global: the one-process equality holds exactly
     cfg.data.image_size = cfg.data.crop_size = 64
+    # the inputs the tolerances below were measured on; with the authors' random crop (here
+    # the uncropped 64 px image) the SUM centroids of the two layouts drift 5e-6 apart by
+    # step 3 (float32 summation order), above the 1e-6 allowed below
+    cfg.data.augment = "resized_crop"
     cfg.loss.num_clusters = 8
     cfg.loss.cluster_init_threshold = 1.0  # initialise on the first step
     cfg.loss.cluster_momentum = 0.2  # visible centroid moves

@@ -146,6 +146,8 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
             else "FINDINGS then IMPRESSION (all sections of each), falling back to the body "
             "when a report has neither; cleaned and split into sentences"
         ),
+        # which sentence rule split the reports (clusters --truth splits its texts the same way)
+        "sentence_split": "authors" if protocol == "mgca" else "cmcgns",
         # the authors validate pretraining on the official validate and test studies
         "pretrain_validate_split": "validate+test" if protocol == "mgca" else "validate",
     }
