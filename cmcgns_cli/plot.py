@@ -104,6 +104,8 @@ def plot_run(run: Path, out: Path) -> dict[str, Any]:
         marks = _stage_marks(train)
         groups: dict[str, list[dict[str, Any]]] = {}
         for r in records:
+            if r.get("kind") == "summary":  # the run's closing summary: one point, no curve
+                continue
             groups.setdefault(str(r.get("kind", "record")), []).append(r)
         for group, recs in groups.items():
             series = numeric_series(recs, "step")

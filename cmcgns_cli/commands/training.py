@@ -148,6 +148,8 @@ def pretrain(
         sys.stdout.write(cfg.to_json() + "\n")
         return
     parts = parse_parts(init_parts)
+    if init_from is None and len(parts) < 3:
+        raise BadInputError("--init-parts needs --init-from RUN_OR_BUNDLE")
     run_pretrain(
         cfg, data=data, out=out, resume=resume, nproc=nproc, as_json=as_json,
         strict_health=strict_health, init_from=init_from, init_parts=parts,

@@ -63,7 +63,7 @@ def _constant_world(root):
 
     from cmcgns_cli.data.prepared import open_prepared, write_prepared
 
-    src = open_prepared(make_world(root / "src", n=64, size=64, seed=3))
+    src = open_prepared(make_world(root / "src", n=48, size=64, seed=3))
     manifest = src.manifest.copy()
     manifest["sentences"] = [["the lungs are clear.", "no effusion."]] * len(manifest)
     write_prepared(root / "const", dataset="mimic", manifest=pd.DataFrame(manifest),
@@ -74,7 +74,7 @@ def _constant_world(root):
 def test_forced_collapse_fires_and_strict_health_exits_3(tmp_path, monkeypatch, capsys) -> None:
     data = _constant_world(tmp_path)
     run = tmp_path / "run"
-    args = ["pretrain", "--data", str(data), "--out", str(run), *TINY, "--stage1-epochs", "2",
+    args = ["pretrain", "--data", str(data), "--out", str(run), *TINY, "--stage1-epochs", "1",
             "--stage2-epochs", "0", "--strict-health", "--json"]  # fmt: skip
     code = cli(args, monkeypatch)
     out, err = capsys.readouterr()

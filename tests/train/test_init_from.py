@@ -101,3 +101,6 @@ def test_mismatch_fails_in_one_line_naming_the_tensor(source, world, tmp_path, m
 def test_resume_and_init_from_are_exclusive(source, world, monkeypatch, capsys) -> None:
     code = cli(["pretrain", "--resume", str(source), "--init-from", str(source)], monkeypatch)
     assert code == 2 and "--init-from starts a new run" in capsys.readouterr().err
+    code = cli(["pretrain", "--data", str(world), "--out", "x", *TINY, "--init-parts", "image"],
+               monkeypatch)  # fmt: skip
+    assert code == 2 and "--init-parts needs --init-from" in capsys.readouterr().err
