@@ -84,6 +84,12 @@ def synth(
     image_size: int | None = typer.Option(
         None, "--image-size", help="Override the source image size (px, longer side)."
     ),
+    normal_share: float | None = typer.Option(
+        None,
+        "--normal-share",
+        help="Share of MIMIC/CheXpert studies drawn normal (no finding, no device), 0-1. "
+        "Default: the historical draws (about 0.27 normal). Real IU X-ray reports: 0.65.",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Write a synthetic chest X-ray world in the six public datasets' raw layouts."""
@@ -96,6 +102,7 @@ def synth(
         layouts=layouts.split(",") if layouts else None,
         image_size=image_size,
         as_json=as_json,
+        normal_share=normal_share,
     )
 
 

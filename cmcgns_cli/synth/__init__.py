@@ -61,7 +61,11 @@ def _writer(name: str):
     }[name]
 
 
-def _check(n: int, layouts: list[str] | None, image_size: int | None) -> list[str]:
+def _check(
+    n: int, layouts: list[str] | None, image_size: int | None, normal_share: float | None = None
+) -> list[str]:
+    if normal_share is not None and not 0.0 <= normal_share <= 1.0:
+        raise BadInputError(f"--normal-share must be between 0 and 1 (got {normal_share})")
     if n < 1:
         raise BadInputError(f"--n must be at least 1 (got {n})")
     chosen = list(LAYOUTS) if not layouts else [x.strip() for x in layouts if x.strip()]
@@ -80,18 +84,29 @@ def write_world(
     layouts: list[str] | None = None,
     image_size: int | None = None,
     progress=None,
+    normal_share: float | None = None,
 ) -> dict:
-    """Write the chosen layouts (all six by default) and their truth; return counts."""
+    """Write the chosen layouts (all six by default) and their truth; return counts.
+
+    `normal_share`: None keeps the historical draws (byte-identical worlds); a value in
+    [0, 1] is the share of MIMIC and CheXpert studies drawn with no finding and no device
+    (see `common.general_findings`), recorded in the summary. Raises BadInputError on a
+    bad n, layout, image size or share.
+    """
     from cmcgns_cli.synth.common import write_truth
 
-    chosen = _check(n, layouts, image_size)
+    chosen = _check(n, layouts, image_size, normal_share)
     size = image_size or DEFAULT_SIZE
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"out": str(out), "n": n, "seed": seed, "image_size": size, "layouts": {}}
+    extra: dict = {}
+    if normal_share is not None:  # absent by default: the default world's bytes stay as they were
+        summary["normal_share"] = extra["normal_share"] = normal_share
     for name in chosen:
         tick = progress(name, n) if progress else None
-        truth, counts = _writer(name)(out, n, seed, size, tick)
+        kw = extra if name in ("mimic", "chexpert") else {}
+        truth, counts = _writer(name)(out, n, seed, size, tick, **kw)
         write_truth(out, name, truth)
         if name == "mimic":  # the MS-CXR-style grounding file of the test split
             from cmcgns_cli.synth.mscxr import write_mscxr
@@ -112,6 +127,7 @@ def run_synth(
     layouts: list[str] | None,
     image_size: int | None,
     as_json: bool,
+    normal_share: float | None = None,
 ) -> None:
     """CLI entry: write the world with a progress bar on stderr, the summary on stdout."""
     from rich.table import Table
@@ -119,14 +135,16 @@ def run_synth(
     from cmcgns_cli.console import emit_json, progress
     from cmcgns_cli.console import out as stdout
 
-    _check(n, layouts, image_size)
+    _check(n, layouts, image_size, normal_share)
     with progress() as bar:
 
         def start(name: str, total: int):
             task = bar.add_task(name, total=total)
             return lambda: bar.advance(task)
 
-        summary = write_world(out, n, seed, layouts, image_size, progress=start)
+        summary = write_world(
+            out, n, seed, layouts, image_size, progress=start, normal_share=normal_share
+        )
     if as_json:
         emit_json(summary)
         return

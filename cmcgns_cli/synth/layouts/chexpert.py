@@ -23,7 +23,9 @@ HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS]
 DS = "CheXpert-v1.0-small"
 
 
-def write(out: Path, n: int, seed: int, size: int, progress=None) -> tuple[list[dict], dict]:
+def write(
+    out: Path, n: int, seed: int, size: int, progress=None, normal_share: float | None = None
+) -> tuple[list[dict], dict]:
     """n images; about 10% (at least 2 when n >= 10) go to valid/ with radiologist labels."""
     root = out / "chexpert" / DS
     n_valid = max(2 if n >= 10 else 1 if n >= 3 else 0, round(0.1 * n))
@@ -40,7 +42,7 @@ def write(out: Path, n: int, seed: int, size: int, progress=None) -> tuple[list[
             if img >= n:
                 break
             r_find, r_text, r_view, r_img0, r_img1 = rngs(seed, "chexpert", img, 5)
-            findings = general_findings(r_find)
+            findings = general_findings(r_find, normal_share=normal_share)
             ap = "AP" if r_view.random() < 0.6 else "PA"
             _, rep_labels, _, _ = make_report(findings, r_text, ap)
             labels = truth_labels([f.name for f in findings]) if split == "valid" else rep_labels

@@ -80,7 +80,10 @@ def _dicom_id(seed: int, i: int, j: int) -> str:
     return "-".join(h[k : k + 8] for k in range(0, 40, 8))
 
 
-def write(out: Path, n: int, seed: int, size: int, progress=None) -> tuple[list[dict], dict]:
+def write(
+    out: Path, n: int, seed: int, size: int, progress=None, normal_share: float | None = None
+) -> tuple[list[dict], dict]:
+    """n studies and their reports; `normal_share`: see `common.general_findings`."""
     root = out / "mimic-cxr-jpg"
     grp = layout_rng(seed, "mimic", salt=1)  # subject grouping, apart from the split draws
     subj_of = []
@@ -96,7 +99,7 @@ def write(out: Path, n: int, seed: int, size: int, progress=None) -> tuple[list[
         r_find, r_text, r_view, *r_img = rngs(seed, "mimic", i, 6)
         k = subj_of[i]
         sid, stid = subject_ids[k], study_ids[i]
-        findings = general_findings(r_find)
+        findings = general_findings(r_find, normal_share=normal_share)
         n_img = 1 + int(r_view.random() < 0.55) + int(r_view.random() < 0.15)
         u = r_view.random()
         views = ["PA" if u < 0.55 else "AP" if u < 0.95 else ""]
