@@ -10,6 +10,7 @@ arguments to the module that does the work. Errors derived from
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -108,6 +109,23 @@ def main() -> None:
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         sys.exit(code or 0)
+    except OSError as exc:
+        # a full disk or a folder that turned read-only under a writer we did not guard:
+        # one line naming the file, not a traceback
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        where = exc.filename or "an output file"
+        free = ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename:
+            from cmcgns_cli.outdir import free_bytes
+
+            free = f", {free_bytes(os.path.dirname(os.path.abspath(where))):,} bytes free"
+        err.print(
+            f"error: {where}: {exc.strerror}{free}; free some space or choose another "
+            "folder and run the same command again",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         # Ctrl-C in a command without its own handler (click turns it into Abort)
         err.print("interrupted", markup=False, highlight=False)

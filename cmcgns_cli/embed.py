@@ -9,7 +9,6 @@ the run: it becomes a row with an error and a note on stderr.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from cmcgns_cli import jsonio
+from cmcgns_cli import interrupts, jsonio
 from cmcgns_cli.api import load
 from cmcgns_cli.console import err, progress
 from cmcgns_cli.embedding.inputs import expand_images, read_reports
 from cmcgns_cli.errors import BadInputError, RunFailedError
+from cmcgns_cli.outdir import atomic_file, check_writable
 
 FORMATS = ("jsonl", "parquet", "npy")
 
@@ -90,6 +90,41 @@ def run_embed(
     fmt = _format(fmt, out)
     if fmt == "npy" and local:
         raise BadInputError("--local needs --format parquet or jsonl (.npy holds one vector a row)")
+    if out is not None:
+        check_writable(Path(out).parent, "--out")
+    with interrupts.handle(deferred=False):
+        try:
+            return _embed(
+                checkpoint=checkpoint, images=images, reports=reports, out=out, fmt=fmt,
+                local=local, batch_size=batch_size, device=device, stdin=stdin, stdout=stdout,
+            )  # fmt: skip
+        except interrupts.Interrupted as exc:
+            where = str(exc).removeprefix("interrupted").strip().removeprefix("at ")
+            raise interrupts.Interrupted(
+                exc.signum,
+                f"interrupted{' ' + where if where else ''}; "
+                + (
+                    f"{out} not written"
+                    if out is not None
+                    else "the lines on stdout are whole rows"
+                )
+                + ": run the same command again",
+            ) from None
+
+
+def _embed(
+    *,
+    checkpoint: Path,
+    images: str | None,
+    reports: str | None,
+    out: Path | None,
+    fmt: str,
+    local: bool,
+    batch_size: int,
+    device: str,
+    stdin: Any,
+    stdout: Any,
+) -> dict[str, int]:
     model = load(checkpoint, device)
     paths = expand_images(images, stdin) if images is not None else []
     texts = read_reports(reports, stdin) if reports is not None else []
@@ -98,7 +133,7 @@ def run_embed(
         raise BadInputError(f"embed: no inputs in {images if images is not None else reports}")
     sink = stdout or sys.stdout
     rows: list[dict[str, Any]] = []
-    failed = 0
+    failed = done = 0
     dim = model.embed_dim
 
     def stream() -> Iterator[dict[str, Any]]:
@@ -121,6 +156,8 @@ def run_embed(
             else:
                 rows.append(row)
             bar.advance(task)
+            done += 1
+            interrupts.at(f"after {done} of {total} inputs")
     if total and failed == total:
         # nothing embedded: no output file that looks like a result, and exit 1
         first = f"{paths[0] if paths else texts[0][0]}"
@@ -143,10 +180,8 @@ def run_embed(
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_parquet(path: Path, rows: list[dict[str, Any]], local: bool) -> None:
@@ -168,10 +203,8 @@ def write_parquet(path: Path, rows: list[dict[str, Any]], local: bool) -> None:
         )
         cols["sentences"] = pa.array([r.get("sentences") for r in rows], pa.list_(pa.string()))
     cols["error"] = pa.array([r["error"] for r in rows], pa.string())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(pa.table(cols), tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        pq.write_table(pa.table(cols), tmp)
 
 
 def npy_paths(path: Path) -> tuple[Path, Path]:
@@ -186,8 +219,6 @@ def write_npy(path: Path, rows: list[dict[str, Any]], dim: int) -> None:
         if r["embedding"] is not None:
             arr[i] = r["embedding"]
     npy, ids = npy_paths(path)
-    npy.parent.mkdir(parents=True, exist_ok=True)
-    tmp = npy.with_name(f".{npy.name}.{os.getpid()}.tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, npy)
+    with atomic_file(npy, suffix=".npy") as tmp:
+        np.save(tmp, arr)
     _atomic_text(ids, "".join(f"{r['id']}\n" for r in rows))

@@ -30,6 +30,7 @@ from cmcgns_cli.embedding.inputs import ImagePrep, TextPrep, prepared_size, text
 from cmcgns_cli.embedding.runs import LoadedRun, open_run
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.runtime import resolve_device
+from cmcgns_cli.textio import read_text
 
 DISPLAY = 256  # px of the longer side of the drawn panels (at least the model input)
 
@@ -39,7 +40,7 @@ def report_text(report: str) -> str:
     path = Path(report)
     try:
         if len(report) < 4096 and path.is_file():
-            return path.read_text(encoding="utf-8", errors="replace")
+            return read_text(path).text
     except OSError:
         pass
     return report

@@ -22,6 +22,8 @@ from cmcgns_cli.commands.options import (
     Variant,
 )
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.outdir import claim, command_line
+from cmcgns_cli.task_names import EVAL_ONLY_TASKS
 
 
 def pretrain(
@@ -111,7 +113,12 @@ def pretrain(
     if dry_run:
         sys.stdout.write(cfg.to_json() + "\n")
         return
-    run_pretrain(cfg, data=data, out=out, resume=resume, nproc=nproc, as_json=as_json)
+    folder = resume if resume is not None else out
+    if folder is None or nproc > 1:  # the run reports what is missing, or prints torchrun
+        run_pretrain(cfg, data=data, out=out, resume=resume, nproc=nproc, as_json=as_json)
+        return
+    with claim(folder, command_line(), "--resume" if resume is not None else "--out"):
+        run_pretrain(cfg, data=data, out=out, resume=resume, nproc=nproc, as_json=as_json)
 
 
 def finetune(
@@ -164,27 +171,28 @@ def finetune(
 
     if checkpoint is None and image_weights is None:
         raise BadInputError("give --checkpoint RUN|BUNDLE|none, or --image-weights FILE")
-    run_finetune(
-        task=task.value,
-        data=data,
-        checkpoint=str(checkpoint) if checkpoint is not None else "none",
-        out=out,
-        fraction=fraction,
-        full=full,
-        arch=arch,
-        image_weights=image_weights,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        device=device.value,
-        seed=seed,
-        workers=workers,
-        as_json=as_json,
-        fraction_sampler=fraction_sampler,
-        allow_partial=allow_partial,
-        overwrite=overwrite,
-        input_size=parse_input_size(input_size),
-    )
+    with claim(out, command_line()):  # writable, and no other command in it
+        run_finetune(
+            task=task.value,
+            data=data,
+            checkpoint=str(checkpoint) if checkpoint is not None else "none",
+            out=out,
+            fraction=fraction,
+            full=full,
+            arch=arch,
+            image_weights=image_weights,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            device=device.value,
+            seed=seed,
+            workers=workers,
+            as_json=as_json,
+            fraction_sampler=fraction_sampler,
+            allow_partial=allow_partial,
+            overwrite=overwrite,
+            input_size=parse_input_size(input_size),
+        )
 
 
 def evaluate(
@@ -215,20 +223,25 @@ def evaluate(
     """Score a checkpoint on the test split (AUROC, accuracy, mAP, Dice, recall)."""
     from cmcgns_cli.downstream.run import run_evaluate
 
-    run_evaluate(
-        task=task.value,
-        data=data,
-        checkpoint=checkpoint,
-        seeds=seeds,
-        save_examples=save_examples,
-        prompts=prompts,
-        device=device.value,
-        workers=workers,
-        as_json=as_json,
-        split=split.value,
-        annotations=annotations,
-        out=out,
+    # the folder evaluate writes into: --out, or beside the head (pretrain runs: below it)
+    folder = out or (
+        checkpoint / "evaluate" / task.value if task.value in EVAL_ONLY_TASKS else checkpoint
     )
+    with claim(folder, command_line(), "--out" if out is not None else "--checkpoint"):
+        run_evaluate(
+            task=task.value,
+            data=data,
+            checkpoint=checkpoint,
+            seeds=seeds,
+            save_examples=save_examples,
+            prompts=prompts,
+            device=device.value,
+            workers=workers,
+            as_json=as_json,
+            split=split.value,
+            annotations=annotations,
+            out=out,
+        )
 
 
 def compare(
@@ -243,6 +256,9 @@ def compare(
     resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples."),
     seed: int = SeedOpt,
     device: Device = DeviceOpt,
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for compare.json (without it, nothing is written)."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Paired comparison of two runs on the same test images: diff, 95% CI, p-value."""
@@ -251,7 +267,7 @@ def compare(
     run_compare(
         run_a=run_a, run_b=run_b, task=task.value, data=data, prompts=prompts,
         annotations=annotations, resamples=resamples, seed=seed, device=device.value,
-        as_json=as_json,
+        as_json=as_json, out=out,
     )  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from cmcgns_cli.data.paired import PairedDataset, collate_paired
 from cmcgns_cli.data.reports import clean_text, report_sentences, split_sentences
 from cmcgns_cli.data.tokenize import TokenCache, _tokenize_manifest
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.textio import read_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", *DICOM_SUFFIXES)
 TEXT_COLUMNS = ("text", "report", "reports", "report_text", "findings", "impression")
@@ -64,15 +65,13 @@ def read_reports(spec: str, stdin: TextIO | None = None) -> list[tuple[str, str]
     """``(id, text)`` per report: a CSV with a text column (and an id column when present),
     JSON Lines with a ``text`` field, or plain text one report a line (id = line number)."""
     if spec == "-":
-        text, name = (stdin or sys.stdin).read(), "<stdin>"
+        # already decoded by Python; a byte-order mark would otherwise become part of an id
+        text, name = (stdin or sys.stdin).read().removeprefix("\ufeff"), "<stdin>"
     else:
         path = Path(spec)
         if not path.is_file():
             raise BadInputError(f"{spec}: no such reports file")
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise BadInputError(f"{spec}: cannot read ({exc})") from None
+        text = read_text(path, name=spec).text  # detected encoding, no byte-order mark
         name = str(path)
     if name.lower().endswith(".csv"):
         return _csv_reports(text, name)
