@@ -127,3 +127,26 @@ def test_evaluate_seeds_metrics_json_holds_every_seed_and_the_card_quotes_the_me
     found = find_results(run)
     assert _quote(found[0]) == f"{mean:.4f} ± {sd:.4f} (n = 3)"
     assert not list(ft.glob(".evaluate-*"))  # the staging folder is gone
+
+
+def test_compare_writes_only_where_out_says(cli, head, tmp_path) -> None:
+    from cmcgns_cli.downstream.run import run_finetune
+
+    data, ft = head
+    other = tmp_path / "ft-b"
+    run_finetune(
+        task="chexpert-cls", data=data, checkpoint="none", out=other, fraction=1.0, full=False,
+        arch="resnet_tiny", image_weights=None, epochs=2, lr=0.01, batch_size=None,
+        device="cpu", seed=1, workers=0, as_json=True,
+    )  # fmt: skip
+    before = {p: p.read_bytes() for d in (ft, other) for p in d.rglob("*") if p.is_file()}
+    res = cli("compare", ft, other, "--task", "chexpert-cls", "--data", data, "--resamples",
+              "50", "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    after = {p: p.read_bytes() for d in (ft, other) for p in d.rglob("*") if p.is_file()}
+    assert after == before  # nothing written into either run, not even on success
+    res = cli("compare", ft, other, "--task", "chexpert-cls", "--data", data, "--resamples",
+              "50", "--out", tmp_path / "cmp", "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    written = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert written == json.loads(res.stdout)
