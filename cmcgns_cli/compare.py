@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from cmcgns_cli import bootstrap, interrupts, jsonio
+from cmcgns_cli.baseline import check_comparable
 from cmcgns_cli.console import emit_json, err, kv_table
 from cmcgns_cli.console import out as stdout
 from cmcgns_cli.errors import BadInputError
@@ -82,12 +83,14 @@ def run_compare(
     device: str,
     as_json: bool,
     out: Path | None = None,
+    allow_different: bool = False,
 ) -> dict[str, Any]:
     """``cmcgns compare``: print (and with ``out`` write ``OUT/compare.json``) the paired
     comparison. Nothing else is written: the runs compared stay as they were.
 
     Raises:
-        BadInputError: bad ``resamples``, an unwritable ``out``, runs scored on different
+        BadInputError: bad ``resamples``, an unwritable ``out``, encoders of another
+            architecture or input size without ``allow_different``, runs scored on different
             test images.
     """
     from cmcgns_cli.runtime import resolve_device
@@ -96,6 +99,7 @@ def run_compare(
         raise BadInputError(f"--resamples {resamples}: must be at least 1")
     if out is not None:
         check_writable(out)
+    differ = check_comparable(run_a, run_b, allow_different)
     dev = resolve_device(device)
     with interrupts.handle(deferred=False), tempfile.TemporaryDirectory() as scratch:
         a = _score(task, data, run_a, dev, prompts, annotations, Path(scratch) / "a")
@@ -105,6 +109,8 @@ def run_compare(
             "run_b": str(run_b),
             **compare_results(a, b, resamples, seed),
         }
+    if differ:  # allowed, and said
+        result["encoders_differ"] = differ
     if out is not None:
         with atomic_file(Path(out) / "compare.json") as tmp:
             tmp.write_text(jsonio.dumps(result, indent=2) + "\n", encoding="utf-8")

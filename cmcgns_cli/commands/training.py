@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from cmcgns_cli.baseline import like
 from cmcgns_cli.commands.options import (
     Device,
     DeviceOpt,
@@ -146,6 +147,12 @@ def finetune(
         help="With --checkpoint none: resize (and centre-crop) images to this many px, e.g. a "
         "pretrained run's size for a fair random-init baseline (default: the arch's preset).",
     ),
+    like_run: Path | None = typer.Option(
+        None,
+        "--like",
+        help="With --checkpoint none: build the random-init encoder with this run's (pretrain "
+        "run, bundle or finetuned folder) architecture and input size: a fair baseline.",
+    ),
     epochs: int | None = typer.Option(
         None, "--epochs", min=1, help="Training epochs (default: the task's protocol)."
     ),
@@ -171,6 +178,13 @@ def finetune(
 
     if checkpoint is None and image_weights is None:
         raise BadInputError("give --checkpoint RUN|BUNDLE|none, or --image-weights FILE")
+    size = parse_input_size(input_size)
+    if like_run is not None:
+        if checkpoint is None or str(checkpoint).lower() != "none":
+            raise BadInputError(
+                "--like RUN shapes a random-init encoder: use it with --checkpoint none"
+            )
+        arch, size = like(like_run, arch, size)
     with claim(out, command_line()):  # writable, and no other command in it
         run_finetune(
             task=task.value,
@@ -191,7 +205,7 @@ def finetune(
             fraction_sampler=fraction_sampler,
             allow_partial=allow_partial,
             overwrite=overwrite,
-            input_size=parse_input_size(input_size),
+            input_size=size,
         )
 
 
@@ -259,6 +273,12 @@ def compare(
     out: Path | None = typer.Option(
         None, "--out", help="Folder for compare.json (without it, nothing is written)."
     ),
+    allow_different: bool = typer.Option(
+        False,
+        "--allow-different",
+        help="Compare runs whose encoders differ in architecture or input size (refused "
+        "without it).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Paired comparison of two runs on the same test images: diff, 95% CI, p-value."""
@@ -267,7 +287,7 @@ def compare(
     run_compare(
         run_a=run_a, run_b=run_b, task=task.value, data=data, prompts=prompts,
         annotations=annotations, resamples=resamples, seed=seed, device=device.value,
-        as_json=as_json, out=out,
+        as_json=as_json, out=out, allow_different=allow_different,
     )  # fmt: skip
 
 

@@ -10,7 +10,6 @@ import statistics
 
 import pytest
 
-from tests.downstream.test_classification_cli import _write_chexpert_like
 from tests.signals import start, wait_for
 
 SLOW_REPORTS = """
@@ -49,20 +48,6 @@ def test_embed_sigint_writes_nothing(trained, tmp_path) -> None:
         last,
     ), last
     assert list(out.parent.iterdir()) == []  # no output and no temporary file
-
-
-@pytest.fixture(scope="module")
-def head(tmp_path_factory):
-    from cmcgns_cli.downstream.run import run_finetune
-
-    base = tmp_path_factory.mktemp("heads")
-    data = _write_chexpert_like(base / "prep")
-    run_finetune(
-        task="chexpert-cls", data=data, checkpoint="none", out=base / "ft", fraction=1.0,
-        full=False, arch="resnet_tiny", image_weights=None, epochs=1, lr=1e-4, batch_size=None,
-        device="cpu", seed=0, workers=0, as_json=True,
-    )  # fmt: skip
-    return data, base / "ft"
 
 
 SLOW_SEEDS = """
