@@ -9,7 +9,16 @@ from pathlib import Path
 
 import typer
 
-from cmcgns_cli.commands.options import Device, DeviceOpt, EmbedFormat, JsonOpt, Split, Weights
+from cmcgns_cli.commands.options import (
+    Device,
+    DeviceOpt,
+    EmbedFormat,
+    JsonOpt,
+    Split,
+    ThreadsOpt,
+    Weights,
+    apply_threads,
+)
 
 
 def embed(
@@ -28,8 +37,10 @@ def embed(
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Inputs per forward pass."),
     device: Device = DeviceOpt,
     workers: int = typer.Option(0, "--workers", min=0, help="Image decoding workers."),
+    threads: int | None = ThreadsOpt,
 ) -> None:
     """Turn images and/or reports into embedding vectors."""
+    apply_threads(threads)
     from cmcgns_cli.embed import run_embed
 
     run_embed(
@@ -74,8 +85,10 @@ def explain(
     device: Device = DeviceOpt,
     seed: int = typer.Option(0, "--seed", help="Seed of the CM-MIR mask."),
     as_json: bool = JsonOpt,
+    threads: int | None = ThreadsOpt,
 ) -> None:
     """Per-sentence attention heat maps, the CM-MIR reconstruction and sentence clusters."""
+    apply_threads(threads)
     from cmcgns_cli.explain import run_explain
 
     run_explain(
@@ -106,8 +119,10 @@ def clusters(
     ),
     device: Device = DeviceOpt,
     as_json: bool = JsonOpt,
+    threads: int | None = ThreadsOpt,
 ) -> None:
     """For each k-means centroid: its size and nearest sentences (what negatives are made of)."""
+    apply_threads(threads)
     from cmcgns_cli.clusters import run_clusters
 
     run_clusters(

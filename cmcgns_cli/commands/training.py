@@ -20,7 +20,9 @@ from cmcgns_cli.commands.options import (
     Preset,
     SeedOpt,
     Split,
+    ThreadsOpt,
     Variant,
+    apply_threads,
 )
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.outdir import claim, command_line
@@ -77,8 +79,10 @@ def pretrain(
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config, stop."),
     as_json: bool = JsonOpt,
+    threads: int | None = ThreadsOpt,
 ) -> None:
     """Pretrain CM-CGNS (two stages: without, then with CM-MIR)."""
+    apply_threads(threads)
     from cmcgns_cli.config import resolve
     from cmcgns_cli.train.run import run_pretrain
 
@@ -172,8 +176,10 @@ def finetune(
         False, "--overwrite", help="Replace a finetuned head (and its results) in --out."
     ),
     as_json: bool = JsonOpt,
+    threads: int | None = ThreadsOpt,
 ) -> None:
     """Train a downstream head (linear probe, detector or U-Net) on a pretrained encoder."""
+    apply_threads(threads)
     from cmcgns_cli.downstream.run import run_finetune
 
     if checkpoint is None and image_weights is None:
@@ -233,8 +239,10 @@ def evaluate(
         "zero-shot: CHECKPOINT/evaluate/TASK).",
     ),
     as_json: bool = JsonOpt,
+    threads: int | None = ThreadsOpt,
 ) -> None:
     """Score a checkpoint on the test split (AUROC, accuracy, mAP, Dice, recall)."""
+    apply_threads(threads)
     from cmcgns_cli.downstream.run import run_evaluate
 
     # the folder evaluate writes into: --out, or beside the head (pretrain runs: below it)
@@ -280,8 +288,10 @@ def compare(
         "without it).",
     ),
     as_json: bool = JsonOpt,
+    threads: int | None = ThreadsOpt,
 ) -> None:
     """Paired comparison of two runs on the same test images: diff, 95% CI, p-value."""
+    apply_threads(threads)
     from cmcgns_cli.compare import run_compare
 
     run_compare(
