@@ -110,22 +110,24 @@ def main() -> None:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         sys.exit(code or 0)
     except OSError as exc:
-        # a full disk or a folder that turned read-only under a writer we did not guard:
-        # one line naming the file, not a traceback
+        # a full disk, or a file or folder we may not touch, under a path not guarded up
+        # front: one line naming the file, not a traceback
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             raise
-        where = exc.filename or "an output file"
-        free = ""
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename:
+        where = exc.filename or "a file"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             from cmcgns_cli.outdir import free_bytes
 
-            free = f", {free_bytes(os.path.dirname(os.path.abspath(where))):,} bytes free"
-        err.print(
-            f"error: {where}: {exc.strerror}{free}; free some space or choose another "
-            "folder and run the same command again",
-            markup=False, highlight=False, soft_wrap=True,
-        )  # fmt: skip
-        sys.exit(1)
+            free = free_bytes(os.path.dirname(os.path.abspath(where))) if exc.filename else 0
+            message = (
+                f"error: {where}: {exc.strerror} ({free:,} bytes free); free some space and "
+                "run the same command again"
+            )
+            code = 1
+        else:
+            message, code = f"error: {where}: {exc.strerror}", 2
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
+        sys.exit(code)
     except (typer.Abort, KeyboardInterrupt):
         # Ctrl-C in a command without its own handler (click turns it into Abort)
         err.print("interrupted", markup=False, highlight=False)

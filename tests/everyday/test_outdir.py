@@ -146,3 +146,21 @@ def test_sigterm_while_holding_releases_the_lock(tmp_path) -> None:
     with outdir.claim(out, "pretrain --resume"):
         assert time.monotonic() - t0 < 5
     assert Path(out).is_dir()
+
+
+def test_enospc_from_any_writer_is_one_line(cli, monkeypatch, tmp_path) -> None:
+    import cmcgns_cli.data.prepare as prepare
+
+    target = tmp_path / "out" / "manifest.parquet"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(prepare, "run_prepare", full)
+    monkeypatch.setattr(outdir, "free_bytes", lambda folder: 42)
+    res = cli("prepare", "siim", "--src", tmp_path, "--out", tmp_path / "out")
+    assert res.exit_code == 1
+    assert res.stderr.strip() == (
+        f"error: {target}: No space left on device (42 bytes free); free some space and run "
+        "the same command again"
+    )
