@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cmcgns_cli import jsonio
 from cmcgns_cli.errors import BadInputError, CmcgnsError
 
 LOCK = ".cmcgns.lock"
@@ -110,7 +111,7 @@ def claim(folder: str | os.PathLike[str], command: str, option: str = "--out") -
     holder = folder / HOLDER
     try:
         info = {"command": command, "pid": os.getpid(), "since": time.strftime("%H:%M:%S")}
-        holder.write_text(json.dumps(info), encoding="utf-8")
+        holder.write_text(jsonio.dumps(info), encoding="utf-8")
         yield folder
     finally:
         holder.unlink(missing_ok=True)
