@@ -94,12 +94,15 @@ __all__ = ["TASKS", "app", "main"]
 
 def main() -> None:
     """Console-script entry point: run the app and map errors to exit codes."""
-    from cmcgns_cli.interrupts import Interrupted
+    from cmcgns_cli.interrupts import Interrupted, handle
 
     # nothing is ever downloaded: Hugging Face libraries imported from here on stay offline
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        app(standalone_mode=False, prog_name="cmcgns")
+        # SIGTERM as well as Ctrl-C ends every command with one line and 128 + the signal;
+        # the long commands install their own handlers inside this one (interrupts.py)
+        with handle(deferred=False):
+            app(standalone_mode=False, prog_name="cmcgns")
     except Interrupted as exc:
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -135,3 +135,13 @@ def test_compare_writes_only_where_out_says(cli, head, tmp_path) -> None:
     assert res.exit_code == 0, res.stderr
     written = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert written == json.loads(res.stdout)
+
+
+def test_sigterm_in_a_command_without_its_own_handler_is_one_line(tmp_path) -> None:
+    out = tmp_path / "world"
+    proc = start(["synth", "--out", str(out), "--n", "4000", "--layouts", "chexpert"])
+    wait_for(lambda: out.exists() and any(out.rglob("*.jpg")), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted"
