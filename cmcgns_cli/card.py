@@ -22,6 +22,25 @@ from cmcgns_cli.train.health import card_line
 TAGS = ["cmcgns", "cm-cgns", "chest-x-ray", "radiology-reports", "vision-language", "medical"]
 
 
+def shareable(obj: Any) -> Any:
+    """A copy of ``obj`` (dicts, lists, strings) in which every absolute local path becomes
+    its last component (``/home/me/data/mimic`` -> ``mimic``): a card or bundle is meant to
+    be shared, and a path on the author's machine says nothing to its reader and may say
+    too much about the author (user names, mount points)."""
+    if isinstance(obj, dict):
+        return {k: shareable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [shareable(v) for v in obj]
+    if isinstance(obj, str) and len(obj) > 1 and obj.startswith(("/", "~")) and "\n" not in obj:
+        return Path(obj).name or obj
+    return obj
+
+
+def is_synthetic(meta: dict[str, Any]) -> bool:
+    """Whether the prepared data (its meta.json) was drawn by ``cmcgns synth``."""
+    return bool(meta.get("synthetic"))
+
+
 def non_default_switches(cfg: Config) -> dict[str, dict[str, Any]]:
     """``{"section.key": {"value": v, "preset": p}}`` for every setting that differs from the
     preset the run names (with the run's objective variant applied), excluding run-local
@@ -82,15 +101,20 @@ def find_results(run: Path) -> list[dict[str, Any]]:
         inside = run.resolve() in path.resolve().parents
         if not (_same_run(enc, run) or (inside and enc is None)):
             continue
-        if not isinstance(res.get("metrics"), dict):
+        metrics = res.get("mean") if isinstance(res.get("mean"), dict) else res.get("metrics")
+        if not isinstance(metrics, dict):
             continue
+        metric = res.get("metric")
+        value = metrics.get(metric) if metric in metrics else res.get("value")
         out.append(
             {
-                "file": str(path),
+                "file": path.name,
                 "task": res.get("task"),
-                "metric": res.get("metric"),
-                "value": res.get("value"),
-                "metrics": res["metrics"],
+                "metric": metric,
+                "value": value,  # the mean over seeds (a file of one seed: its value)
+                "sd": (res.get("std") or {}).get(metric),
+                "n_seeds": int(res.get("n_seeds") or len(res.get("runs") or [1])),
+                "metrics": metrics,
                 "fraction": proto.get("fraction"),
                 "full": proto.get("full"),
                 "metric_rules": res.get("metric_rules") or {},
@@ -111,6 +135,16 @@ def _rule_lines(results: list[dict[str, Any]]) -> list[str]:
     return ["", "How each value was computed:", "", *lines] if lines else []
 
 
+def _quote(result: dict[str, Any]) -> str:
+    """``0.5840 ± 0.0310 (n = 3)``: the mean over seeds, its sample sd and the number of
+    seeds (one seed: ``0.6230 (n = 1)``, no spread to quote)."""
+    value, sd, n = result.get("value"), result.get("sd"), result.get("n_seeds") or 1
+    if not isinstance(value, int | float):
+        return "n/a"
+    spread = f" ± {sd:.4f}" if isinstance(sd, int | float) and n > 1 else ""
+    return f"{value:.4f}{spread} (n = {n})"
+
+
 def _task_type(task: str) -> str:
     """The Hugging Face task type of a downstream task name."""
     for suffix, kind in (("-cls", "image-classification"), ("-det", "object-detection"),
@@ -124,12 +158,15 @@ def _front_matter(
     cfg: Config, pairs: dict[str, Any], results: list[dict[str, Any]], license_id: str
 ) -> dict[str, Any]:
     dataset = str(pairs["meta"].get("dataset", "unknown"))
+    synthetic = is_synthetic(pairs["meta"])
     meta: dict[str, Any] = {
         "license": license_id,
         "library_name": "cmcgns",
         "pipeline_tag": "feature-extraction",
-        "tags": [*TAGS, cfg.model.image_encoder, f"preset-{cfg.preset}"],
-        "datasets": [dataset],
+        "tags": [*TAGS, cfg.model.image_encoder, f"preset-{cfg.preset}"]
+        + (["synthetic-data"] if synthetic else []),
+        # a synthetic world in a public dataset's layout is not that dataset
+        "datasets": [f"synthetic-{dataset}" if synthetic else dataset],
         "metrics": sorted({str(r["metric"]) for r in results if r.get("metric")}),
     }
     if results:
@@ -176,6 +213,17 @@ def model_card(
         "negative sampling and cross-modal masked image reconstruction; Lan, Li, Xia et al.,",
         "arXiv 2506.11674).",
         "",
+        *(
+            [
+                "**Trained on synthetic data**: a world of drawn phantoms and generated reports "
+                "(`cmcgns synth`) in the layout of the public dataset named below; not real "
+                "chest X-rays. Its results say that the pipeline works, not how well the model "
+                "reads real images.",
+                "",
+            ]
+            if is_synthetic(pairs["meta"])
+            else []
+        ),
         "```python",
         "import cmcgns_cli as cm",
         'model = cm.load("THIS_FOLDER")',
@@ -204,15 +252,17 @@ def model_card(
     else:
         lines.append("- none: the preset as published")
     lines += ["", "### Prepared data (meta.json)", "", "```json"]
-    lines += [jsonio.dumps(pairs["meta"], indent=2, default=str), "```", "", "## Results", ""]
+    meta_text = jsonio.dumps(shareable(pairs["meta"]), indent=2, default=str)
+    lines += [meta_text, "```", "", "## Results", ""]
     if results:
-        lines += ["| task | fraction | linear/full | metric | value |", "|---|---|---|---|---|"]
+        lines += [
+            "| task | fraction | linear/full | metric | mean ± sd (n seeds) |",
+            "|---|---|---|---|---|",
+        ]
         for r in results:
             mode = "full" if r.get("full") else "linear"
-            value = r.get("value")
-            shown = f"{value:.4f}" if isinstance(value, int | float) else "n/a"
             lines.append(
-                f"| {r['task']} | {r.get('fraction')} | {mode} | {r['metric']} | {shown} |"
+                f"| {r['task']} | {r.get('fraction')} | {mode} | {r['metric']} | {_quote(r)} |"
             )
         lines += _rule_lines(results)
     else:

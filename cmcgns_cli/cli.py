@@ -11,6 +11,7 @@ arguments to the module that does the work. Errors derived from
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -95,12 +96,15 @@ __all__ = ["TASKS", "app", "main"]
 
 def main() -> None:
     """Console-script entry point: run the app and map errors to exit codes."""
-    from cmcgns_cli.interrupts import Interrupted
+    from cmcgns_cli.interrupts import Interrupted, handle
 
     # nothing is ever downloaded: Hugging Face libraries imported from here on stay offline
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        app(standalone_mode=False, prog_name="cmcgns")
+        # SIGTERM as well as Ctrl-C ends every command with one line and 128 + the signal;
+        # the long commands install their own handlers inside this one (interrupts.py)
+        with handle(deferred=False):
+            app(standalone_mode=False, prog_name="cmcgns")
     except Interrupted as exc:
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
@@ -110,6 +114,25 @@ def main() -> None:
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         sys.exit(code or 0)
+    except OSError as exc:
+        # a full disk, or a file or folder we may not touch, under a path not guarded up
+        # front: one line naming the file, not a traceback
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        where = exc.filename or "a file"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            from cmcgns_cli.outdir import free_bytes
+
+            free = free_bytes(os.path.dirname(os.path.abspath(where))) if exc.filename else 0
+            message = (
+                f"error: {where}: {exc.strerror} ({free:,} bytes free); free some space and "
+                "run the same command again"
+            )
+            code = 1
+        else:
+            message, code = f"error: {where}: {exc.strerror}", 2
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
+        sys.exit(code)
     except (typer.Abort, KeyboardInterrupt):
         # Ctrl-C in a command without its own handler (click turns it into Abort)
         err.print("interrupted", markup=False, highlight=False)

@@ -10,24 +10,32 @@ the two runs share cancels out.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cmcgns_cli import bootstrap
-from cmcgns_cli.console import emit_json, kv_table
+from cmcgns_cli import bootstrap, interrupts, jsonio
+from cmcgns_cli.baseline import check_comparable
+from cmcgns_cli.console import emit_json, err, kv_table
 from cmcgns_cli.console import out as stdout
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.outdir import atomic_file, check_writable
 
 
-def _score(task: str, data: Path, run: Path, dev: Any, prompts, annotations) -> dict[str, Any]:
+def _score(
+    task: str, data: Path, run: Path, dev: Any, prompts, annotations, scratch: Path
+) -> dict[str, Any]:
+    """Score ``run`` as ``evaluate`` does; the files a scorer writes go to ``scratch``, never
+    into the run (compare changes nothing in the runs it compares)."""
     from cmcgns_cli.downstream import run as dispatch
 
     dispatch._check_task(task)
     if task in dispatch.EVAL_ONLY_TASKS:
-        return dispatch._evaluate_pretrained(task, data, run, dev, prompts, annotations)
-    return dispatch._evaluate_task(task, data, run, dev, 0)
+        return dispatch._evaluate_pretrained(task, data, run, dev, prompts, annotations=annotations)
+    scratch.mkdir(parents=True, exist_ok=True)
+    return dispatch._evaluate_task(task, data, run, dev, 0, scratch)
 
 
 def compare_results(
@@ -74,15 +82,39 @@ def run_compare(
     seed: int,
     device: str,
     as_json: bool,
+    out: Path | None = None,
+    allow_different: bool = False,
 ) -> dict[str, Any]:
+    """``cmcgns compare``: print (and with ``out`` write ``OUT/compare.json``) the paired
+    comparison. Nothing else is written: the runs compared stay as they were.
+
+    Raises:
+        BadInputError: bad ``resamples``, an unwritable ``out``, encoders of another
+            architecture or input size without ``allow_different``, runs scored on different
+            test images.
+    """
     from cmcgns_cli.runtime import resolve_device
 
     if resamples < 1:
         raise BadInputError(f"--resamples {resamples}: must be at least 1")
+    if out is not None:
+        check_writable(out)
+    differ = check_comparable(run_a, run_b, allow_different)
     dev = resolve_device(device)
-    a = _score(task, data, run_a, dev, prompts, annotations)
-    b = _score(task, data, run_b, dev, prompts, annotations)
-    result = {"run_a": str(run_a), "run_b": str(run_b), **compare_results(a, b, resamples, seed)}
+    with interrupts.handle(deferred=False), tempfile.TemporaryDirectory() as scratch:
+        a = _score(task, data, run_a, dev, prompts, annotations, Path(scratch) / "a")
+        b = _score(task, data, run_b, dev, prompts, annotations, Path(scratch) / "b")
+        result = {
+            "run_a": str(run_a),
+            "run_b": str(run_b),
+            **compare_results(a, b, resamples, seed),
+        }
+    if differ:  # allowed, and said
+        result["encoders_differ"] = differ
+    if out is not None:
+        with atomic_file(Path(out) / "compare.json") as tmp:
+            tmp.write_text(jsonio.dumps(result, indent=2) + "\n", encoding="utf-8")
+        err.print(f"comparison written to {Path(out) / 'compare.json'}", highlight=False)
     if as_json:
         emit_json(result)
         return result

@@ -9,7 +9,6 @@ the run: it becomes a row with an error and a note on stderr.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from cmcgns_cli import jsonio
+from cmcgns_cli import interrupts, jsonio
 from cmcgns_cli.api import load
 from cmcgns_cli.console import err, progress
 from cmcgns_cli.data.token_stats import TRUNCATION_WARN_SHARE
 from cmcgns_cli.embedding.inputs import read_reports, scan_images
 from cmcgns_cli.errors import BadInputError, RunFailedError
+from cmcgns_cli.outdir import atomic_file, check_writable
 
 FORMATS = ("jsonl", "parquet", "npy")
 
@@ -92,6 +92,43 @@ def run_embed(
     fmt = _format(fmt, out)
     if fmt == "npy" and local:
         raise BadInputError("--local needs --format parquet or jsonl (.npy holds one vector a row)")
+    if out is not None:
+        check_writable(Path(out).parent, "--out")
+    with interrupts.handle(deferred=False):
+        try:
+            return _embed(
+                checkpoint=checkpoint, images=images, reports=reports, out=out, fmt=fmt,
+                local=local, batch_size=batch_size, device=device, stdin=stdin, stdout=stdout,
+                reports_format=reports_format,
+            )  # fmt: skip
+        except interrupts.Interrupted as exc:
+            where = str(exc).removeprefix("interrupted").strip().removeprefix("at ")
+            raise interrupts.Interrupted(
+                exc.signum,
+                f"interrupted{' ' + where if where else ''}; "
+                + (
+                    f"{out} not written"
+                    if out is not None
+                    else "the lines on stdout are whole rows"
+                )
+                + ": run the same command again",
+            ) from None
+
+
+def _embed(
+    *,
+    checkpoint: Path,
+    images: str | None,
+    reports: str | None,
+    out: Path | None,
+    fmt: str,
+    local: bool,
+    batch_size: int,
+    device: str,
+    stdin: Any,
+    stdout: Any,
+    reports_format: str,
+) -> dict[str, int]:
     model = load(checkpoint, device)
     paths, not_taken = scan_images(images, stdin) if images is not None else ([], [])
     for path, why in not_taken:  # every file of --images DIR is named: taken or why not
@@ -102,7 +139,7 @@ def run_embed(
         raise BadInputError(f"embed: no inputs in {images if images is not None else reports}")
     sink = stdout or sys.stdout
     rows: list[dict[str, Any]] = []
-    failed = 0
+    failed = done = 0
     truncated = {"reports": 0, "sentences": 0}
     dim = model.embed_dim
 
@@ -129,6 +166,8 @@ def run_embed(
             else:
                 rows.append(row)
             bar.advance(task)
+            done += 1
+            interrupts.at(f"after {done} of {total} inputs")
     if total and failed == total:
         # nothing embedded: no output file that looks like a result, and exit 1
         first = f"{paths[0] if paths else texts[0][0]}"
@@ -160,10 +199,8 @@ def run_embed(
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_parquet(path: Path, rows: list[dict[str, Any]], local: bool) -> None:
@@ -186,10 +223,8 @@ def write_parquet(path: Path, rows: list[dict[str, Any]], local: bool) -> None:
         cols["sentences"] = pa.array([r.get("sentences") for r in rows], pa.list_(pa.string()))
     cols["sentences_lost"] = pa.array([r.get("sentences_lost", 0) for r in rows], pa.int32())
     cols["error"] = pa.array([r["error"] for r in rows], pa.string())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(pa.table(cols), tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        pq.write_table(pa.table(cols), tmp)
 
 
 def npy_paths(path: Path) -> tuple[Path, Path]:
@@ -204,8 +239,6 @@ def write_npy(path: Path, rows: list[dict[str, Any]], dim: int) -> None:
         if r["embedding"] is not None:
             arr[i] = r["embedding"]
     npy, ids = npy_paths(path)
-    npy.parent.mkdir(parents=True, exist_ok=True)
-    tmp = npy.with_name(f".{npy.name}.{os.getpid()}.tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, npy)
+    with atomic_file(npy, suffix=".npy") as tmp:
+        np.save(tmp, arr)
     _atomic_text(ids, "".join(f"{r['id']}\n" for r in rows))

@@ -14,7 +14,7 @@ from typing import Any
 
 from cmcgns_cli import __version__, jsonio
 from cmcgns_cli.bundle import BUNDLE_FORMAT, SUMS, quiet_transformers, sha256_file, write_sums
-from cmcgns_cli.card import find_results, model_card
+from cmcgns_cli.card import find_results, model_card, shareable
 from cmcgns_cli.console import emit_json, err, kv_table
 from cmcgns_cli.console import out as stdout
 from cmcgns_cli.errors import BadInputError
@@ -103,7 +103,7 @@ def run_export(
         bundle = {
             "format": BUNDLE_FORMAT,
             "cmcgns_version": __version__,
-            "source_run": str(run.resolve()),
+            "source_run": run.resolve().name,  # its name only: no local path in a bundle
             "weights": loaded.weights,
             "prepared_size": int(pairs["meta"].get("image_size", 256)),
             "text_encoder": TEXT_ENCODER,
@@ -113,7 +113,7 @@ def run_export(
             "train_pairs": len(pairs["train_ids"]),
             "health": run_health(run, int(loaded.cfg.train.batch_size)),
         }
-        config = {**extra, "bundle": bundle}
+        config = shareable({**extra, "bundle": bundle})
         (tmp / ckpt.CONFIG).write_text(jsonio.dumps(config, indent=2), encoding="utf-8")
         card = model_card(loaded.cfg, config, pairs, results, license_id)
         (tmp / "README.md").write_text(card, encoding="utf-8")

@@ -1,6 +1,8 @@
-"""Device choice shared by every subcommand."""
+"""Device and CPU thread choice shared by every subcommand."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -17,3 +19,38 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise BadInputError(f"--device {name!r}: expected auto, cpu or cuda") from None
+
+
+def default_threads() -> int:
+    """Intra-op CPU threads when ``--threads`` is not given.
+
+    ``OMP_NUM_THREADS`` when set (the user's choice); else the cores this process may run on
+    (its CPU affinity, which also honours ``taskset`` and container CPU sets) less the
+    one-minute load average of the others, at least 1. On a loaded machine more threads than
+    free cores only wait for each other: on a 2-core machine with a load of about 11, the
+    tiny preset trained faster with one thread than with two (see the CHANGELOG, issue 28).
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = max(1, int(cores or 1))
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        load = 0.0
+    return max(1, min(cores, round(cores - load)))
+
+
+def set_threads(threads: int | None) -> int:
+    """``--threads N``: set torch's intra-op thread count (``None``: :func:`default_threads`)
+    and return it.
+
+    Raises:
+        BadInputError: ``threads`` below 1.
+    """
+    if threads is not None and threads < 1:
+        raise BadInputError(f"--threads {threads}: must be at least 1")
+    n = int(threads) if threads is not None else default_threads()
+    torch.set_num_threads(n)
+    return n

@@ -8,6 +8,7 @@ FINETUNE_TASKS = (
     "chexpert-cls",
     "rsna-cls",
     "covidx-cls",
+    "folder-cls",
     "rsna-det",
     "object-cxr-det",
     "siim-seg",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from cmcgns_cli.cli import main
 # One intra-op thread for the whole session: on a 2-core machine shared with other jobs, two
 # torch threads spin against each other and a tiny pretrain takes 10-20x longer.
 torch.set_num_threads(1)
+# the commands' --threads default reads it: every in-process command keeps that one thread
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @dataclass

@@ -45,7 +45,7 @@ def test_every_option_has_help_and_one_type_per_name():
 @pytest.mark.parametrize(
     ("command", "option", "choices"),
     [
-        ("finetune", "--task", TASKS[:7]),
+        ("finetune", "--task", TASKS[:8]),
         ("evaluate", "--task", TASKS),
         ("pretrain", "--preset", ("tiny", "small", "paper-resnet50", "paper-vit")),
         ("pretrain", "--variant", ("authors", "clean")),

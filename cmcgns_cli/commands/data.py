@@ -51,27 +51,29 @@ def prepare(
 ) -> None:
     """Turn a downloaded dataset into the prepared format (meta.json, manifest, images.npy)."""
     from cmcgns_cli.data.prepare import run_prepare
+    from cmcgns_cli.outdir import claim, command_line
 
-    run_prepare(
-        dataset.value,
-        src=src,
-        out=out,
-        size=size,
-        workers=workers,
-        options={
-            "protocol": protocol.value,
-            "min_words": min_words,
-            "polygon_box": polygon_box.value,
-            "csv": csv_file,
-            "image_col": image_col,
-            "report_col": report_col,
-            "label_cols": label_cols.split(",") if label_cols else None,
-            "split_col": split_col,
-            "any_modality": any_modality,
-        },
-        as_json=as_json,
-        overwrite=overwrite,
-    )
+    with claim(out, command_line()):  # writable, and no other command in it
+        run_prepare(
+            dataset.value,
+            src=src,
+            out=out,
+            size=size,
+            workers=workers,
+            options={
+                "protocol": protocol.value,
+                "min_words": min_words,
+                "polygon_box": polygon_box.value,
+                "csv": csv_file,
+                "image_col": image_col,
+                "report_col": report_col,
+                "label_cols": label_cols.split(",") if label_cols else None,
+                "split_col": split_col,
+                "any_modality": any_modality,
+            },
+            as_json=as_json,
+            overwrite=overwrite,
+        )
 
 
 def synth(

@@ -78,3 +78,18 @@ EvaluateTask = StrEnum("EvaluateTask", {t: t for t in TASKS})
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
 DeviceOpt = typer.Option(Device.auto, "--device", help="auto picks CUDA when available.")
 SeedOpt = typer.Option(0, "--seed", help="Random seed.")
+ThreadsOpt = typer.Option(
+    None,
+    "--threads",
+    help="CPU threads for computing (default: OMP_NUM_THREADS, else the cores this process "
+    "may use less the machine's load, at least 1).",
+    show_default=False,
+)
+
+
+def apply_threads(threads: int | None) -> int:
+    """``--threads``: set torch's CPU thread count (torch is imported here, not at start-up,
+    so ``--help`` stays fast); see :func:`cmcgns_cli.runtime.set_threads`."""
+    from cmcgns_cli.runtime import set_threads
+
+    return set_threads(threads)

@@ -16,7 +16,9 @@ from cmcgns_cli.commands.options import (
     JsonOpt,
     ReportsFormat,
     Split,
+    ThreadsOpt,
     Weights,
+    apply_threads,
 )
 
 
@@ -42,8 +44,10 @@ def embed(
         help="lines: one report a line (CSV/JSON Lines by suffix); file: the whole file is "
         "one report.",
     ),
+    threads: int | None = ThreadsOpt,
 ) -> None:
     """Turn images and/or reports into embedding vectors."""
+    apply_threads(threads)
     from cmcgns_cli.embed import run_embed
 
     run_embed(
@@ -95,8 +99,10 @@ def explain(
         "a line; the file must hold one).",
     ),
     as_json: bool = JsonOpt,
+    threads: int | None = ThreadsOpt,
 ) -> None:
     """Per-sentence attention heat maps, the CM-MIR reconstruction and sentence clusters."""
+    apply_threads(threads)
     from cmcgns_cli.explain import run_explain
 
     run_explain(
@@ -128,8 +134,10 @@ def clusters(
     ),
     device: Device = DeviceOpt,
     as_json: bool = JsonOpt,
+    threads: int | None = ThreadsOpt,
 ) -> None:
     """For each k-means centroid: its size and nearest sentences (what negatives are made of)."""
+    apply_threads(threads)
     from cmcgns_cli.clusters import run_clusters
 
     run_clusters(

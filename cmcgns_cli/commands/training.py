@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from cmcgns_cli.baseline import like
 from cmcgns_cli.commands.options import (
     Device,
     DeviceOpt,
@@ -20,9 +21,13 @@ from cmcgns_cli.commands.options import (
     Preset,
     SeedOpt,
     Split,
+    ThreadsOpt,
     Variant,
+    apply_threads,
 )
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.outdir import claim, command_line
+from cmcgns_cli.task_names import EVAL_ONLY_TASKS
 
 if TYPE_CHECKING:
     from cmcgns_cli.config import Config
@@ -106,8 +111,10 @@ def pretrain(
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config, stop."),
     as_json: bool = JsonOpt,
+    threads: int | None = ThreadsOpt,
 ) -> None:
     """Pretrain CM-CGNS (two stages: without, then with CM-MIR)."""
+    apply_threads(threads)
     from cmcgns_cli.config import resolve
     from cmcgns_cli.train.init_from import parse_parts
     from cmcgns_cli.train.run import run_pretrain
@@ -150,11 +157,22 @@ def pretrain(
     parts = parse_parts(init_parts)
     if init_from is None and len(parts) < 3:
         raise BadInputError("--init-parts needs --init-from RUN_OR_BUNDLE")
-    run_pretrain(
-        cfg, data=data, out=out, resume=resume, nproc=nproc, as_json=as_json,
-        strict_health=strict_health, init_from=init_from, init_parts=parts,
-        resume_if_exists=resume_if_exists,
-    )  # fmt: skip
+    options = {
+        "strict_health": strict_health,
+        "init_from": init_from,
+        "init_parts": parts,
+        "resume_if_exists": resume_if_exists,
+    }
+    folder = resume if resume is not None else out
+    if folder is None or nproc > 1:  # the run reports what is missing, or prints torchrun
+        run_pretrain(
+            cfg, data=data, out=out, resume=resume, nproc=nproc, as_json=as_json, **options
+        )
+        return
+    with claim(folder, command_line(), "--resume" if resume is not None else "--out"):
+        run_pretrain(
+            cfg, data=data, out=out, resume=resume, nproc=nproc, as_json=as_json, **options
+        )
 
 
 def finetune(
@@ -182,6 +200,12 @@ def finetune(
         help="With --checkpoint none: resize (and centre-crop) images to this many px, e.g. a "
         "pretrained run's size for a fair random-init baseline (default: the arch's preset).",
     ),
+    like_run: Path | None = typer.Option(
+        None,
+        "--like",
+        help="With --checkpoint none: build the random-init encoder with this run's (pretrain "
+        "run, bundle or finetuned folder) architecture and input size: a fair baseline.",
+    ),
     epochs: int | None = typer.Option(
         None, "--epochs", min=1, help="Training epochs (default: the task's protocol)."
     ),
@@ -201,33 +225,43 @@ def finetune(
         False, "--overwrite", help="Replace a finetuned head (and its results) in --out."
     ),
     as_json: bool = JsonOpt,
+    threads: int | None = ThreadsOpt,
 ) -> None:
     """Train a downstream head (linear probe, detector or U-Net) on a pretrained encoder."""
+    apply_threads(threads)
     from cmcgns_cli.downstream.run import run_finetune
 
     if checkpoint is None and image_weights is None:
         raise BadInputError("give --checkpoint RUN|BUNDLE|none, or --image-weights FILE")
-    run_finetune(
-        task=task.value,
-        data=data,
-        checkpoint=str(checkpoint) if checkpoint is not None else "none",
-        out=out,
-        fraction=fraction,
-        full=full,
-        arch=arch,
-        image_weights=image_weights,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        device=device.value,
-        seed=seed,
-        workers=workers,
-        as_json=as_json,
-        fraction_sampler=fraction_sampler,
-        allow_partial=allow_partial,
-        overwrite=overwrite,
-        input_size=parse_input_size(input_size),
-    )
+    size = parse_input_size(input_size)
+    if like_run is not None:
+        if checkpoint is None or str(checkpoint).lower() != "none":
+            raise BadInputError(
+                "--like RUN shapes a random-init encoder: use it with --checkpoint none"
+            )
+        arch, size = like(like_run, arch, size)
+    with claim(out, command_line()):  # writable, and no other command in it
+        run_finetune(
+            task=task.value,
+            data=data,
+            checkpoint=str(checkpoint) if checkpoint is not None else "none",
+            out=out,
+            fraction=fraction,
+            full=full,
+            arch=arch,
+            image_weights=image_weights,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            device=device.value,
+            seed=seed,
+            workers=workers,
+            as_json=as_json,
+            fraction_sampler=fraction_sampler,
+            allow_partial=allow_partial,
+            overwrite=overwrite,
+            input_size=size,
+        )
 
 
 def evaluate(
@@ -254,24 +288,31 @@ def evaluate(
         "zero-shot: CHECKPOINT/evaluate/TASK).",
     ),
     as_json: bool = JsonOpt,
+    threads: int | None = ThreadsOpt,
 ) -> None:
     """Score a checkpoint on the test split (AUROC, accuracy, mAP, Dice, recall)."""
+    apply_threads(threads)
     from cmcgns_cli.downstream.run import run_evaluate
 
-    run_evaluate(
-        task=task.value,
-        data=data,
-        checkpoint=checkpoint,
-        seeds=seeds,
-        save_examples=save_examples,
-        prompts=prompts,
-        device=device.value,
-        workers=workers,
-        as_json=as_json,
-        split=split.value,
-        annotations=annotations,
-        out=out,
+    # the folder evaluate writes into: --out, or beside the head (pretrain runs: below it)
+    folder = out or (
+        checkpoint / "evaluate" / task.value if task.value in EVAL_ONLY_TASKS else checkpoint
     )
+    with claim(folder, command_line(), "--out" if out is not None else "--checkpoint"):
+        run_evaluate(
+            task=task.value,
+            data=data,
+            checkpoint=checkpoint,
+            seeds=seeds,
+            save_examples=save_examples,
+            prompts=prompts,
+            device=device.value,
+            workers=workers,
+            as_json=as_json,
+            split=split.value,
+            annotations=annotations,
+            out=out,
+        )
 
 
 def compare(
@@ -286,15 +327,26 @@ def compare(
     resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples."),
     seed: int = SeedOpt,
     device: Device = DeviceOpt,
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for compare.json (without it, nothing is written)."
+    ),
+    allow_different: bool = typer.Option(
+        False,
+        "--allow-different",
+        help="Compare runs whose encoders differ in architecture or input size (refused "
+        "without it).",
+    ),
     as_json: bool = JsonOpt,
+    threads: int | None = ThreadsOpt,
 ) -> None:
     """Paired comparison of two runs on the same test images: diff, 95% CI, p-value."""
+    apply_threads(threads)
     from cmcgns_cli.compare import run_compare
 
     run_compare(
         run_a=run_a, run_b=run_b, task=task.value, data=data, prompts=prompts,
         annotations=annotations, resamples=resamples, seed=seed, device=device.value,
-        as_json=as_json,
+        as_json=as_json, out=out, allow_different=allow_different,
     )  # fmt: skip
 
 

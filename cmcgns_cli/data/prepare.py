@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from cmcgns_cli import interrupts, jsonio
+from cmcgns_cli import interrupts, jsonio, textio
 from cmcgns_cli.data import imageio, writer
 from cmcgns_cli.data.prepare_rows import keep_boxes, manifest_frame, manifest_row, relative_source
 from cmcgns_cli.data.prepare_summary import emit_summary, summarize
@@ -272,6 +272,10 @@ def run_prepare(
         "count": int(len(manifest)),
         "splits": summary["splits"],
         "source": str(src.resolve()),
+        # drawn by `cmcgns synth` (its world keeps the truth beside the layouts)
+        "synthetic": (src.resolve().parent / "truth" / "summary.json").is_file(),
+        # the encoding each text input was read with, by path below --src (see textio)
+        "text_encodings": _encodings_below(src),
         "preprocess": params,
         "versions": package_versions(),
         "skipped": int(len(skipped_df)),
@@ -299,6 +303,17 @@ def run_prepare(
     }
     emit_summary(summary, as_json)
     return summary
+
+
+def _encodings_below(src: Path) -> dict[str, str]:
+    """``{path relative to src: encoding}`` of the text files read from ``src``."""
+    root = src.resolve()
+    out = {}
+    for path, encoding in textio.encodings_read().items():
+        full = Path(path).resolve()
+        if root in full.parents:
+            out[full.relative_to(root).as_posix()] = encoding
+    return dict(sorted(out.items()))
 
 
 def _fail_empty(dataset: str, src: Path, out: Path, skipped: pd.DataFrame) -> None:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cmcgns_cli.data import report_rules as rules
+from cmcgns_cli.textio import decode
 
 MIN_SENTENCE_TOKENS = 2
 MIN_REPORT_WORDS = 3
@@ -158,15 +159,13 @@ def is_missing_report(value: object) -> bool:
 
 
 def read_report_file(path: str | os.PathLike[str]) -> str:
-    """A report file's text: UTF-8 (with or without BOM), else Windows-1252.
+    """A report file's text in its detected encoding, without a byte-order mark: UTF-8 (with
+    or without the mark), UTF-16/32 with a mark, else Windows-1252 for Western European text
+    (rules: :func:`cmcgns_cli.textio.decode`).
 
     Raises OSError when the file cannot be read.
     """
-    data = Path(path).read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace")
+    return decode(Path(path).read_bytes()).text
 
 
 @dataclass(frozen=True)

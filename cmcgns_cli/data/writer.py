@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from cmcgns_cli import outdir
 from cmcgns_cli.data import imageio
 from cmcgns_cli.errors import RunFailedError
 
@@ -207,6 +208,8 @@ def run_images(
     if not state_path.is_file():
         for p in (img_path, mask_path, work / JOURNAL):
             p.unlink(missing_ok=True)
+        # before the first image: room for the image (and mask) arrays, and the manifest
+        outdir.check_space(work, (2 if with_masks else 1) * n * size * size + 2**20, "images")
         _alloc(img_path, (n, size, size))
         if with_masks:
             _alloc(mask_path, (n, size, size))
@@ -287,6 +290,13 @@ def _alloc(path: Path, shape: tuple[int, int, int]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
     del arr
+    try:
+        # the memory map is sparse: take its blocks now, or a full disk ends the writers
+        # with SIGBUS (exit 135, no message) half-way through
+        outdir.reserve(tmp, os.path.getsize(tmp))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -305,9 +315,11 @@ def finalize(out: Path, kept: Sequence[int], *, size: int, with_masks: bool) -> 
             os.replace(src, out / name)
             continue
         tmp = out / f".{name}.tmp"
+        outdir.check_space(out, len(kept) * size * size, name)
         dst = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.uint8, shape=(len(kept), size, size)
         )
+        outdir.reserve(tmp, os.path.getsize(tmp))
         step = 1024
         for a in range(0, len(kept), step):
             dst[a : a + step] = arr[kept[a : a + step]]

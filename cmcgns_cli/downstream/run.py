@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +148,22 @@ def run_evaluate(
     if save_examples and task not in DENSE_TASKS:
         err.print("note: --save-examples applies to detection and segmentation; ignored")
     dev = resolve_device(device)
+    try:
+        with interrupts.handle(deferred=False):
+            _run_evaluate(task, data, checkpoint, seeds, save_examples, prompts, dev, as_json,
+                          split, annotations, out)  # fmt: skip
+    except interrupts.Interrupted as exc:
+        # nothing was published: the staged files of this evaluation are gone (see _publish)
+        where = str(exc).removeprefix("interrupted").strip()
+        raise interrupts.Interrupted(
+            exc.signum,
+            f"interrupted{' ' + where if where else ''}; evaluate {task} wrote no metrics.json "
+            "(earlier results are unchanged): run the same command again",
+        ) from None
+
+
+def _run_evaluate(task, data, checkpoint, seeds, save_examples, prompts, dev, as_json, split,
+                  annotations, out) -> None:  # fmt: skip
     if task in EVAL_ONLY_TASKS:
         if seeds > 1:
             err.print(f"note: {task} has no training randomness; --seeds {seeds} ignored")
@@ -164,12 +183,19 @@ def run_evaluate(
         err.print("note: --prompts applies to zeroshot-* tasks; ignored")
     if split != "test":
         raise BadInputError(f"--split {split}: finetuned tasks are scored on the test split")
-    results = [_evaluate(task, data, checkpoint, dev, save_examples, out)]
-    if seeds > 1:
-        results += _other_seeds(task, data, checkpoint, seeds, dev)
-    summary = _summarise(results)
-    if out is not None:
-        _write_metrics(out, summary)
+    dest = Path(out) if out is not None else Path(checkpoint)
+    with _staged(dest) as stage:
+        # every file of this evaluation is written to a staging folder and moved into place
+        # only when all seeds are done, so an interrupted evaluation leaves no metrics.json
+        # that describes fewer seeds than were asked for
+        results = [_evaluate(task, data, checkpoint, dev, save_examples, stage)]
+        for k, result in enumerate(_other_seeds(task, data, checkpoint, seeds, dev), 2):
+            interrupts.at(f"after seed {k} of {seeds}")
+            results.append(result)
+        summary = _summarise(results)
+        atomic_write_text(stage / "metrics.json", jsonio.dumps(summary, indent=2, default=str))
+        _publish(stage, dest)
+    err.print(f"metrics written to {dest / 'metrics.json'}", markup=False, highlight=False)
     if as_json:
         emit_json(summary)
         return
@@ -182,10 +208,35 @@ def _write_metrics(folder: Path, summary: dict[str, Any]) -> None:
     err.print(f"metrics written to {folder / 'metrics.json'}", markup=False, highlight=False)
 
 
-def _other_seeds(task: str, data: Path, finetuned: Path, seeds: int, dev) -> list[dict]:
-    """Re-run the recorded finetune protocol with seeds seed+1 .. seed+N-1 under seeds/."""
+@contextmanager
+def _staged(dest: Path) -> Iterator[Path]:
+    """A fresh staging folder inside ``dest`` (hidden; removed when the block ends)."""
+    stage = dest / f".evaluate-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _publish(stage: Path, dest: Path) -> None:
+    """Move every file and folder of ``stage`` into ``dest`` (replacing what is there),
+    metrics.json last, so it is never newer than what it describes."""
+    entries = sorted(stage.iterdir(), key=lambda p: p.name == "metrics.json")
+    for entry in entries:
+        target = dest / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+
+
+def _other_seeds(task: str, data: Path, finetuned: Path, seeds: int, dev) -> Iterator[dict]:
+    """Re-run the recorded finetune protocol with seeds seed+1 .. seed+N-1 under seeds/;
+    yields each seed's result as it is done."""
+    if seeds <= 1:
+        return
     record = load_finetune_record(finetuned, task)
-    results = []
     for k in range(1, seeds):
         seed = record["seed"] + k
         sub = Path(finetuned) / "seeds" / f"seed{seed}"
@@ -202,8 +253,7 @@ def _other_seeds(task: str, data: Path, finetuned: Path, seeds: int, dev) -> lis
             input_size=(int(enc["image_size"]), int(enc["crop_size"]))
             if enc["checkpoint"] == "none" else None,
         )  # fmt: skip
-        results.append(_evaluate(task, data, sub, dev, 0))
-    return results
+        yield _evaluate(task, data, sub, dev, 0)
 
 
 def _finetune_fn(task: str):
@@ -295,22 +345,37 @@ def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     values = {k: np.array([r["metrics"][k] for r in results], dtype=float) for k in keys}
     # counts (test images, pairs) stay integers when every seed saw the same number
     counts = {k for k in keys if _is_count(results, k) and (values[k] == values[k][0]).all()}
+    metric = results[0]["metric"]
+    mean = {
+        k: int(v[0]) if k in counts else float(np.nanmean(v)) if np.isfinite(v).any() else None
+        for k, v in values.items()
+    }  # fmt: skip
+    first = {k: v for k, v in results[0].items() if k not in ("per_image", "extra")}
     summary: dict[str, Any] = {
+        **first,  # the first seed's record (protocol, encoder, ...) under the summary
         "task": results[0]["task"],
-        "metric": results[0]["metric"],
-        "seeds": [r["protocol"]["seed"] for r in results],
-        "mean": {
-            k: int(v[0]) if k in counts else float(np.nanmean(v)) if np.isfinite(v).any() else None
-            for k, v in values.items()
-        },  # fmt: skip
+        "metric": metric,
+        # one entry per seed: its seed, headline value and every metric
+        "seeds": [
+            {
+                "seed": r["protocol"].get("seed"),
+                "value": r["metrics"].get(metric),
+                "metrics": r["metrics"],
+            }
+            for r in results
+        ],  # fmt: skip
+        "n_seeds": len(results),
+        # value and metrics are always the mean over the seeds (one seed: its own)
+        "value": mean.get(metric),
+        "metrics": mean,
+        "mean": mean,
         "std": {k: seed_std(v) for k, v in values.items()},
         "ci95": results[0].get("ci95"),
         "ci95_method": results[0].get("ci95_method"),
         "runs": [{k: v for k, v in r.items() if k not in ("per_image", "extra")} for r in results],
     }
-    if len(results) == 1:  # one seed: the headline value and protocol, as in metrics.json
-        summary["value"] = summary["mean"].get(summary["metric"])
-        summary["protocol"] = results[0].get("protocol")
+    if len(results) > 1:
+        summary["ci95_scope"] = "the first seed's predictions (bootstrap over test images)"
     return summary
 
 

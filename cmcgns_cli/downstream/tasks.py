@@ -47,6 +47,9 @@ CLS_TASKS: dict[str, ClsTask] = {
     "chexpert-cls": ClsTask("chexpert-cls", "chexpert", "multilabel", "macro_auroc"),
     "rsna-cls": ClsTask("rsna-cls", "rsna", "binary", "macro_auroc"),
     "covidx-cls": ClsTask("covidx-cls", "covidx", "multiclass", "accuracy"),
+    # a user's own labelled folder (prepare folder --label-cols): one yes/no label per
+    # column, each scored by AUROC, as CheXpert's findings are
+    "folder-cls": ClsTask("folder-cls", "folder", "multilabel", "macro_auroc"),
 }
 
 
@@ -60,7 +63,34 @@ def get_cls_task(name: str, prepared: Prepared) -> ClsTask:
             f"{prepared.root / 'meta.json'}: task {name} needs a prepared {task.dataset} "
             f"dataset, this one is {found!r}"
         )
+    if found == "folder":
+        _check_folder_layout(task, prepared)
     return task
+
+
+def _check_folder_layout(task: ClsTask, prepared: Prepared) -> None:
+    """Refuse a task whose label layout is not the folder's: one class per image (one-hot
+    columns, exactly one 1 per labelled row) for a multiclass task, one column for a binary
+    one. Independent yes/no labels read as classes would score a problem nobody posed."""
+    labels = prepared.labels_array()
+    names = prepared.label_names or [f"class{i}" for i in range(labels.shape[1])]
+    where = f"{prepared.root / 'meta.json'}: task {task.name}"
+    if labels.shape[1] == 0:
+        raise BadInputError(f"{where} needs label columns; prepare the folder with --label-cols")
+    if task.kind == "binary" and labels.shape[1] != 1:
+        raise BadInputError(
+            f"{where} expects one label column, found {labels.shape[1]} ({', '.join(names)}); "
+            "use --task folder-cls"
+        )
+    if task.kind == "multiclass" and labels.shape[1] > 1:
+        on = np.nan_to_num(labels, nan=0.0) > 0
+        not_one = int((on.sum(axis=1) != 1).sum())
+        if not_one:
+            raise BadInputError(
+                f"{where} expects one class per image, but {not_one} of {len(labels)} images "
+                f"have none or several of {', '.join(names)} (independent yes/no labels); "
+                "use --task folder-cls"
+            )
 
 
 @dataclass(frozen=True)

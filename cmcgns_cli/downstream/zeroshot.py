@@ -27,6 +27,7 @@ from cmcgns_cli.embedding.encode import prepared_image_embeddings, report_text_e
 from cmcgns_cli.embedding.runs import open_run
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.metrics import accuracy, auroc
+from cmcgns_cli.textio import read_text
 
 CHEXPERT5 = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
 
@@ -117,7 +118,7 @@ def load_prompts(path: Path | None) -> dict[str, dict[str, list[str]]]:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"--prompts {path}: no such file")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, name=f"--prompts {path}").text  # any encoding, no byte-order mark
     try:
         if path.suffix.lower() == ".toml":
             import tomllib

@@ -28,6 +28,7 @@ from cmcgns_cli.data.paired import PairedDataset, collate_paired
 from cmcgns_cli.data.reports import clean_text, report_sentences, split_sentences
 from cmcgns_cli.data.tokenize import TokenCache, _tokenize_manifest
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.textio import read_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", *DICOM_SUFFIXES)
 TEXT_COLUMNS = ("text", "report", "reports", "report_text", "findings", "impression")
@@ -117,15 +118,13 @@ def read_reports(
     if fmt not in REPORTS_FORMATS:
         raise BadInputError(f"--reports-format {fmt!r}: expected lines or file")
     if spec == "-":
-        text, name = (stdin or sys.stdin).read(), "<stdin>"
+        # already decoded by Python; a byte-order mark would otherwise become part of an id
+        text, name = (stdin or sys.stdin).read().removeprefix("\ufeff"), "<stdin>"
     else:
         path = Path(spec)
         if not path.is_file():
             raise BadInputError(f"{spec}: no such reports file")
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise BadInputError(f"{spec}: cannot read ({exc})") from None
+        text = read_text(path, name=spec).text  # detected encoding, no byte-order mark
         name = str(path)
     if fmt == "file":
         return [("1" if spec == "-" else Path(name).name, text)] if text.strip() else []

@@ -111,10 +111,14 @@ def test_seeds_report_mean_and_std(cli, prepared: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert res.exit_code == 0, res.stderr
     summary = json.loads(res.stdout)
-    assert summary["seeds"] == [0, 1, 2]
+    assert [e["seed"] for e in summary["seeds"]] == [0, 1, 2]
     values = [r["value"] for r in summary["runs"]]
     assert summary["mean"]["macro_auroc"] == pytest.approx(np.mean(values))
     assert summary["std"]["macro_auroc"] == pytest.approx(statistics.stdev(values))
+    # metrics.json beside the head holds every seed and the mean, not the first seed alone
+    written = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert [e["value"] for e in written["seeds"]] == pytest.approx(values)
+    assert written["value"] == pytest.approx(np.mean(values)) and written["n_seeds"] == 3
 
 
 def test_finetune_refuses_a_finished_head_unless_overwrite(cli, prepared: Path, tmp_path: Path):

@@ -136,7 +136,7 @@ def test_object_cxr_det_round_trip_with_seeds(cli, tmp_path: Path) -> None:
          "--epochs", "1", *COMMON)  # fmt: skip
     summary = _run(cli, "evaluate", "--task", "object-cxr-det", "--data", data,
                    "--checkpoint", ft, "--seeds", "2")  # fmt: skip
-    assert summary["seeds"] == [0, 1] and len(summary["runs"]) == 2
+    assert [e["seed"] for e in summary["seeds"]] == [0, 1] and len(summary["runs"]) == 2
     assert (ft / "seeds" / "seed1" / "metrics.json").is_file()
     table = cli("evaluate", "--task", "object-cxr-det", "--data", data, "--checkpoint", ft)
     assert table.exit_code == 0 and "map50" in table.stdout

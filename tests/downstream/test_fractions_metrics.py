@@ -86,7 +86,11 @@ def test_seed_std_is_the_sample_standard_deviation() -> None:
     summary = _summarise(runs)
     assert summary["mean"] == {"m": 2.5, "n": 8}
     assert summary["std"]["m"] == pytest.approx(1.2909944487358056)
-    assert "value" not in summary  # four seeds: a mean, not a value
+    # four seeds: value and metrics are the mean (2.5, not the first seed's 1.0), every seed kept
+    assert summary["value"] == 2.5 and summary["metrics"] == {"m": 2.5, "n": 8}
+    assert summary["n_seeds"] == 4
+    assert [(e["seed"], e["value"]) for e in summary["seeds"]] == [(0, 1.0), (1, 2.0), (2, 3.0),
+                                                                   (3, 4.0)]  # fmt: skip
     one = _summarise(runs[2:3])  # one seed: its value and protocol, no spread
     assert one["value"] == 3.0 and one["protocol"] == {"seed": 2} and one["std"]["m"] is None
 

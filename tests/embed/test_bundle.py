@@ -231,3 +231,13 @@ def test_export_refuses_bad_requests(bundle, cli, tmp_path) -> None:
     # --weights is a closed choice: anything else is a usage error, nothing written
     res = cli("export", run, "--out", tmp_path / "b4", "--weights", "foo")
     assert res.exit_code == 2 and not (tmp_path / "b4").exists()
+
+
+def test_no_absolute_local_path_in_the_shared_files(bundle) -> None:
+    data, run, out = bundle
+    for name in ("README.md", "config.json"):
+        text = (out / name).read_text()
+        # the run, the prepared data and the temp folder they live in are local paths
+        for local in (str(run.resolve()), str(data.resolve()), str(run.parent.resolve())):
+            assert local not in text, (name, local)
+    assert json.loads((out / "config.json").read_text())["bundle"]["source_run"] == run.name

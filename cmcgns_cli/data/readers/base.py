@@ -7,7 +7,6 @@ decodes ``Item.source_path`` later, in worker processes.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.textio import read_text
 
 
 @dataclass
@@ -64,22 +64,23 @@ def require_file(path: Path, what: str) -> Path:
 def read_csv_checked(
     path: Path, required: Iterable[str], *, header: bool = True, **kwargs: Any
 ) -> pd.DataFrame:
-    """Read a CSV (plain or .gz) as strings; exit 2 naming the file and a missing column.
+    """Read a CSV (plain or .gz, in any encoding: :func:`cmcgns_cli.textio.read_text`) as
+    strings; exit 2 naming the file and a missing column.
 
     Column names are matched after stripping spaces (SIIM's `` EncodedPixels``).
     """
     require_file(path, "expected by this dataset layout")
+    text = read_text(path).text  # any encoding, byte-order mark removed (see textio)
     try:
         df = pd.read_csv(
-            path,
+            io.StringIO(text),
             dtype=str,
             keep_default_na=False,
             na_values=[],
             header=0 if header else None,
-            compression="infer",
             **kwargs,
         )
-    except (pd.errors.ParserError, UnicodeDecodeError, gzip.BadGzipFile, EOFError, OSError) as exc:
+    except (pd.errors.ParserError, EOFError, OSError) as exc:
         raise BadInputError(f"{path}: cannot parse as CSV ({exc})") from None
     except pd.errors.EmptyDataError:
         raise BadInputError(f"{path}: empty file") from None
@@ -92,9 +93,9 @@ def read_csv_checked(
 
 
 def sniff_header(path: Path) -> list[str]:
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-        return next(csv.reader(io.StringIO(fh.readline())), [])
+    """The column names of a CSV's first line (any encoding, no byte-order mark)."""
+    first = read_text(path).text.split("\n", 1)[0]
+    return next(csv.reader(io.StringIO(first)), [])
 
 
 def parse_label(value: str) -> float:

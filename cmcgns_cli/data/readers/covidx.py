@@ -9,6 +9,7 @@ from cmcgns_cli.data import protocol as mgca
 from cmcgns_cli.data import splits
 from cmcgns_cli.data.readers.base import Item, ReaderResult, Skip, require_file
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.textio import read_text
 
 THREE = ["normal", "pneumonia", "COVID-19"]
 BINARY = ["negative", "positive"]
@@ -46,7 +47,7 @@ def parse_list_line(parts: list[str]) -> tuple[str, str, str, str] | None:
 def _read_split(path: Path) -> list[tuple[str, str, str]]:
     """(patient_id, filename, class) per non-blank line; exit 2 on a line without a class."""
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for n, line in enumerate(read_text(path).text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue

@@ -1,0 +1,192 @@
+"""Output folders: can we write there, is anyone else writing there, is there room.
+
+* :func:`check_writable`: a folder on a read-only mount, without permission, or below a
+  file is refused with one line (exit 2) before any work.
+* :func:`claim`: an exclusive lock on an output folder (the ``filelock`` package, an OS
+  advisory lock on ``FOLDER/.cmcgns.lock``). A second command into the same folder exits 2
+  naming the command and process that holds it. The OS drops the lock when its process
+  ends, however it ends, so a lock file left by a killed run never blocks a resume.
+* :func:`check_space` / :func:`reserve`: compare the bytes a writer will need with the bytes
+  free before it starts, and allocate a large file's blocks up front (``posix_fallocate``),
+  so a full disk is one line naming the folder, the bytes needed and the bytes free rather
+  than a bus error half-way through a memory-mapped file.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cmcgns_cli import jsonio
+from cmcgns_cli.errors import BadInputError, CmcgnsError
+
+LOCK = ".cmcgns.lock"
+HOLDER = ".cmcgns.lock.json"
+
+
+class DiskFullError(CmcgnsError):
+    """Not enough free space for an output: exit 1 (the input was fine; the disk was not).
+    The message names the folder, the bytes needed and the bytes free."""
+
+    exit_code = 1
+
+
+def _existing_ancestor(folder: Path) -> Path:
+    here = Path(os.path.abspath(folder))
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    return here
+
+
+def check_writable(folder: str | os.PathLike[str], option: str = "--out") -> None:
+    """Refuse (exit 2, one line) an output ``folder`` that cannot be written.
+
+    The folder itself, or the nearest folder above it that exists, must be a folder in which
+    a file can be created: this is tried for real (a temporary file, removed at once), which
+    also catches read-only mounts for the root user, whom permission bits do not stop.
+
+    Raises:
+        BadInputError: naming ``option``, the folder and the reason.
+    """
+    folder = Path(folder)
+    base = _existing_ancestor(folder)
+    if not base.is_dir():
+        raise BadInputError(f"{option} {folder}: cannot write there ({base} is a file)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".cmcgns-probe-", dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise BadInputError(
+            f"{option} {folder}: cannot write there ({why} in {base}); choose another folder"
+        ) from None
+
+
+def _holder(folder: Path) -> str:
+    try:
+        info = json.loads((folder / HOLDER).read_text(encoding="utf-8"))
+        return f"`cmcgns {info['command']}` (process {info['pid']}, since {info['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another cmcgns command"
+
+
+@contextmanager
+def claim(folder: str | os.PathLike[str], command: str, option: str = "--out") -> Iterator[Path]:
+    """Hold an exclusive lock on the output ``folder`` (created if missing) while the block
+    runs; ``command`` (e.g. ``"pretrain --out runs/a"``) is recorded for the message another
+    command gets. A folder this call created and left empty is removed again at the end.
+
+    Under torchrun only rank 0 takes the lock (every rank writes into one run folder).
+
+    Raises:
+        BadInputError: the folder cannot be written (:func:`check_writable`), or another
+            process holds it: naming the command and the process.
+    """
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    check_writable(folder, option)
+    if os.environ.get("RANK", "0") != "0":
+        yield folder
+        return
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise BadInputError(
+            f"{option} {folder}: in use by {_holder(folder)}; wait for it to end or choose "
+            "another folder"
+        ) from None
+    holder = folder / HOLDER
+    try:
+        info = {"command": command, "pid": os.getpid(), "since": time.strftime("%H:%M:%S")}
+        holder.write_text(jsonio.dumps(info), encoding="utf-8")
+        yield folder
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
+        # the lock file stays (removing it would let two later commands lock two different
+        # files), except in a folder this call made and nothing else was written to
+        if created and folder.is_dir() and [p.name for p in folder.iterdir()] == [LOCK]:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to; renamed onto ``path`` when the block
+    ends normally, removed when it raises (an interruption included), so ``path`` is either
+    the old file or the whole new one, never half of one. ``suffix`` ends the temporary
+    name (``np.save`` adds ``.npy`` to names without it). The folder is created if missing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def command_line() -> str:
+    """This process's cmcgns command line without the program name (for :func:`claim`)."""
+    return " ".join(sys.argv[1:]) or "(library call)"
+
+
+def free_bytes(folder: str | os.PathLike[str]) -> int:
+    """Bytes free to this user on the file system holding ``folder`` (or the nearest
+    existing folder above it)."""
+    return int(shutil.disk_usage(_existing_ancestor(Path(folder))).free)
+
+
+def check_space(folder: str | os.PathLike[str], needed: int, what: str = "") -> None:
+    """Raise :class:`DiskFullError` when fewer than ``needed`` bytes are free in ``folder``.
+
+    ``what`` (e.g. ``"images.npy"``) is named in the message."""
+    free = free_bytes(folder)
+    if free < needed:
+        raise DiskFullError(_full_message(Path(folder), needed, free, what))
+
+
+def _full_message(folder: Path, needed: int, free: int, what: str) -> str:
+    return (
+        f"{folder}: not enough free space{' for ' + what if what else ''}: needs "
+        f"{needed:,} bytes, {free:,} bytes free; free some space and run the same command "
+        "again (finished work is kept)"
+    )
+
+
+def reserve(path: str | os.PathLike[str], nbytes: int) -> None:
+    """Allocate the first ``nbytes`` bytes of the existing file ``path`` on disk now
+    (``posix_fallocate``), so that writing into a sparse or memory-mapped file later cannot
+    run out of space. Platforms without it skip the step.
+
+    Raises:
+        DiskFullError: the file system has no room for it (ENOSPC / EDQUOT).
+    """
+    if not hasattr(os, "posix_fallocate") or nbytes <= 0:
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, int(nbytes))
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            folder = Path(path).parent
+            raise DiskFullError(
+                _full_message(folder, int(nbytes), free_bytes(folder), Path(path).name)
+            ) from None
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    finally:
+        os.close(fd)

@@ -1,0 +1,32 @@
+"""--threads: the default follows the cores this process may use and the machine's load."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from cmcgns_cli import runtime
+
+
+@pytest.mark.parametrize(("load", "expected"), [(0.0, 4), (1.2, 3), (2.6, 1), (11.0, 1)])
+def test_default_threads_is_free_cores_of_the_affinity_set(monkeypatch, load, expected):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5, 7}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, 0.0, 0.0))
+    # 4 cores allowed (not os.cpu_count()), less the load rounded: 4 - 1.2 -> 3, 4 - 2.6 -> 1
+    assert runtime.default_threads() == expected
+
+
+def test_omp_num_threads_and_explicit_threads_win(monkeypatch, cli) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 0.0, 0.0))
+    assert runtime.default_threads() == 2
+    before = torch.get_num_threads()
+    try:
+        assert runtime.set_threads(3) == 3 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    res = cli("embed", "--checkpoint", "nowhere", "--reports", "-", "--threads", "0")
+    assert res.exit_code == 2 and "--threads 0: must be at least 1" in res.stderr
