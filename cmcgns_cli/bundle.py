@@ -15,81 +15,17 @@ A bundle is a folder that can be uploaded to a model hub as it is::
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cmcgns_cli.checksum import sha256_file  # re-exported: callers import it from here
+# re-exported: callers import these from here
+from cmcgns_cli.checksum import SUMS, is_bundle, sha256_file, verify_sums, write_sums  # noqa: F401
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.runtime import quiet_transformers  # noqa: F401  (re-exported)
 
-SUMS = "SHA256SUMS"
 BUNDLE_FORMAT = 1
-
-
-def is_bundle(path: Path) -> bool:
-    """True when ``path/config.json`` carries a ``bundle`` block."""
-    try:
-        cfg = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(cfg, dict) and isinstance(cfg.get("bundle"), dict)
-
-
-def write_sums(root: Path) -> Path:
-    """Write ``SHA256SUMS`` listing every file below ``root`` (sorted, POSIX paths)."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != SUMS)
-    lines = [f"{sha256_file(p)}  {p.relative_to(root).as_posix()}\n" for p in files]
-    out = root / SUMS
-    out.write_text("".join(lines), encoding="utf-8")
-    return out
-
-
-def verify_sums(root: Path) -> int:
-    """Check every file listed in ``root/SHA256SUMS``; return how many were checked.
-
-    Raises ``BadInputError`` naming the first file that is missing or whose digest differs,
-    or the SHA256SUMS file itself when it is absent or malformed."""
-    sums = Path(root) / SUMS
-    if not sums.is_file():
-        raise BadInputError(f"{sums}: missing; the bundle cannot be verified")
-    n = 0
-    for i, line in enumerate(sums.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64:
-            raise BadInputError(f"{sums}: line {i + 1} is not 'SHA256  PATH'")
-        path = Path(root) / name.lstrip("*")
-        if not path.is_file():
-            raise BadInputError(f"{path}: listed in {SUMS} but missing from the bundle")
-        if sha256_file(path) != digest:
-            raise BadInputError(
-                f"{path}: checksum mismatch with {SUMS} (the file is damaged or was changed)"
-            )
-        n += 1
-    if n == 0:
-        raise BadInputError(f"{sums}: lists no file")
-    return n
-
-
-@contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load reports and progress bars (stderr stays for our own lines)."""
-    from transformers.utils import logging as hf_logging
-
-    level, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bar:
-            hf_logging.enable_progress_bar()
 
 
 def load_bundle(root: Path) -> tuple[Any, torch.nn.Module, Any, dict[str, Any]]:

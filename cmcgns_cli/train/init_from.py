@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from cmcgns_cli.bundle import is_bundle, sha256_file, verify_sums
+from cmcgns_cli.checksum import is_bundle, sha256_file, verify_sums
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.train import checkpoint as ckpt
 

@@ -47,8 +47,8 @@ class TextPretrainer:
                  text_encoder: str | None, resuming: bool) -> None:  # fmt: skip
         from transformers import BertConfig, BertForMaskedLM
 
-        from cmcgns_cli.bundle import quiet_transformers
         from cmcgns_cli.data.tokenize import load_tokenizer, train_wordpiece
+        from cmcgns_cli.runtime import quiet_transformers
 
         self.cfg, self.out, self.device, self.corpus = cfg, Path(out), device, corpus
         mc = cfg.model
@@ -127,7 +127,7 @@ class TextPretrainer:
         """Weights, tokenizer and config (Hugging Face layout) into ``out``, then state/."""
         tmp = self.out / ".hf.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        from cmcgns_cli.bundle import quiet_transformers
+        from cmcgns_cli.runtime import quiet_transformers
 
         with quiet_transformers():
             self.model.save_pretrained(str(tmp))

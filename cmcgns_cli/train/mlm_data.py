@@ -37,8 +37,8 @@ def read_corpus(data: Path | None, reports: Path | None) -> dict[str, Any]:
             "sha256": _sha(Path(data) / "manifest.parquet"),
         }
     else:
+        from cmcgns_cli.data.report_files import read_reports
         from cmcgns_cli.data.reports import report_sentences
-        from cmcgns_cli.embedding.inputs import read_reports
 
         usable = []
         for _, text in read_reports(str(reports)):
@@ -60,7 +60,7 @@ def read_corpus(data: Path | None, reports: Path | None) -> dict[str, Any]:
 
 
 def _sha(path: Path) -> str:
-    from cmcgns_cli.bundle import sha256_file
+    from cmcgns_cli.checksum import sha256_file
 
     return sha256_file(path)
 
