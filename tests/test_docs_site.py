@@ -47,7 +47,8 @@ def test_cli_reference_shows_defaults_and_choices() -> None:
     finetune = text.split("## `finetune`", 1)[1].split("\n## ", 1)[0]
     # the --task choices and a default, as `cmcgns finetune --help` shows them
     assert "rsna-det" in finetune and "siim-seg" in finetune
-    assert re.search(r"`--fraction <float>` \| .*\[default: 1.0\]", finetune)
+    assert re.search(r"<code>--fraction &lt;float&gt;</code> \| .*\[default: 1.0\]", finetune)
+    assert "<code>--device &lt;auto&#124;cpu&#124;cuda&gt;</code>" in finetune
 
 
 def test_config_reference_has_every_key_with_its_default() -> None:

@@ -9,6 +9,7 @@ The two ``render_*`` functions are plain Python so that the tests can call them 
 from __future__ import annotations
 
 import dataclasses
+import html
 import re
 import typing
 from pathlib import Path
@@ -58,8 +59,8 @@ def render_cli() -> str:
             if record is None:
                 continue
             flags, text = record
-            flags = "".join(flags.split("\n"))
-            rows.append(f"| `{_cell(flags)}` | {_cell(text)} |")
+            flags = html.escape("".join(flags.split("\n"))).replace("|", "&#124;")
+            rows.append(f"| <code>{flags}</code> | {_cell(text)} |")
         if rows:
             lines.append("| option | meaning |\n| --- | --- |")
             lines.extend(rows)
