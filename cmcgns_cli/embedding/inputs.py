@@ -22,6 +22,12 @@ import torch
 
 from cmcgns_cli.data.imageio import DICOM_SUFFIXES, ImageError, load_prepared_image
 from cmcgns_cli.data.paired import PairedDataset, collate_paired
+from cmcgns_cli.data.report_files import (  # noqa: F401  (re-exported: embed, api and tests read here)
+    ID_COLUMNS,
+    REPORTS_FORMATS,
+    TEXT_COLUMNS,
+    read_reports,
+)
 from cmcgns_cli.data.reports import clean_text, report_sentences, split_sentences
 from cmcgns_cli.data.tokenize import TokenCache, _tokenize_manifest
 from cmcgns_cli.errors import BadInputError

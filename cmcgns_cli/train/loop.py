@@ -213,8 +213,14 @@ class Trainer:
             )
         self.prog.world_size = self.world
         self.recent = list(self.prog.recent)
-        if dist.is_main():
+        # a finished run keeps the closing summary record written after its last checkpoint
+        if dist.is_main() and not self.complete():
             ckpt.truncate_metrics(self.run, int(self.prog.metrics_bytes))
+
+    def complete(self) -> bool:
+        """True when the (restored) run has no step left in any stage it has to run."""
+        last = max((st for st in (1, 2) if self.stage_total_steps(st) > 0), default=0)
+        return self.prog.stage > last or (self.prog.stage == last and self.prog.stage_done)
 
     # ------------------------------------------------------------------ run
 

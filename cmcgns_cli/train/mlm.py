@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from cmcgns_cli import interrupts
+from cmcgns_cli import interrupts, jsonio
 from cmcgns_cli.config import Config
 from cmcgns_cli.console import emit_json, err, kv_table, progress
 from cmcgns_cli.console import out as stdout
@@ -287,7 +287,7 @@ def _fit(tr: TextPretrainer, record: dict[str, Any]) -> dict[str, Any]:
                     tps = n_tok / max(time.perf_counter() - t0, 1e-9)
                     rec = {"kind": "train", "step": prog["step"], "epoch": prog["epoch"] + 1,
                            "loss": value, "lr": lr, "tokens_per_s": tps}  # fmt: skip
-                    metrics.write(json.dumps(rec) + "\n")
+                    metrics.write(jsonio.dumps(rec) + "\n")
                     metrics.flush()
                     bar.update(task, completed=prog["step"],
                                description=f"mlm loss {value:.3f} {tps:.0f} tok/s")  # fmt: skip
@@ -301,7 +301,7 @@ def _fit(tr: TextPretrainer, record: dict[str, Any]) -> dict[str, Any]:
                     val = tr.validate()
                     line = {"kind": "val", "step": prog["step"], "epoch": prog["epoch"],
                             "val_loss": val}  # fmt: skip
-                    metrics.write(json.dumps(line) + "\n")
+                    metrics.write(jsonio.dumps(line) + "\n")
                     metrics.flush()
                 prog["metrics_bytes"] = metrics.tell()
                 tr.save({**record, "steps": prog["step"], "val_loss": val})

@@ -339,7 +339,7 @@ def _train(
             f"resuming {run} at stage {trainer.prog.stage}, step {trainer.prog.step} "
             f"(epoch {trainer.prog.epoch})"
         )
-        if _complete(trainer):
+        if trainer.complete():
             dist.print0(
                 f"note: {run} has finished every stage; nothing is left to train (to train "
                 "longer, start a new run with more epochs)"
@@ -393,9 +393,3 @@ def check_shared_run_dir(run: Path, device: torch.device) -> None:
             "on some node); multi-node pretraining needs --out (and --data) on a filesystem "
             "every node sees"
         )
-
-
-def _complete(trainer: Trainer) -> bool:
-    """True when a restored run has no step left in any stage it has to run."""
-    last = max((st for st in (1, 2) if trainer.stage_total_steps(st) > 0), default=0)
-    return trainer.prog.stage > last or (trainer.prog.stage == last and trainer.prog.stage_done)

@@ -52,7 +52,15 @@ def _bare_trainer(run, device: str, scaler: torch.amp.GradScaler) -> Trainer:
     t = Trainer.__new__(Trainer)
     t.model = torch.nn.Linear(3, 1).to(device)
     t.device = torch.device(device)
-    t.tc = SimpleNamespace(lr=1e-3, weight_decay=0.0, seed=0, max_steps=None)
+    t.tc = SimpleNamespace(
+        lr=1e-3,
+        weight_decay=0.0,
+        seed=0,
+        max_steps=None,
+        optimizer="adamw",
+        stage1_epochs=1,
+        stage2_epochs=1,
+    )
     t.world = 1
     t.run = run
     t.steps_per_epoch = 4
