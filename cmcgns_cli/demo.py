@@ -13,7 +13,7 @@ split (chance 0.5); ``retrieval`` scores image-to-report recall at 10 on the MIM
 test split (chance: 10 over the number of test pairs). Both encoders share the
 architecture; the random one is drawn with the same seed each time. Retrieval stays near
 chance at this scale (the global vectors have not left the InfoNCE plateau after 5 + 1
-short epochs; see the README's open findings); it is shown so that the demo reports what
+short epochs; see docs/results.md); it is shown so that the demo reports what
 the short run did and did not learn.
 
 The demo sets torch's thread count itself (one intra-op thread: the tiny model gains

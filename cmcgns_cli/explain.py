@@ -54,6 +54,8 @@ def report_text(report: str, reports_format: str = "file") -> str:
     if not is_file:
         return report
     reports = read_reports(str(path), fmt=reports_format)
+    if not reports:
+        raise BadInputError(f"--report {path}: holds no report text")
     if len(reports) != 1:
         raise BadInputError(
             f"--report {path}: holds {len(reports)} reports with --reports-format "

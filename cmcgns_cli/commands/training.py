@@ -54,7 +54,7 @@ def pretrain(
         None,
         "--image-weights",
         help="Local torchvision/timm state dict to start from, or none (random init); "
-        "required with the paper presets (README: ImageNet weights).",
+        "required with the paper presets (docs/pretraining.md: ImageNet weights).",
     ),
     text_encoder: str | None = typer.Option(
         None, "--text-encoder", help="Local BERT directory or hub id."
@@ -64,7 +64,7 @@ def pretrain(
         "--variant",
         help="authors (the authors' code and training recipe, the default) or clean (the "
         "textbook ClusterNS / SimCSE forms, this project's two guards against cluster collapse, "
-        "and its earlier recipe); see the README.",
+        "and its earlier recipe); see docs/fidelity.md.",
     ),
     stage1_epochs: int | None = typer.Option(
         None, "--stage1-epochs", min=0, help="Epochs without CM-MIR (default: the preset's)."
@@ -157,7 +157,15 @@ def pretrain(
     parts = parse_parts(init_parts)
     if init_from is None and len(parts) < 3:
         raise BadInputError("--init-parts needs --init-from RUN_OR_BUNDLE")
+    given = {
+        "--preset": preset_name, "--config": config_file, "--set": sets, "--variant": variant,
+        "--image-weights": image_weights, "--text-encoder": text_encoder,
+        "--stage1-epochs": stage1_epochs, "--stage2-epochs": stage2_epochs,
+        "--batch-size": batch_size, "--lr": lr, "--max-steps": max_steps, "--seed": seed,
+        "--init-from": init_from,
+    }  # fmt: skip
     options = {
+        "ignored_on_resume": tuple(name for name, value in given.items() if value),
         "strict_health": strict_health,
         "init_from": init_from,
         "init_parts": parts,
@@ -369,8 +377,8 @@ def record_image_init(cfg: Config, *, explicit_none: bool) -> None:
         if cfg.preset in PAPER_PRESETS and not explicit_none:
             raise BadInputError(
                 f"--preset {cfg.preset} starts from ImageNet weights: pass --image-weights FILE "
-                "(README: saving torchvision's ResNet-50 IMAGENET1K_V2) or --image-weights none "
-                "for random init"
+                "(docs/pretraining.md: saving torchvision's ResNet-50 IMAGENET1K_V2) or "
+                "--image-weights none for random init"
             )
         return
     path = Path(weights)
@@ -428,9 +436,11 @@ def pretrain_text(
     seed: int | None = typer.Option(None, "--seed", help="Random seed (default: the preset's)."),
     device: Device = DeviceOpt,
     as_json: bool = JsonOpt,
+    threads: int | None = ThreadsOpt,
 ) -> None:
     """Masked-language-model pretraining of a BERT on reports; writes a folder that
     `pretrain --text-encoder DIR` takes."""
+    apply_threads(threads)
     from cmcgns_cli.config import resolve
     from cmcgns_cli.runtime import resolve_device
     from cmcgns_cli.train.mlm import ADAPT_LR, run_pretrain_text

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from cmcgns_cli.config import ModelConfig
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.runtime import quiet_transformers
 
 
 def build_text_encoder(cfg: ModelConfig, vocab_size: int | None = None) -> nn.Module:
@@ -39,10 +40,12 @@ def build_text_encoder(cfg: ModelConfig, vocab_size: int | None = None) -> nn.Mo
     source = cfg.text_encoder
     local = Path(source).expanduser()
     try:
-        if local.is_dir():
-            model = AutoModel.from_pretrained(str(local), local_files_only=True)
-        else:
-            model = AutoModel.from_pretrained(source, local_files_only=True)
+        # transformers' load report lists the MLM head a pretrain-text folder carries and the
+        # pooler it lacks: expected, and read as an error by users, so it stays quiet
+        with quiet_transformers():
+            model = AutoModel.from_pretrained(
+                str(local) if local.is_dir() else source, local_files_only=True
+            )
     except Exception as exc:  # noqa: BLE001 - any failure here means "not available locally"
         if local.is_dir():
             raise BadInputError(f"{source}: cannot load a text encoder from it: {exc}") from None

@@ -1,4 +1,5 @@
-"""Wire the CM-CGNS model for DistributedDataParallel (see README "Distributed and GPU training").
+"""Wire the CM-CGNS model for DistributedDataParallel (docs/pretraining.md, "Distributed and
+GPU training").
 
 ``loss.local_text_scope`` picks what crosses ranks. ``rank`` (the authors' DDP behaviour,
 the default): only the global InfoNCE gathers its columns from all ranks; the local text loss

@@ -103,7 +103,7 @@ def setup(device_name: str) -> torch.device:
             if var not in os.environ:
                 raise BadInputError(
                     f"WORLD_SIZE={n} but {var} is not set: start distributed pretraining with "
-                    "torchrun (see README, 'Distributed and GPU training')"
+                    "torchrun (see docs/pretraining.md, 'Distributed and GPU training')"
                 )
         tdist.init_process_group(
             backend="nccl" if use_cuda else "gloo",

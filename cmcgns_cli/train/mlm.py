@@ -202,6 +202,8 @@ def run_pretrain_text(
         out = Path(out)
         if (out / RECORD).exists() or (out / "config.json").exists():
             raise BadInputError(f"{out}: already holds a model; pass --resume {out} or a new --out")
+        if out.is_dir() and any(p.name != ".cmcgns.lock" for p in out.iterdir()):
+            raise BadInputError(f"{out}: exists and is not empty; choose a new --out folder")
         record = {}
     corpus = read_corpus(data, reports)
     torch.manual_seed(int(cfg.train.seed))

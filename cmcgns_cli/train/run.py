@@ -133,6 +133,7 @@ def run_pretrain(
     init_from: Path | None = None,
     init_parts: tuple[str, ...] = ("image", "text", "heads"),
     resume_if_exists: bool = False,
+    ignored_on_resume: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """``cmcgns pretrain``: train ``cfg`` on the prepared paired dataset ``data`` into the
     run directory ``out`` (or continue the run ``resume``) and return the summary printed
@@ -144,20 +145,29 @@ def run_pretrain(
     ``init_from`` (a run directory or bundle) fills ``init_parts`` of the fresh model with its
     weights (``train/init_from.py``); not with ``resume``.
     ``resume_if_exists``: continue ``out`` when it holds a checkpoint, else start it (what
-    torchrun's elastic restarts need: they re-run the same command line)."""
+    torchrun's elastic restarts need: they re-run the same command line).
+    ``ignored_on_resume``: the options given that a resumed run does not apply (it continues
+    with its own config.json); they are named in one note."""
     if resume_if_exists and resume is None and out is not None:
         if (Path(out) / ckpt.MODEL).is_file():
             resume = Path(out)
         else:  # stopped before its first checkpoint (if it started): start it again
             for name in (ckpt.CONFIG, ckpt.METRICS):
                 (Path(out) / name).unlink(missing_ok=True)
+    if resume is not None and ignored_on_resume:
+        dist.print0(
+            f"note: {resume} continues with its own config.json; not applied: "
+            f"{', '.join(ignored_on_resume)} (start a new run, or --init-from it, to change them)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if nproc > 1 and dist.launched_world_size() == 1:
         # cmcgns prints the launcher line rather than starting it: torchrun owns process
-        # supervision, elastic restarts and the multi-node rendezvous (README)
+        # supervision, elastic restarts and the multi-node rendezvous (docs/pretraining.md)
         err.print(dist.torchrun_command(sys.argv[1:], nproc), highlight=False, soft_wrap=True)
         raise BadInputError(
             f"--nproc {nproc}: cmcgns does not spawn processes itself; run the torchrun "
-            "command above (multi-node: README 'Distributed and GPU training')"
+            "command above (multi-node: docs/pretraining.md, 'Distributed and GPU training')"
         )
     device = dist.setup(cfg.train.device)
     try:

@@ -176,6 +176,17 @@ def test_resume_repeats_the_losses_step_for_step(world, full_run, tmp_path, monk
     run_pretrain(_cfg(), data=None, out=None, resume=part, nproc=1, as_json=True)
     assert "has finished every stage; nothing is left to train" in capsys.readouterr().err
     _assert_same_run(full, part)
+    # options a resume does not apply are named, not silently dropped
+    before = (part / "metrics.jsonl").read_text()
+    run_pretrain(
+        _cfg(), data=None, out=None, resume=part, nproc=1, as_json=True,
+        ignored_on_resume=("--variant", "--lr"),
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"note: {part} continues with its own config.json; not applied: --variant, --lr" in (
+        " ".join(err.split())
+    )
+    assert (part / "metrics.jsonl").read_text() == before  # the summary record is kept
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(world, tmp_path, monkeypatch):

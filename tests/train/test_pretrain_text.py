@@ -96,3 +96,12 @@ def test_interrupted_then_resumed_matches_uninterrupted(trained, world, tmp_path
 def test_needs_exactly_one_corpus(world, tmp_path, monkeypatch, capsys) -> None:
     code = cli(["pretrain-text", "--preset", "tiny", "--out", str(tmp_path / "x")], monkeypatch)
     assert code == 2 and "--data PREPARED or --reports FILE" in capsys.readouterr().err
+
+
+def test_refuses_a_folder_that_is_not_empty(world, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "segmenter.safetensors").write_bytes(b"not ours")
+    code = cli(["pretrain-text", "--data", str(world), "--out", str(out), *ARGS], monkeypatch)
+    assert code == 2
+    assert sorted(p.name for p in out.iterdir()) == ["segmenter.safetensors"]

@@ -246,8 +246,8 @@ def test_paper_preset_needs_image_weights_or_an_explicit_none(cli, name):
     assert res.exit_code == 2
     assert res.stderr.strip().splitlines() == [
         f"error: --preset {name} starts from ImageNet weights: pass --image-weights FILE "
-        "(README: saving torchvision's ResNet-50 IMAGENET1K_V2) or --image-weights none "
-        "for random init"
+        "(docs/pretraining.md: saving torchvision's ResNet-50 IMAGENET1K_V2) or "
+        "--image-weights none for random init"
     ]
     res = cli("pretrain", "--preset", name, "--image-weights", "none", "--dry-run")
     assert res.exit_code == 0, res.stderr

@@ -152,7 +152,7 @@ def read(src: Path, options: dict[str, Any]) -> ReaderResult:
     else:
         val_labels = [pop.index[p] for p in drawn if frontal_pop[p]]
         # The authors then drop the drawn POSITIONS as row LABELS (df.drop(valid_ids)):
-        # reproduced, so most validation images also stay in train (see README).
+        # reproduced, so most validation images also stay in train (see docs/protocol.md).
         dropped = set(drawn.tolist())
         train_labels = [i for i in pop.index[frontal_pop] if i not in dropped]
         parts.append(("train", train_labels, []))
