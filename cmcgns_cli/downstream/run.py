@@ -372,6 +372,7 @@ def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "std": {k: seed_std(v) for k, v in values.items()},
         "ci95": results[0].get("ci95"),
         "ci95_method": results[0].get("ci95_method"),
+        "ci95_method_per_metric": results[0].get("ci95_method_per_metric"),
         "runs": [{k: v for k, v in r.items() if k not in ("per_image", "extra")} for r in results],
     }
     if len(results) > 1:
@@ -398,13 +399,23 @@ def _table(task: str, summary: dict[str, Any]) -> Table:
             row.append(f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
         table.add_row(*row)
     if ci95:
-        m = summary.get("ci95_method") or {}
-        table.caption = (
-            f"95% CI: {m.get('method', 'bootstrap')}, {m.get('resamples')} resamples, seed "
-            f"{m.get('seed')}, stratified by {m.get('stratified_by') or 'nothing'}"
-            + (" (the first seed's predictions)" if n > 1 else "")
-        )
+        # detection under mgca: each key resamples its own image set (or has none)
+        per = summary.get("ci95_method_per_metric") or {"": summary.get("ci95_method") or {}}
+        table.caption = "; ".join(
+            f"95% CI{' of ' + key if key else ''}: {_ci_method(m)}" for key, m in per.items()
+        ) + (" (the first seed's predictions)" if n > 1 else "")
     return table
+
+
+def _ci_method(m: dict[str, Any]) -> str:
+    """One interval's method in words; a key with no interval says why (``method``)."""
+    if m.get("resamples") is None:
+        return str(m.get("method") or "none")
+    images = f" of {m['images']} images" if m.get("images") is not None else ""
+    return (
+        f"{m.get('method', 'bootstrap')}, {m['resamples']} resamples{images}, seed "
+        f"{m.get('seed')}, stratified by {m.get('stratified_by') or 'nothing'}"
+    )
 
 
 def _fmt(value: Any) -> str:
