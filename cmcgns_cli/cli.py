@@ -1,10 +1,10 @@
 """The ``cmcgns`` command line: the app, its subcommands (``commands/``) and the entry point.
 
 The subcommands live in ``commands/data.py`` (prepare, synth, demo),
-``commands/training.py`` (pretrain, pretrain-text, finetune, evaluate, compare) and
-``commands/tools.py`` (embed, export, explain,
-clusters, plot); their shared choices and options in ``commands/options.py``. Each hands its
-arguments to the module that does the work. Errors derived from
+``commands/training.py`` (pretrain, finetune, evaluate, compare),
+``commands/text_training.py`` (pretrain-text) and ``commands/tools.py`` (embed, export,
+explain, clusters, plot); their shared choices and options in ``commands/options.py``.
+Each hands its arguments to the module that does the work. Errors derived from
 ``CmcgnsError`` become a one-line message on stderr and exit code 1 (failed run) or 2
 (bad usage or input).
 """
@@ -21,8 +21,9 @@ import typer
 
 from cmcgns_cli.commands.data import demo, prepare, synth
 from cmcgns_cli.commands.options import TASKS
+from cmcgns_cli.commands.text_training import pretrain_text
 from cmcgns_cli.commands.tools import clusters, embed, explain, export, plot
-from cmcgns_cli.commands.training import compare, evaluate, finetune, pretrain, pretrain_text
+from cmcgns_cli.commands.training import compare, evaluate, finetune, pretrain
 from cmcgns_cli.console import err
 from cmcgns_cli.errors import CmcgnsError
 

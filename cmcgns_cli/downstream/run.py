@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.table import Table
 
 from cmcgns_cli import interrupts, jsonio
 from cmcgns_cli.console import emit_json, err, kv_table
@@ -22,6 +21,7 @@ from cmcgns_cli.downstream.classification import (
     finetune_cls,
     load_finetune_record,
 )
+from cmcgns_cli.downstream.results_table import results_table
 from cmcgns_cli.downstream.tasks import CLS_TASKS, DENSE_TASKS
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.runtime import resolve_device
@@ -177,7 +177,7 @@ def _run_evaluate(task, data, checkpoint, seeds, save_examples, prompts, dev, as
         if as_json:
             emit_json(summary)
         else:
-            stdout.print(_table(task, summary))
+            stdout.print(results_table(task, summary))
         return
     if prompts is not None:
         err.print("note: --prompts applies to zeroshot-* tasks; ignored")
@@ -199,7 +199,7 @@ def _run_evaluate(task, data, checkpoint, seeds, save_examples, prompts, dev, as
     if as_json:
         emit_json(summary)
         return
-    stdout.print(_table(task, summary))
+    stdout.print(results_table(task, summary))
 
 
 def _write_metrics(folder: Path, summary: dict[str, Any]) -> None:
@@ -378,49 +378,3 @@ def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     if len(results) > 1:
         summary["ci95_scope"] = "the first seed's predictions (bootstrap over test images)"
     return summary
-
-
-def _table(task: str, summary: dict[str, Any]) -> Table:
-    n = len(summary["seeds"])
-    table = Table(title=f"{task}: test split ({n} seed{'s' if n > 1 else ''})")
-    table.add_column("metric")
-    table.add_column("mean" if n > 1 else "value", justify="right")
-    if n > 1:
-        table.add_column("std", justify="right")
-    ci95 = summary.get("ci95") or {}
-    if ci95:
-        table.add_column("95% CI (bootstrap)", justify="right")
-    for key, mean in summary["mean"].items():
-        row = [key, _fmt(mean)]
-        if n > 1:
-            row.append(_fmt(summary["std"][key]))
-        if ci95:
-            ci = ci95.get(key)
-            row.append(f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
-        table.add_row(*row)
-    if ci95:
-        # detection under mgca: each key resamples its own image set (or has none)
-        per = summary.get("ci95_method_per_metric") or {"": summary.get("ci95_method") or {}}
-        table.caption = "; ".join(
-            f"95% CI{' of ' + key if key else ''}: {_ci_method(m)}" for key, m in per.items()
-        ) + (" (the first seed's predictions)" if n > 1 else "")
-    return table
-
-
-def _ci_method(m: dict[str, Any]) -> str:
-    """One interval's method in words; a key with no interval says why (``method``)."""
-    if m.get("resamples") is None:
-        return str(m.get("method") or "none")
-    images = f" of {m['images']} images" if m.get("images") is not None else ""
-    return (
-        f"{m.get('method', 'bootstrap')}, {m['resamples']} resamples{images}, seed "
-        f"{m.get('seed')}, stratified by {m.get('stratified_by') or 'nothing'}"
-    )
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)

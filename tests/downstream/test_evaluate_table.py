@@ -3,7 +3,7 @@ resamples its own image set, and a key with no scored image says so."""
 
 from __future__ import annotations
 
-from cmcgns_cli.downstream.run import _table
+from cmcgns_cli.downstream.results_table import results_table as _table
 
 
 def _summary(per_metric):
