@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from cmcgns_cli import jsonio
 from cmcgns_cli.config_recipe import (
+    RECIPE_VARIANTS,
     apply_recipe_variant,
     check_recipe_switches,
     old_recipe,
@@ -51,25 +52,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
 }
 
-# The same shorthand for the wiring around the loss terms ([model]): the authors' encoder
-# wiring, or this project's earlier, textbook wiring (true spatial tokens, average pooling,
-# PyTorch's default Linear init, the decoder's bilinear upsampling without corner alignment).
-MODEL_VARIANTS: dict[str, dict[str, Any]] = {
-    "authors": {
-        "local_tokens": "channel_view",
-        "image_pool": "attention",
-        "proj_init": "authors",
-        "decoder_align_corners": True,
-        "vit_cmmir": "authors",
-    },
-    "clean": {
-        "local_tokens": "spatial",
-        "image_pool": "mean",
-        "proj_init": "default",
-        "decoder_align_corners": False,
-        "vit_cmmir": "clean",
-    },
-}
+# the model-wiring switches by variant (part of RECIPE_VARIANTS, set with it)
+MODEL_VARIANTS: dict[str, dict[str, Any]] = {v: t["model"] for v, t in RECIPE_VARIANTS.items()}
 
 
 @dataclass
@@ -300,32 +284,12 @@ def apply_overrides(
             else:
                 setattr(target, key, coerce(current, value, where))
         if section == "loss" and "variant" in values:
-            model_set = {f"model.{k}" for k in overrides.get("model") or ()}
             _apply_variant(cfg.loss, explicit={*values, *set_before})
             apply_recipe_variant(cfg, explicit={*qualified_keys(overrides), *set_before})
-            _apply_model_variant(cfg.model, cfg.loss.variant, {*model_set, *set_before})
         if section == "loss":
             _check_switches(cfg.loss, source)
-        if section == "model":
-            _check_model_switches(cfg.model, source)
     check_recipe_switches(cfg, source)
     return cfg
-
-
-def _check_model_switches(model: ModelConfig, source: str) -> None:
-    for key, choices in _MODEL_SWITCH_CHOICES.items():
-        value = getattr(model, key)
-        if value not in choices:
-            raise BadInputError(
-                f"{source}: model.{key} must be one of {', '.join(choices)}, not {value!r}"
-            )
-
-
-def _apply_model_variant(model: ModelConfig, variant: str, explicit: set[str]) -> None:
-    """``explicit`` holds ``model.KEY`` names set explicitly (they beat the shorthand)."""
-    for key, value in MODEL_VARIANTS.get(variant, {}).items():
-        if f"model.{key}" not in explicit:
-            setattr(model, key, value)
 
 
 MAX_IDLE_RESTART = 10**9  # the idle counters are int64 buffers; far beyond any run's length
@@ -350,12 +314,6 @@ _SWITCH_CHOICES: dict[str, tuple[str, ...]] = {
     "recon_region": ("all", "masked"),
     "cluster_gate": ("init", "spread"),
     "local_text_scope": ("rank", "global"),
-}
-_MODEL_SWITCH_CHOICES: dict[str, tuple[str, ...]] = {
-    "local_tokens": ("channel_view", "spatial"),
-    "image_pool": ("attention", "mean"),
-    "proj_init": ("authors", "default"),
-    "vit_cmmir": ("authors", "clean"),
 }
 
 
@@ -410,9 +368,6 @@ def resolve(
         apply_overrides(cfg, overrides, source=source, set_before=frozenset(switches))
         switches |= set(overrides.get("loss") or ()) & set(VARIANTS["authors"])
         switches |= qualified_keys(overrides)
-        switches |= {f"model.{k}" for k in overrides.get("model") or ()} & {
-            f"model.{k}" for k in MODEL_VARIANTS["authors"]
-        }
     return cfg
 
 

@@ -1,10 +1,15 @@
-"""The training recipe's switches outside the loss (augmentation, optimizer, gradient
-clipping, the stage-2 start) and how ``loss.variant`` sets them.
+"""The switches outside the loss, the training recipe (augmentation, optimizer, gradient
+clipping, the stage-2 start) and the model wiring around the loss terms (local image tokens,
+image pooling, projection init, decoder upsampling, the ViT CM-MIR path), and how
+``loss.variant`` sets them.
 
 The authors' run (arXiv 2506.11674, as their public code trains): a random 224 crop of the
 256 letterbox and nothing else, Adam with the weight decay added to the gradient, no gradient
-clipping, stage 2 continuing from the last stage-1 weights. The clean form is this project's
-earlier recipe. Used by :mod:`cmcgns_cli.config` while it applies each override layer.
+clipping, stage 2 continuing from the last stage-1 weights; channel-view local tokens, an
+attention pool, their projection init, corner-aligned decoder upsampling. The clean form is
+this project's earlier recipe and textbook wiring (true spatial tokens, average pooling,
+PyTorch's default Linear init, bilinear upsampling at pixel centres). Used by
+:mod:`cmcgns_cli.config` while it applies each override layer.
 """
 
 from __future__ import annotations
@@ -18,20 +23,35 @@ RECIPE_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "authors": {
         "data": {"augment": "random_crop"},
         "train": {"grad_clip": 0.0, "optimizer": "adam", "stage2_init": "last"},
+        "model": {
+            "local_tokens": "channel_view",
+            "image_pool": "attention",
+            "proj_init": "authors",
+            "decoder_align_corners": True,
+            "vit_cmmir": "authors",
+        },
     },
     "clean": {
         "data": {"augment": "resized_crop"},
         "train": {"grad_clip": 1.0, "optimizer": "adamw", "stage2_init": "best"},
+        "model": {
+            "local_tokens": "spatial",
+            "image_pool": "mean",
+            "proj_init": "default",
+            "decoder_align_corners": False,
+            "vit_cmmir": "clean",
+        },
     },
 }
 
 
 def qualified_keys(overrides: dict[str, Any]) -> set[str]:
-    """``section.key`` of every recipe key a layer sets (a later variant keeps them)."""
+    """``section.key`` of every recipe or wiring key a layer sets (a later variant keeps
+    them)."""
     return {
         f"{section}.{key}"
         for section, values in overrides.items()
-        if section in ("data", "train") and isinstance(values, dict)
+        if section in ("data", "train", "model") and isinstance(values, dict)
         for key in values
     }
 
@@ -51,6 +71,10 @@ _RECIPE_CHOICES: dict[str, tuple[str, ...]] = {
     "data.augment": ("random_crop", "resized_crop", "none"),
     "train.optimizer": ("adam", "adamw"),
     "train.stage2_init": ("last", "best"),
+    "model.local_tokens": ("channel_view", "spatial"),
+    "model.image_pool": ("attention", "mean"),
+    "model.proj_init": ("authors", "default"),
+    "model.vit_cmmir": ("authors", "clean"),
 }
 
 

@@ -71,6 +71,13 @@ def test_config_reference_has_every_key_with_its_default() -> None:
     # the authors / clean pair of a variant switch
     pair = cfg.VARIANTS["authors"]["centroid_update"], cfg.VARIANTS["clean"]["centroid_update"]
     assert f"`{pair[0]!r}` / `{pair[1]!r}`" in text
+    # the recipe's and the model wiring's switches are marked too, on their own rows
+    for key, pair in (
+        ("train.optimizer", ("adam", "adamw")),
+        ("model.image_pool", ("attention", "mean")),
+    ):
+        row = re.search(rf"\| `{re.escape(key)}` \|[^\n]*", text).group(0)
+        assert row.endswith(f"| `{pair[0]!r}` / `{pair[1]!r}` |"), row
 
 
 @pytest.mark.skipif(

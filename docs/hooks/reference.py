@@ -82,10 +82,16 @@ def render_config() -> str:
 
     presets = {name: cfg.preset(name).to_dict() for name in cfg.PRESETS}
     default = cfg.Config().to_dict()
+    # every switch `--variant` sets: the loss terms' (VARIANTS) and the recipe's and the
+    # model wiring's (RECIPE_VARIANTS), keyed by section.key
     switches: dict[str, dict[str, Any]] = {}
     for variant, keys in cfg.VARIANTS.items():
         for key, value in keys.items():
-            switches.setdefault(key, {})[variant] = value
+            switches.setdefault(f"loss.{key}", {})[variant] = value
+    for variant, sections in cfg.RECIPE_VARIANTS.items():
+        for section, keys in sections.items():
+            for key, value in keys.items():
+                switches.setdefault(f"{section}.{key}", {})[variant] = value
     lines = [HEADER, "# Configuration reference\n"]
     lines.append(
         "Every key of a run's `config.json`, of a `--config` file (TOML or YAML, one table "
@@ -113,7 +119,7 @@ def render_config() -> str:
             for name in cfg.PRESETS:
                 value = presets[name][section.name][item.name]
                 cells.append(f"`{value!r}`" if value != base else "")
-            switch = switches.get(item.name)
+            switch = switches.get(f"{section.name}.{item.name}")
             pair = f"`{switch.get('authors')!r}` / `{switch.get('clean')!r}`" if switch else ""
             row = [f"`{section.name}.{item.name}`", _type_name(item.type), f"`{base!r}`"]
             lines.append("| " + " | ".join(_cell(c) for c in row + cells + [pair]) + " |")
