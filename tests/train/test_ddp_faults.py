@@ -78,7 +78,7 @@ def _kmeans_worker(rank, world, port, out):
     from cmcgns_cli.train import ddp
 
     # a desynchronised collective must fail the test in seconds, not hang for minutes
-    tdist.init_process_group("gloo", timeout=datetime.timedelta(seconds=20))
+    tdist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
     calls = {"n": 0}
     for name in ("all_gather", "broadcast", "all_reduce"):
         real = getattr(tdist, name)
@@ -105,6 +105,9 @@ def _kmeans_worker(rank, world, port, out):
         counts.append(calls["n"])
     torch.save({"counts": counts, "centroids": km.centroids.clone()}, Path(out) / f"{rank}.pt")
     tdist.barrier()
+    # without it gloo's threads can meet interpreter exit still joinable: SIGABRT
+    # ("terminate called without an active exception") after the test's work is done
+    tdist.destroy_process_group()
 
 
 def test_kmeans_init_collectives_do_not_follow_each_ranks_host_timing(tmp_path):
