@@ -21,6 +21,7 @@ from rich.progress import (
 from rich.table import Table
 
 from cmcgns_cli import jsonio
+from cmcgns_cli.progress_fit import FitProgress
 
 err = Console(stderr=True)
 if not err.is_terminal:  # a log file: lines are never cut to 80 columns
@@ -31,21 +32,34 @@ out = Console(soft_wrap=True)
 LOG_INTERVAL_ENV = "CMCGNS_LOG_INTERVAL"  # seconds between plain log lines (default 30)
 
 
+# what stays longest as the terminal narrows (cmcgns_cli.progress_fit): name, count, ETA,
+# then the command's own columns, the bar and the elapsed time
+PRIORITY_NAME, PRIORITY_COUNT, PRIORITY_ETA = 0, 1, 2
+PRIORITY_EXTRA, PRIORITY_BAR, PRIORITY_ELAPSED = 3, 4, 9
+
+
 def progress(*extra_columns: Any) -> Progress:
-    """Progress on stderr: a Rich bar on a terminal (its full width), plain periodic lines
-    otherwise (see :class:`PlainProgress`)."""
+    """Progress on stderr: a Rich bar on a terminal that fits its width (whole columns are
+    left out by priority, see :class:`~cmcgns_cli.progress_fit.FitProgress`), plain periodic
+    lines otherwise (see :class:`PlainProgress`).
+
+    ``extra_columns``: Rich columns shown between the count and the times, each a column
+    (priority :data:`PRIORITY_EXTRA`) or a ``(column, priority)`` pair (lower = kept longer).
+    """
+    ranked = [c if isinstance(c, tuple) else (c, PRIORITY_EXTRA) for c in extra_columns]
     if not err.is_terminal:
-        return PlainProgress(*extra_columns)
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(bar_width=24),
-        MofNCompleteColumn(),
-        *extra_columns,
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        return PlainProgress(*(column for column, _ in ranked))
+    return FitProgress(
+        [
+            (TextColumn("[bold]{task.description}"), PRIORITY_NAME),
+            (BarColumn(), PRIORITY_BAR),
+            (MofNCompleteColumn(), PRIORITY_COUNT),
+            *ranked,
+            (TimeElapsedColumn(), PRIORITY_ELAPSED),
+            (TimeRemainingColumn(), PRIORITY_ETA),
+        ],
         console=err,
         transient=False,
-        expand=True,
     )
 
 

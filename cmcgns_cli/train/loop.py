@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import TextColumn
 
 from cmcgns_cli import interrupts
 from cmcgns_cli.config import Config
@@ -35,7 +34,7 @@ from cmcgns_cli.console import err, progress
 from cmcgns_cli.data.paired import PairedDataset
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.train import checkpoint as ckpt
-from cmcgns_cli.train import ddp, dist, health, speed, stop
+from cmcgns_cli.train import ddp, display, dist, health, speed, stop
 from cmcgns_cli.train.epoch_end import end_epoch, fail_nonfinite, summary
 from cmcgns_cli.train.feed import BatchFeed
 from cmcgns_cli.train.optim import build_optimizer, grad_norm_step
@@ -44,7 +43,6 @@ from cmcgns_cli.train.records import (
     MetricsLog,
     Progress,
     StepBuffer,
-    fmt_info,
     kmeans_initialized,
     kmeans_keys,
 )
@@ -252,6 +250,8 @@ class Trainer:
                     self._enter_stage(stage)
                 # per stage: the used set differs
                 self.net = ddp.wrap(self.model, self.device, accumulate=self.accumulate)
+                if not ran and dist.is_main():  # once per command, before the first bar
+                    err.print(display.legend_line(), markup=False, highlight=False, soft_wrap=True)
                 ran = True
                 self._run_stage(stage)
         finally:
@@ -299,12 +299,10 @@ class Trainer:
         epochs = self.stage_epochs(stage)
         total = self.stage_total_steps(stage)
         warmup = warmup_steps_for(float(self.tc.warmup_epochs), self.steps_per_epoch, total)
-        bar = progress(
-            TextColumn("{task.fields[info]}", markup=False, style="cyan"),
-        )
+        bar = progress(*display.columns())
         with bar if dist.is_main() else contextlib.nullcontext():
             task = bar.add_task(
-                f"stage {stage}", total=total, completed=self.prog.stage_step, info=""
+                f"stage {stage}", total=total, completed=self.prog.stage_step, info="", parts={}
             )
             while self.prog.stage_epoch < epochs and self.prog.stage_step < total:
                 self._train_epoch(stage, total, warmup, bar, task)
@@ -402,9 +400,9 @@ class Trainer:
                     self.log.write(record)
                     self._track(record)
                     if dist.is_main():
-                        bar.update(
-                            task, completed=record["stage_step"], info=fmt_info(record, stage)
-                        )
+                        parts = display.info_parts(record, stage)
+                        info = " ".join(parts.values())
+                        bar.update(task, completed=record["stage_step"], info=info, parts=parts)
                     _after_step(self, record)
                 pairs, t0 = 0, time.perf_counter()
                 if not done and stop.agreed(self.world, self.device):

@@ -24,15 +24,6 @@ from cmcgns_cli.train import dist
 # the collapse gauges (losses.global_loss.mean_pairwise_cos) for a 1-pair batch
 NULLABLE_KEYS = (*HEALTH_KEYS, "cluster_feature_cos", *COLLAPSE_KEYS)
 TERMS = ("loss", "global", "local_image", "local_text", "cluster_fn", "recon", "acc_i2t", "acc_t2i")
-SHORT = {
-    "global": "glob",
-    "local_image": "li",
-    "local_text": "lt",
-    "cluster_fn": "cfn",
-    "recon": "rec",
-    "acc_i2t": "i2t",
-    "acc_t2i": "t2i",
-}
 
 
 def kmeans_keys(state: dict[str, torch.Tensor]) -> list[str]:
@@ -146,17 +137,6 @@ class StepBuffer:
             records.append(rec)
         self.pending = []
         return records
-
-
-def fmt_info(record: dict[str, Any], stage: int) -> str:
-    """The progress bar's one-line text of a train record (short term names, pairs/s)."""
-    parts = [f"ep {record['epoch']}", f"step {record['step']}", f"loss {record['loss']:.3f}"]
-    for k in TERMS[1:]:
-        if k in record and record[k] is not None and not (k == "recon" and stage == 1):
-            parts.append(f"{SHORT[k]} {record[k]:.3f}")
-    if record.get("pairs_per_s"):
-        parts.append(f"{record['pairs_per_s']:.1f} pairs/s")
-    return " ".join(parts)
 
 
 class MetricsLog:
