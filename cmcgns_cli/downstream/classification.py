@@ -91,6 +91,7 @@ def finetune_cls(
         "n_train": int(len(chosen)),
         "n_train_available": int(len(train_rows)),
         "n_validate": int(len(val_rows)),
+        "data_image_size": int(prepared.image_size),  # px; evaluate warns on other data
         "best_epoch": fit.best_epoch,
         "best_validate": fit.best_val,
         "validate_metric": task.metric,

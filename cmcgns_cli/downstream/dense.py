@@ -172,7 +172,7 @@ def train(
                 idx = perm[start : start + batch_size]
                 terms = step_loss(idx)
                 if not torch.isfinite(terms["loss"]):
-                    raise RunFailedError(f"epoch {epoch}: loss is {float(terms['loss'])}")
+                    raise RunFailedError(f"epoch {epoch + 1}: loss is {float(terms['loss'])}")
                 opt.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 opt.step()
@@ -185,7 +185,7 @@ def train(
             value = scores[metric]
             fit.history.append(
                 {
-                    "epoch": epoch,
+                    "epoch": epoch + 1,
                     **{f"train_{k}": v / len(perm) for k, v in totals.items()},
                     **scores,
                 }
@@ -193,7 +193,7 @@ def train(
             # no finite validate score yet (no positive there): keep the latest epoch
             if (math.isfinite(value) and value > fit.best_val) or not math.isfinite(fit.best_val):
                 fit.best_val = float(value) if math.isfinite(value) else -math.inf
-                fit.best_epoch = epoch
+                fit.best_epoch = epoch + 1  # counted from 1, as pretraining counts its epochs
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     return fit

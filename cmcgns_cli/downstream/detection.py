@@ -199,6 +199,7 @@ def finetune_det(
         **dense.common_record(task, data, source, fraction, seed, full, hp, fit, chosen, flags,
                               train_rows, val_rows, sampler, pool),
         "saved_encoder": keep_encoder, "class_names": names, "input_size": det.size,
+        "data_image_size": int(prepared.image_size),  # px; evaluate warns on other data
         "anchors": det.anchors.cpu().tolist(), "anchors_rule": "YOLOv3 defaults (input pixels)",
     }  # fmt: skip
     dense.write_record(out, record)

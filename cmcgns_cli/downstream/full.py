@@ -64,12 +64,12 @@ def fit_full(
         with torch.no_grad():
             logits = head(torch.from_numpy(feats).to(device)).cpu().numpy()
         scores = score(task, targets[val_rows], logits, names)
-        fit.history.append({"epoch": epoch, **scores})
+        fit.history.append({"epoch": epoch + 1, **scores})
         value = scores[task.metric]
         # no finite validate score yet (no positive there): keep the latest epoch
         if (np.isfinite(value) and value > fit.best_val) or not np.isfinite(fit.best_val):
             fit.best_val = float(value) if np.isfinite(value) else -np.inf
-            fit.best_epoch = epoch
+            fit.best_epoch = epoch + 1  # counted from 1, as pretraining counts its epochs
             best_state = (_copy(encoder), _copy(head))
     if best_state is not None:
         encoder.load_state_dict(best_state[0])

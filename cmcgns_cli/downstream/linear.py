@@ -80,10 +80,11 @@ def fit_linear_head(
         with torch.no_grad():
             val_scores = score(task, val[1], head(x_va).numpy(), names)
         value = val_scores[task.metric]
-        best.history.append({"epoch": epoch, "train_loss": total / len(perm), **val_scores})
+        best.history.append({"epoch": epoch + 1, "train_loss": total / len(perm), **val_scores})
         # no finite validate score yet (no positive there): keep the latest epoch
         if (np.isfinite(value) and value > best.best_val) or not np.isfinite(best.best_val):
-            best.best_val, best.best_epoch = float(value) if np.isfinite(value) else -np.inf, epoch
+            best.best_val = float(value) if np.isfinite(value) else -np.inf
+            best.best_epoch = epoch + 1  # counted from 1, as pretraining counts its epochs
             best_state = {k: v.clone() for k, v in head.state_dict().items()}
     head.load_state_dict(best_state)
     return best

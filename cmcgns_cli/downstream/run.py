@@ -16,6 +16,7 @@ from cmcgns_cli import interrupts, jsonio
 from cmcgns_cli.console import emit_json, err, kv_table
 from cmcgns_cli.console import out as stdout
 from cmcgns_cli.data.prepared import atomic_write_text
+from cmcgns_cli.downstream import data_checks
 from cmcgns_cli.downstream.classification import (
     evaluate_cls,
     finetune_cls,
@@ -73,6 +74,7 @@ def run_finetune(
     if not 0.0 < fraction <= 1.0:
         raise BadInputError(f"--fraction {fraction}: must be in (0, 1], e.g. 0.01, 0.1 or 1")
     _claim_out(Path(out), overwrite)
+    data_checks.warn_finetune(Path(data), str(checkpoint))
     try:
         with interrupts.handle(deferred=False):
             record = _finetune_fn(task)(
@@ -165,6 +167,7 @@ def run_evaluate(
 def _run_evaluate(task, data, checkpoint, seeds, save_examples, prompts, dev, as_json, split,
                   annotations, out) -> None:  # fmt: skip
     if task in EVAL_ONLY_TASKS:
+        data_checks.check_split(task, Path(data), split)
         if seeds > 1:
             err.print(f"note: {task} has no training randomness; --seeds {seeds} ignored")
         result = _with_ci(
@@ -183,6 +186,7 @@ def _run_evaluate(task, data, checkpoint, seeds, save_examples, prompts, dev, as
         err.print("note: --prompts applies to zeroshot-* tasks; ignored")
     if split != "test":
         raise BadInputError(f"--split {split}: finetuned tasks are scored on the test split")
+    data_checks.warn_evaluate(Path(data), load_finetune_record(checkpoint, task), Path(checkpoint))
     dest = Path(out) if out is not None else Path(checkpoint)
     with _staged(dest) as stage:
         # every file of this evaluation is written to a staging folder and moved into place
@@ -351,6 +355,8 @@ def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         for k, v in values.items()
     }  # fmt: skip
     first = {k: v for k, v in results[0].items() if k not in ("per_image", "extra")}
+    std = {k: seed_std(v) for k, v in values.items()}
+    ci95 = results[0].get("ci95")
     summary: dict[str, Any] = {
         **first,  # the first seed's record (protocol, encoder, ...) under the summary
         "task": results[0]["task"],
@@ -365,12 +371,16 @@ def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
             for r in results
         ],  # fmt: skip
         "n_seeds": len(results),
-        # value and metrics are always the mean over the seeds (one seed: its own)
+        # one shape each: `value*` keys are the headline metric's numbers (value: its mean
+        # over the seeds, one seed: its own); metrics / mean / std / ci95 are dicts keyed by
+        # metric name (metrics is mean under its older name)
         "value": mean.get(metric),
+        "value_std": std.get(metric),
+        "value_ci95": (ci95 or {}).get(metric),
         "metrics": mean,
         "mean": mean,
-        "std": {k: seed_std(v) for k, v in values.items()},
-        "ci95": results[0].get("ci95"),
+        "std": std,
+        "ci95": ci95,
         "ci95_method": results[0].get("ci95_method"),
         "ci95_method_per_metric": results[0].get("ci95_method_per_metric"),
         "runs": [{k: v for k, v in r.items() if k not in ("per_image", "extra")} for r in results],

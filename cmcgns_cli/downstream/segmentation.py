@@ -243,6 +243,7 @@ def finetune_seg(
         **dense.common_record(task, data, source, fraction, seed, full, hp, fit, chosen, flags,
                               train_rows, val_rows, sampler, pool),
         "input_size": seg.size, "saved_encoder": keep_encoder,
+        "data_image_size": int(prepared.image_size),  # px; evaluate warns on other data
         "decoder": "smp.Unet" if seg.net.kind == "resnet" else "PUP",
         "loss": "10 x focal(gamma=2) + (1 - soft dice)",
     }  # fmt: skip

@@ -1,0 +1,132 @@
+"""One convention each: epochs count from 1, counts are integers, `value*` keys are the
+headline's numbers and metrics / mean / std / ci95 are dicts keyed by metric, a split the
+data lacks is named in evaluate's own words, and data at another size than the head's is
+warned about in one line."""
+
+from __future__ import annotations
+
+import json
+import math
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from cmcgns_cli.downstream.grounding import summarise
+from cmcgns_cli.downstream.linear import fit_linear_head
+from cmcgns_cli.downstream.results_table import results_table
+from cmcgns_cli.downstream.run import _summarise
+from cmcgns_cli.downstream.tasks import CLS_TASKS
+from tests.downstream.cls_data import write_cls_dataset
+
+
+def _chexpert_like(root: Path, size: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((120, 2)) < 0.4).astype(np.float32)
+    images = rng.integers(0, 60, size=(120, size, size), dtype=np.uint8)
+    images[labels[:, 0] > 0, : size // 2] += 150
+    images[labels[:, 1] > 0, :, size // 2 :] += 90
+    rows = [row.tolist() for row in labels]
+    return write_cls_dataset(root, "chexpert", images, rows, ["Atelectasis", "Edema"])
+
+
+def _features(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, 1)) < 0.5).astype(np.float32)
+    x = rng.normal(size=(n, 4)).astype(np.float32) + y * 1.5
+    return x, y
+
+
+def test_linear_head_epochs_count_from_one():
+    task = CLS_TASKS["rsna-cls"]
+    train, val = _features(40, 0), _features(20, 1)
+    one = fit_linear_head(task, ["p"], train, val, epochs=1, lr=0.01, batch_size=8, seed=0)
+    assert one.best_epoch == 1 and [h["epoch"] for h in one.history] == [1]
+    three = fit_linear_head(task, ["p"], train, val, epochs=3, lr=0.01, batch_size=8, seed=0)
+    assert [h["epoch"] for h in three.history] == [1, 2, 3]
+    best = max(three.history, key=lambda h: h[task.metric])  # first of the best, as kept
+    assert three.best_epoch == best["epoch"]
+
+
+def test_grounding_counts_are_integers_in_json_and_on_screen():
+    n = 17
+    rng = np.random.default_rng(0)
+    scores = {k: rng.random(n) for k in ("pointing_game", "cnr", "miou", "area")}
+    scores["cnr"][0] = np.nan  # one undefined CNR: cnr_n = 16
+    scores["iou"] = rng.random((n, 5))
+    chance = {"cnr": rng.random(n), "miou": rng.random(n)}
+    out = summarise(scores, chance, ["a"] * 9 + ["b"] * 8, n_boot=20)
+    m = out["metrics"]
+    assert type(m["n"]) is int and m["n"] == 17
+    assert type(m["cnr_n"]) is int and m["cnr_n"] == 16
+    assert type(m["pointing_game_n"]) is int and m["pointing_game_n"] == 17
+    result = {"task": "grounding-rsna", "metric": "pointing_game", "metrics": m,
+              "protocol": {"seed": 0}}  # fmt: skip
+    summary = _summarise([result])
+    assert json.loads(json.dumps(summary["mean"]))["n"] == 17  # an int in the JSON
+    term = Console(width=120, file=StringIO(), color_system=None)
+    term.print(results_table("grounding-rsna", summary))
+    text = term.file.getvalue()
+    assert "17.0000" not in text and "16.0000" not in text
+    cells = [[c.strip() for c in line.split("│")[1:3]] for line in text.splitlines()]
+    assert ["n", "17"] in cells and ["cnr_n", "16"] in cells, text
+
+
+def test_json_value_keys_are_numbers_and_stat_keys_are_dicts():
+    runs = [
+        {"task": "rsna-cls", "metric": "macro_auroc", "protocol": {"seed": s},
+         "metrics": {"macro_auroc": v, "n_test": 20}, "ci95": {"macro_auroc": [0.5, 0.9]}}
+        for s, v in ((0, 0.6), (1, 0.8))
+    ]  # fmt: skip
+    s = _summarise(runs)
+    assert s["value"] == pytest.approx(0.7)
+    assert s["value_std"] == pytest.approx(math.sqrt(0.02))  # sample sd of 0.6, 0.8
+    assert s["value_ci95"] == [0.5, 0.9]
+    for key in ("metrics", "mean", "std", "ci95"):
+        assert isinstance(s[key], dict) and "macro_auroc" in s[key], key
+    assert s["mean"]["macro_auroc"] == pytest.approx(0.7) and s["mean"]["n_test"] == 20
+    assert type(s["mean"]["n_test"]) is int
+
+
+def test_evaluate_split_the_data_lacks_is_named_in_evaluates_words(cli, tmp_path):
+    images = np.zeros((120, 16, 16), dtype=np.uint8)
+    data = write_cls_dataset(tmp_path / "mimic", "mimic", images, [[0.0]] * 120, ["x"])
+    for task in ("retrieval", "zeroshot-chexpert"):
+        res = cli("evaluate", "--task", task, "--data", data, "--checkpoint", tmp_path,
+                  "--split", "5x200")  # fmt: skip
+        assert res.exit_code == 2, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "pretraining" not in res.stderr, res.stderr
+        assert f"evaluate --task {task} --split 5x200" in lines[0]
+        assert "train (80 rows), validate (20 rows), test (20 rows)" in lines[0]
+        assert "cmcgns prepare chexpert" in lines[0]
+
+
+def _finetune(cli, data: Path, out: Path, *extra: str):
+    return cli("finetune", "--task", "chexpert-cls", "--data", data, "--checkpoint", "none",
+               "--arch", "resnet_tiny", "--out", out, "--epochs", "1", "--lr", "0.01",
+               *extra)  # fmt: skip
+
+
+def test_best_epoch_and_the_size_warning_through_the_cli(cli, tmp_path):
+    small, large = _chexpert_like(tmp_path / "s32", 32), _chexpert_like(tmp_path / "s48", 48)
+    head = tmp_path / "ft"
+    res = _finetune(cli, small, head)
+    assert res.exit_code == 0, res.stderr
+    # printed and in finetune.json: the one epoch is epoch 1
+    cells = [[c.strip() for c in line.split("│")[1:3]] for line in res.stdout.splitlines()]
+    assert ["best_epoch", "1"] in cells, res.stdout
+    record = json.loads((head / "finetune.json").read_text())
+    assert record["best_epoch"] == 1 and record["data_image_size"] == 32
+    same = cli("evaluate", "--task", "chexpert-cls", "--data", small, "--checkpoint", head,
+               "--out", tmp_path / "e1")  # fmt: skip
+    assert same.exit_code == 0 and "warning" not in same.stderr, same.stderr
+    other = cli("evaluate", "--task", "chexpert-cls", "--data", large, "--checkpoint", head,
+                "--out", tmp_path / "e2")  # fmt: skip
+    assert other.exit_code == 0, other.stderr
+    warnings = [line for line in other.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, other.stderr
+    assert "prepared at 48 px" in warnings[0] and "prepared at 32 px" in warnings[0]
+    assert str(head) in warnings[0] and "--size 32" in warnings[0]
