@@ -130,3 +130,22 @@ def test_best_epoch_and_the_size_warning_through_the_cli(cli, tmp_path):
     assert len(warnings) == 1, other.stderr
     assert "prepared at 48 px" in warnings[0] and "prepared at 32 px" in warnings[0]
     assert str(head) in warnings[0] and "--size 32" in warnings[0]
+
+
+def test_finetune_warns_when_the_run_was_pretrained_on_data_at_another_size(cli, tmp_path):
+    """The pretrain run names its dataset (config.json dataset.path); finetuning on data at
+    another size says so before anything else (here the fake run then fails to load)."""
+    small, large = _chexpert_like(tmp_path / "s32", 32), _chexpert_like(tmp_path / "s48", 48)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"dataset": {"path": str(large)}}))
+    res = cli("finetune", "--task", "chexpert-cls", "--data", small, "--checkpoint", run,
+              "--out", tmp_path / "ft")  # fmt: skip
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, res.stderr
+    assert "prepared at 32 px" in warnings[0] and "prepared at 48 px" in warnings[0]
+    assert f"the encoder in {run}" in warnings[0]
+    (run / "config.json").write_text(json.dumps({"dataset": {"path": str(small)}}))
+    res = cli("finetune", "--task", "chexpert-cls", "--data", small, "--checkpoint", run,
+              "--out", tmp_path / "ft2")  # fmt: skip
+    assert "warning:" not in res.stderr, res.stderr
