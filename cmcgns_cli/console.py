@@ -35,7 +35,7 @@ LOG_INTERVAL_ENV = "CMCGNS_LOG_INTERVAL"  # seconds between plain log lines (def
 # what stays longest as the terminal narrows (cmcgns_cli.progress_fit): name, count, ETA,
 # then the command's own columns, the bar and the elapsed time
 PRIORITY_NAME, PRIORITY_COUNT, PRIORITY_ETA = 0, 1, 2
-PRIORITY_EXTRA, PRIORITY_BAR, PRIORITY_ELAPSED = 3, 4, 9
+PRIORITY_EXTRA, PRIORITY_BAR, PRIORITY_ELAPSED = 3, 4, 99  # elapsed: first to go
 
 
 def progress(*extra_columns: Any) -> Progress:

@@ -57,6 +57,8 @@ def test_pretrain_line_fits_with_whole_columns(width, monkeypatch):
     assert _bar_width(line, "stage 2", "120/400") in (0, *range(BAR_MIN, BAR_MAX + 1))
     if width == 200:
         assert shown == PARTS  # everything fits
+    # the elapsed time (0:00:00 here; the ETA of a task not started is -:--:--) goes first
+    assert ("0:00:00" in line) == (width == 200), line
     if width <= 80:
         assert "pairs/s" not in line and "t2i" not in line  # the least useful go first
     # dropped by priority: a shown loss term means every term before it is shown too
@@ -99,3 +101,13 @@ def test_legend_names_every_short_name_once():
     for short in display.SHORT.values():
         assert len(re.findall(rf"(?:^|; |: ){short} = ", legend)) == 1, short
     assert "li = local image loss" in legend and "cfn = cluster false-negative" in legend
+
+
+def test_the_elapsed_time_goes_before_any_loss_term(monkeypatch):
+    """A stage-1 line (no rec) at 110 columns: name 7 + bar 10 + count 7 + where 13 + loss 10
+    + glob 10 + li 8 + lt 8 + cfn 9 + i2t 9 + ETA 7 + 10 gaps = 108 fits, t2i does not;
+    the elapsed time (7) must not take i2t's place."""
+    parts = display.info_parts(RECORD, 1)
+    line = _render(110, monkeypatch, *display.columns(), info="", parts=parts)
+    assert "i2t 0.250" in line and "t2i" not in line and "rec " not in line, line
+    assert "0:00:00" not in line, line
