@@ -136,7 +136,7 @@ class FeatureCache:
 
 @dataclass
 class Fit:
-    best_epoch: int = -1
+    best_epoch: int = -1  # the kept epoch, counted from 1 (-1: none yet)
     best_val: float = -math.inf
     history: list[dict] = field(default_factory=list)
 

@@ -36,7 +36,7 @@ def loss_fn(task: ClsTask) -> Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 @dataclass
 class HeadFit:
     head: nn.Linear
-    best_epoch: int
+    best_epoch: int  # the kept epoch, counted from 1 (-1: none yet)
     best_val: float
     history: list[dict] = field(default_factory=list)
 
