@@ -120,6 +120,11 @@ def test_best_epoch_and_the_size_warning_through_the_cli(cli, tmp_path):
     assert ["best_epoch", "1"] in cells, res.stdout
     record = json.loads((head / "finetune.json").read_text())
     assert record["best_epoch"] == 1 and record["data_image_size"] == 32
+    full = _finetune(cli, small, tmp_path / "full", "--full", "--json")  # encoder trained too
+    assert full.exit_code == 0, full.stderr
+    assert json.loads(full.stdout)["best_epoch"] == 1
+    history = (tmp_path / "full" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in history] == [1]
     same = cli("evaluate", "--task", "chexpert-cls", "--data", small, "--checkpoint", head,
                "--out", tmp_path / "e1")  # fmt: skip
     assert same.exit_code == 0 and "warning" not in same.stderr, same.stderr
