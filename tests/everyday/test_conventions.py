@@ -50,6 +50,25 @@ def test_linear_head_epochs_count_from_one():
     assert three.best_epoch == best["epoch"]
 
 
+def test_detection_and_segmentation_epochs_count_from_one():
+    """dense.train (detection, segmentation): the validate scores 0.2, 0.9, 0.5 keep epoch 2."""
+    import torch
+
+    from cmcgns_cli.downstream import dense
+
+    model = torch.nn.Linear(2, 1)
+    x = torch.ones(8, 2)
+    scores = iter([0.2, 0.9, 0.5])
+
+    def step_loss(idx):
+        return {"loss": model(x[torch.as_tensor(idx)]).pow(2).mean()}
+
+    fit = dense.train(model, list(model.parameters()), np.arange(8), step_loss,
+                      lambda: {"dice": next(scores)}, "dice", epochs=3, lr=0.01, batch_size=4,
+                      seed=0)  # fmt: skip
+    assert fit.best_epoch == 2 and [h["epoch"] for h in fit.history] == [1, 2, 3]
+
+
 def test_grounding_counts_are_integers_in_json_and_on_screen():
     n = 17
     rng = np.random.default_rng(0)
