@@ -74,6 +74,8 @@ def _selection_lines(config: dict[str, Any]) -> list[str]:
     ``dataset.selection_splits``); none for runs that do not record them."""
     dataset = config.get("dataset") or {}
     splits = dataset.get("selection_splits")
+    if (config.get("bundle") or {}).get("weights") == "last":
+        return ["- checkpoint: the run's last weights (not chosen by validation)"]
     if not splits:
         return []
     line = (

@@ -35,13 +35,18 @@ def selection_record(split: str, meta: dict[str, Any], root: Path) -> dict[str, 
 
 def run_selection(checkpoint: Path) -> dict[str, Any] | None:
     """The ``dataset`` block of the run's (or bundle's) ``config.json`` when it records
-    ``selection_splits``; None for runs written before it was recorded, finetuned heads and
-    unreadable configs."""
+    ``selection_splits``; None for runs written before it was recorded, finetuned heads,
+    unreadable configs, and bundles of the run's last weights (``export --weights last``:
+    no validation chose them)."""
     try:
         cfg = json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    dataset = cfg.get("dataset") if isinstance(cfg, dict) else None
+    if not isinstance(cfg, dict):
+        return None
+    if (cfg.get("bundle") or {}).get("weights") == "last":
+        return None
+    dataset = cfg.get("dataset")
     if not isinstance(dataset, dict) or not dataset.get("selection_splits"):
         return None
     return dataset

@@ -139,3 +139,17 @@ def test_the_bundle_and_its_card_say_so_and_evaluate_warns_on_it(mgca_run, cli, 
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["selection_overlap"] == ["test"]
     assert "warning: split test of mimic selected this checkpoint" in res.stderr
+
+
+def test_a_bundle_of_the_last_weights_was_not_selected(tmp_path) -> None:
+    root = _data(tmp_path, "mimic", b"manifest")
+    dataset = {"name": "mimic", "selection_splits": ["validate", "test"], "synthetic": False}
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(
+        json.dumps({"dataset": dataset, "bundle": {"weights": "last"}})
+    )
+    assert scored_selection(bundle, root, {"dataset": "mimic"}, "test") == {
+        "selection_splits": None,
+        "selection_overlap": [],
+    }
