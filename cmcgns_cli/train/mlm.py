@@ -279,15 +279,16 @@ def _fit(tr: TextPretrainer, record: dict[str, Any]) -> dict[str, Any]:
     total = tr.total_steps()
     warmup = warmup_steps_for(float(tc.warmup_epochs), tr.steps_per_epoch, total)
     pad = int(tr.tok.pad_token_id)
+    if prog["step"] < total:
+        # room for a save before the first step: the weights, Adam's two moments per
+        # trainable weight, and margins for the tokenizer and state files
+        trainable = sum(ckpt.tensor_bytes(p) for p in tr.model.parameters() if p.requires_grad)
+        first = ckpt.tensor_bytes(tr.model.state_dict()) + 2 * trainable + 8 * ckpt.MARGIN
+        check_space(tr.out, first, "the checkpoint", tr.advice())
     metrics = open(tr.out / ckpt.METRICS, "a", encoding="utf-8")  # noqa: SIM115
     t_start, tokens_run = time.perf_counter(), 0
     recent: list[float] = list(prog.get("recent", []))
     val = None
-    # room for the first save before the first step: the weights, Adam's two moments per
-    # trainable weight, and margins for the tokenizer and state files
-    trainable = sum(ckpt.tensor_bytes(p) for p in tr.model.parameters() if p.requires_grad)
-    first = ckpt.tensor_bytes(tr.model.state_dict()) + 2 * trainable + 8 * ckpt.MARGIN
-    check_space(tr.out, first, "the checkpoint", tr.advice())
     tr.model.train()
     try:
         with progress() as bar:
