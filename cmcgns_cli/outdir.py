@@ -214,9 +214,12 @@ def room_for(
     except DiskFullError:
         raise
     except Exception as exc:
-        if not is_disk_full(exc):
-            raise
         free = free_bytes(folder)
+        # a write error that does not say why, on a disk now too full for the write, is
+        # taken for a full disk too (C++ streams drop the errno)
+        short = isinstance(exc, OSError | RuntimeError) and free < needed
+        if not (is_disk_full(exc) or short):
+            raise
         raise DiskFullError(_full_message(Path(folder), needed, free, what, advice)) from None
 
 

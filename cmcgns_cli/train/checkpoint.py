@@ -130,6 +130,15 @@ def save_weights(
             tmp.unlink(missing_ok=True)
 
 
+def torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through a Python file object: given a path, torch writes with its own
+    C++ stream, whose full-disk error ("basic_ios::clear: iostream error") has no errno;
+    through a file object the ``OSError`` (ENOSPC) of the write is kept as the context of
+    torch's error, so :func:`~cmcgns_cli.outdir.is_disk_full` recognises it."""
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
     os.umask(mask)
@@ -244,9 +253,9 @@ def save_checkpoint(
     with room_for(run, needed + 4 * MARGIN, "the checkpoint", advice):
         try:
             _fresh_dir(tmp)
-            torch.save(opt_state, tmp / "optimizer.pt")
-            torch.save(scaler_state, tmp / "scaler.pt")
-            torch.save(rng_state(), tmp / "rng.pt")
+            torch_save(opt_state, tmp / "optimizer.pt")
+            torch_save(scaler_state, tmp / "scaler.pt")
+            torch_save(rng_state(), tmp / "rng.pt")
             atomic_write_json(tmp / "progress.json", progress)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

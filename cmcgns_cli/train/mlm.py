@@ -154,8 +154,8 @@ class TextPretrainer:
                 self.tok.save_pretrained(str(tmp))
                 ckpt.atomic_write_json(tmp / RECORD, record)
                 state.mkdir(parents=True)
-                torch.save(opt_state, state / "optimizer.pt")
-                torch.save(ckpt.rng_state(), state / "rng.pt")  # dropout draws from the RNG
+                ckpt.torch_save(opt_state, state / "optimizer.pt")
+                ckpt.torch_save(ckpt.rng_state(), state / "rng.pt")  # dropout draws on it
                 ckpt.atomic_write_json(state / "progress.json", self.prog)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -5,6 +5,7 @@ no partial file and the previous checkpoint whole."""
 
 from __future__ import annotations
 
+import builtins
 import errno
 import re
 import shutil
@@ -16,6 +17,7 @@ import torch
 
 from cmcgns_cli import outdir
 from cmcgns_cli.train import checkpoint as ckpt
+from tests.diskfull import FullFile
 
 MIB = 2**20
 
@@ -38,24 +40,16 @@ def _stepped(model: torch.nn.Linear, opt: torch.optim.Optimizer) -> None:
     opt.zero_grad()
 
 
-def _full_torch_save(monkeypatch: pytest.MonkeyPatch, victim: str, disk: dict[str, int]) -> None:
-    """torch.save fills the disk on the file named ``victim``, in torch's own form: a
-    RuntimeError raised while the OSError of the file write is being handled."""
-    real = torch.save
+def fill_on(monkeypatch, module, victim: str, disk: dict[str, int], left: int) -> None:
+    """``open(..., "wb")`` in ``module`` gives a :class:`FullFile` for the file named
+    ``victim`` (100 bytes of room); the real torch.save then meets the full disk."""
 
-    def save(obj, f, *args, **kwargs):
-        if Path(f).name == victim:
-            Path(f).write_bytes(b"PK\x03\x04 half a file")
-            disk["free"] = 300
-            try:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            except OSError:
-                raise RuntimeError(
-                    "[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"
-                ) from None
-        return real(obj, f, *args, **kwargs)
+    def fake_open(path, mode="r", *args, **kwargs):
+        if Path(path).name == victim and "w" in mode:
+            return FullFile(path, 100, disk, left)
+        return builtins.open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(ckpt.torch, "save", save)
+    monkeypatch.setattr(module, "open", fake_open, raising=False)
 
 
 def test_full_disk_during_a_checkpoint_keeps_the_last_one(tmp_path, monkeypatch) -> None:
@@ -71,7 +65,7 @@ def test_full_disk_during_a_checkpoint_keeps_the_last_one(tmp_path, monkeypatch)
     _stepped(model, opt)
     assert not torch.equal(model.weight, kept)
     disk = _free(monkeypatch, 10**9)  # room before the save, 300 bytes left when it failed
-    _full_torch_save(monkeypatch, "scaler.pt", disk)  # after optimizer.pt, before the weights
+    fill_on(monkeypatch, ckpt, "scaler.pt", disk, 300)  # after optimizer.pt, before weights
     with pytest.raises(outdir.DiskFullError) as info:
         ckpt.save_checkpoint(run, model_state=model.state_dict(), optimizer=opt, scaler=None,
                              progress={"step": 2, "stage": 1, "epoch": 2})  # fmt: skip

@@ -127,24 +127,23 @@ def test_full_disk_before_the_first_step_is_one_line(world, tmp_path, monkeypatc
 
 
 def test_full_disk_at_the_second_save_keeps_the_first(world, tmp_path, monkeypatch, capsys):
-    import errno
+    import builtins
     from pathlib import Path
 
+    from cmcgns_cli.train import checkpoint as ckpt
+    from tests.diskfull import FullFile
+
     out = tmp_path / "bert"
-    real, saves = torch.save, []
+    saves = []
 
-    def save(obj, f, *args, **kwargs):
-        if Path(f).name == "optimizer.pt":
-            saves.append(f)
-            if len(saves) == 2:  # the disk fills during the second save, in torch's form
-                Path(f).write_bytes(b"PK half")
-                try:
-                    raise OSError(errno.ENOSPC, "No space left on device")
-                except OSError:
-                    raise RuntimeError("[enforce fail at inline_container.cc:672]") from None
-        return real(obj, f, *args, **kwargs)
+    def fake_open(path, mode="r", *args, **kwargs):
+        if Path(path).name == "optimizer.pt":
+            saves.append(path)
+            if len(saves) == 2:  # the disk fills during the second save
+                return FullFile(path, 100, {}, 0)
+        return builtins.open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(mlm.torch, "save", save)
+    monkeypatch.setattr(ckpt, "open", fake_open, raising=False)
     code = cli(["pretrain-text", "--data", str(world), "--out", str(out), *ARGS], monkeypatch)
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 1, line
@@ -155,6 +154,6 @@ def test_full_disk_at_the_second_save_keeps_the_first(world, tmp_path, monkeypat
     )
     assert not (out / ".hf.tmp").exists() and not (out / ".state.new").exists()
     assert json.loads((out / mlm.RECORD).read_text())["steps"] == step
-    monkeypatch.setattr(mlm.torch, "save", real)
+    monkeypatch.delattr(ckpt, "open")
     assert cli(["pretrain-text", "--resume", str(out), "--json"], monkeypatch) == 0
     assert json.loads((out / mlm.RECORD).read_text())["steps"] > step
