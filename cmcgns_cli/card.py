@@ -69,6 +69,28 @@ def _image_init(cfg: Config) -> str:
     return f"`{Path(cfg.model.image_weights).name}` (sha256 `{digest}`)"
 
 
+def _selection_lines(config: dict[str, Any]) -> list[str]:
+    """The card's line on the splits that selected the weights (config.json ->
+    ``dataset.selection_splits``); none for runs that do not record them."""
+    dataset = config.get("dataset") or {}
+    splits = dataset.get("selection_splits")
+    if (config.get("bundle") or {}).get("weights") == "last":
+        return ["- checkpoint: the run's last weights (not chosen by validation)"]
+    if not splits:
+        return []
+    line = (
+        f"- checkpoint selected on: the {' + '.join(splits)} split"
+        f"{'s' if len(splits) > 1 else ''} of `{dataset.get('name') or 'the training data'}` "
+        "(pretraining validation)"
+    )
+    if [s for s in splits if s != "validate"]:
+        line += (
+            f"; scores on {' or '.join(s for s in splits if s != 'validate')} of this dataset "
+            "are not held out (`cmcgns evaluate` warns)"
+        )
+    return [line]
+
+
 def _same_run(checkpoint: str | None, run: Path) -> bool:
     if not checkpoint or checkpoint == "none":
         return False
@@ -240,6 +262,7 @@ def model_card(
         f"- image encoder init: {_image_init(cfg)}",
         f"- training pairs: {bundle['train_pairs']} (ids in `train_ids.txt`)",
         f"- training manifest sha256: `{bundle['manifest_sha256']}`",
+        *_selection_lines(config),
         f"- health: {card_line(bundle.get('health') or {})}",
         "",
         "### Non-default switches",

@@ -22,7 +22,7 @@ from cmcgns_cli.console import err, progress
 from cmcgns_cli.data.token_stats import TRUNCATION_WARN_SHARE
 from cmcgns_cli.embedding.inputs import read_reports, scan_images
 from cmcgns_cli.errors import BadInputError, RunFailedError
-from cmcgns_cli.outdir import atomic_file, check_writable
+from cmcgns_cli.outdir import RERUN, atomic_file, check_space, check_writable, room_for
 
 FORMATS = ("jsonl", "parquet", "npy")
 
@@ -142,6 +142,10 @@ def _embed(
     failed = done = 0
     truncated = {"reports": 0, "sentences": 0}
     dim = model.embed_dim
+    if out is not None:
+        # the vectors alone (N x D float32) before any work: a lower bound for every format;
+        # each file's own size is checked again right before it is written
+        check_space(Path(out).parent, total * dim * 4, Path(out).name, RERUN)
 
     def stream() -> Iterator[dict[str, Any]]:
         yield from iter_image_rows(model, paths, batch_size, local)
@@ -199,8 +203,9 @@ def _embed(
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    with atomic_file(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    data = text.encode("utf-8")
+    with room_for(path.parent, len(data), path.name, RERUN), atomic_file(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_parquet(path: Path, rows: list[dict[str, Any]], local: bool) -> None:
@@ -223,8 +228,10 @@ def write_parquet(path: Path, rows: list[dict[str, Any]], local: bool) -> None:
         cols["sentences"] = pa.array([r.get("sentences") for r in rows], pa.list_(pa.string()))
     cols["sentences_lost"] = pa.array([r.get("sentences_lost", 0) for r in rows], pa.int32())
     cols["error"] = pa.array([r["error"] for r in rows], pa.string())
-    with atomic_file(path) as tmp:
-        pq.write_table(pa.table(cols), tmp)
+    table = pa.table(cols)
+    # the uncompressed columns: float32 vectors barely compress, so about the file's size
+    with room_for(path.parent, int(table.nbytes), path.name, RERUN), atomic_file(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def npy_paths(path: Path) -> tuple[Path, Path]:
@@ -239,6 +246,10 @@ def write_npy(path: Path, rows: list[dict[str, Any]], dim: int) -> None:
         if r["embedding"] is not None:
             arr[i] = r["embedding"]
     npy, ids = npy_paths(path)
-    with atomic_file(npy, suffix=".npy") as tmp:
+    # N x D x 4 bytes and the .npy header (128 bytes for a 2-d float32 array)
+    with (
+        room_for(npy.parent, arr.nbytes + 128, npy.name, RERUN),
+        atomic_file(npy, suffix=".npy") as tmp,
+    ):
         np.save(tmp, arr)
     _atomic_text(ids, "".join(f"{r['id']}\n" for r in rows))

@@ -18,6 +18,7 @@ from cmcgns_cli.card import find_results, model_card, shareable
 from cmcgns_cli.console import emit_json, err, kv_table
 from cmcgns_cli.console import out as stdout
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.outdir import RERUN, room_for
 from cmcgns_cli.train.health import run_health
 
 TEXT_ENCODER = "text_encoder"
@@ -70,7 +71,6 @@ def run_export(
     """Write the bundle of ``run`` to ``out``; return a summary (files, sizes, metrics)."""
     from cmcgns_cli.bundle import is_bundle
     from cmcgns_cli.embedding.runs import open_run
-    from cmcgns_cli.model.encoders import export_image_encoder_state
     from cmcgns_cli.train import checkpoint as ckpt
 
     run, out = Path(run), Path(out)
@@ -86,9 +86,55 @@ def run_export(
     tmp = out.with_name(f".{out.name}.export.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
+    source = run / (f"{ckpt.BEST}/{ckpt.MODEL}" if loaded.weights == "best" else ckpt.MODEL)
+    enc = loaded.model.image_encoder
+    # the weights copied, the image encoder and the BERT written again, and a margin per
+    # file for the tokenizer, config, card, ids and checksums
+    needed = (
+        source.stat().st_size
+        + ckpt.tensor_bytes(enc.state_dict())
+        + ckpt.tensor_bytes(loaded.model.text_encoder.bert.state_dict())
+        + 4 * ckpt.MARGIN
+    )
+    with room_for(out.parent, needed, "the bundle", RERUN):
+        _write_bundle(tmp, out, run, loaded, extra, pairs, results, source, license_id)
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    summary = {
+        "bundle": str(out),
+        "run": str(run),
+        "weights": loaded.weights,
+        "files": len(files),
+        "bytes": sum((out / f).stat().st_size for f in files),
+        "train_pairs": len(pairs["train_ids"]),
+        "results": len(results),
+        "checksums": SUMS,
+    }
+    if as_json:
+        emit_json(summary)
+    else:
+        stdout.print(kv_table(f"export {run} -> {out}", summary))
+    err.print(f"wrote {len(files)} files to {out}; verify with: sha256sum -c {SUMS}")
+    return summary
+
+
+def _write_bundle(
+    tmp: Path,
+    out: Path,
+    run: Path,
+    loaded: Any,
+    extra: dict[str, Any],
+    pairs: dict[str, Any],
+    results: list[Any],
+    source: Path,
+    license_id: str,
+) -> None:
+    """Write the bundle into ``tmp`` and rename it to ``out``; on any failure (a full disk
+    included) ``tmp`` is removed and ``out`` is untouched."""
+    from cmcgns_cli.model.encoders import export_image_encoder_state
+    from cmcgns_cli.train import checkpoint as ckpt
+
     tmp.mkdir(parents=True)
     try:
-        source = run / (f"{ckpt.BEST}/{ckpt.MODEL}" if loaded.weights == "best" else ckpt.MODEL)
         shutil.copyfile(source, tmp / ckpt.MODEL)
         enc = loaded.model.image_encoder
         ckpt.save_weights(
@@ -124,20 +170,3 @@ def run_export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    summary = {
-        "bundle": str(out),
-        "run": str(run),
-        "weights": loaded.weights,
-        "files": len(files),
-        "bytes": sum((out / f).stat().st_size for f in files),
-        "train_pairs": len(pairs["train_ids"]),
-        "results": len(results),
-        "checksums": SUMS,
-    }
-    if as_json:
-        emit_json(summary)
-    else:
-        stdout.print(kv_table(f"export {run} -> {out}", summary))
-    err.print(f"wrote {len(files)} files to {out}; verify with: sha256sum -c {SUMS}")
-    return summary

@@ -10,6 +10,8 @@
   free before it starts, and allocate a large file's blocks up front (``posix_fallocate``),
   so a full disk is one line naming the folder, the bytes needed and the bytes free rather
   than a bus error half-way through a memory-mapped file.
+* :func:`room_for`: the same check before any other writer (checkpoints, embeddings,
+  bundles), and the same line when the disk fills during the write anyway.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from cmcgns_cli.errors import BadInputError, CmcgnsError
 
 LOCK = ".cmcgns.lock"
 HOLDER = ".cmcgns.lock.json"
+# the end of a full-disk message: what to do next
+RERUN = "free some space and run the same command again"
+AGAIN = RERUN + " (finished work is kept)"
 
 
 class DiskFullError(CmcgnsError):
@@ -150,20 +155,78 @@ def free_bytes(folder: str | os.PathLike[str]) -> int:
     return int(shutil.disk_usage(_existing_ancestor(Path(folder))).free)
 
 
-def check_space(folder: str | os.PathLike[str], needed: int, what: str = "") -> None:
+def check_space(
+    folder: str | os.PathLike[str], needed: int, what: str = "", advice: str = AGAIN
+) -> None:
     """Raise :class:`DiskFullError` when fewer than ``needed`` bytes are free in ``folder``.
 
-    ``what`` (e.g. ``"images.npy"``) is named in the message."""
+    ``what`` (e.g. ``"images.npy"``) is named in the message, ``advice`` ends it."""
     free = free_bytes(folder)
     if free < needed:
-        raise DiskFullError(_full_message(Path(folder), needed, free, what))
+        raise DiskFullError(_full_message(Path(folder), needed, free, what, advice))
 
 
-def _full_message(folder: Path, needed: int, free: int, what: str) -> str:
+# how the writers we call report a full disk: Python's OSError (numpy, pyarrow, text), the
+# Rust I/O error text (safetensors: "... (os error 28)"), and torch.save's RuntimeError
+# whose __context__ is the OSError of the file object it wrote to
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_FULL_TEXT = (
+    "No space left on device",
+    "Disk quota exceeded",
+    f"(os error {errno.ENOSPC})",
+    f"(os error {errno.EDQUOT})",
+)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from or during) is a full disk or an
+    exceeded quota: an ``OSError`` with ENOSPC / EDQUOT, or a library error whose text says
+    so (safetensors words it ``(os error 28)``)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in _FULL_ERRNOS:
+            return True
+        if any(text in str(cur) for text in _FULL_TEXT):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+@contextmanager
+def room_for(
+    folder: str | os.PathLike[str], needed: int, what: str = "", advice: str = AGAIN
+) -> Iterator[None]:
+    """Check that ``needed`` bytes are free in ``folder`` before the block writes
+    (:func:`check_space`), and turn a full disk met inside the block anyway, in whatever form
+    the writer reports it (:func:`is_disk_full`), into the same one-line
+    :class:`DiskFullError`. The block must remove its own partial files (write under a
+    temporary name: :func:`atomic_file`); the free space is measured after that.
+
+    Raises:
+        DiskFullError: naming ``folder``, ``what``, the bytes needed and free, and ``advice``
+            (what to do next; default: run the same command again).
+    """
+    check_space(folder, needed, what, advice)
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as exc:
+        free = free_bytes(folder)
+        # a write error that does not say why, on a disk now too full for the write, is
+        # taken for a full disk too (C++ streams drop the errno)
+        short = isinstance(exc, OSError | RuntimeError) and free < needed
+        if not (is_disk_full(exc) or short):
+            raise
+        raise DiskFullError(_full_message(Path(folder), needed, free, what, advice)) from None
+
+
+def _full_message(folder: Path, needed: int, free: int, what: str, advice: str = AGAIN) -> str:
     return (
         f"{folder}: not enough free space{' for ' + what if what else ''}: needs "
-        f"{needed:,} bytes, {free:,} bytes free; free some space and run the same command "
-        "again (finished work is kept)"
+        f"{needed:,} bytes, {free:,} bytes free; {advice}"
     )
 
 

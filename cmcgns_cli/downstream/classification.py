@@ -21,7 +21,8 @@ from cmcgns_cli.downstream.pools import cls_subset, resolve_sampler
 from cmcgns_cli.downstream.selectable import check_selectable
 from cmcgns_cli.downstream.tasks import get_cls_task
 from cmcgns_cli.errors import BadInputError
-from cmcgns_cli.train.checkpoint import save_weights
+from cmcgns_cli.outdir import RERUN, check_space
+from cmcgns_cli.train.checkpoint import MARGIN, save_weights, tensor_bytes
 
 FINETUNE_FILE = "finetune.json"
 DEFAULTS = {"epochs": 50, "lr": 5e-4, "batch_size": 48}
@@ -65,6 +66,9 @@ def finetune_cls(
         "lr": lr if lr is not None else DEFAULTS["lr"],
         "batch_size": batch_size if batch_size is not None else DEFAULTS["batch_size"],
     }
+    # room for the weights this writes, before training rather than after it
+    saved = tensor_bytes(encoder.state_dict()) if full else 0
+    check_space(out, saved + 2 * MARGIN, "the finetuned weights", RERUN)
     out.mkdir(parents=True, exist_ok=True)
     if full:
         fit = fit_full(task, names, encoder, prepared, source, targets, chosen, val_rows,

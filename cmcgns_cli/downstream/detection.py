@@ -35,7 +35,8 @@ from cmcgns_cli.downstream.tasks import get_dense_task
 from cmcgns_cli.downstream.yolo import STAGES, YoloHead, default_anchors, postprocess, yolo_loss
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.metrics import coco_detections, coco_ground_truth, mean_average_precision
-from cmcgns_cli.train.checkpoint import save_weights
+from cmcgns_cli.outdir import RERUN, check_space
+from cmcgns_cli.train.checkpoint import MARGIN, save_weights, tensor_bytes
 
 DEFAULTS = {"epochs": 50, "lr": 1e-3, "batch_size": 16}
 PRED_BATCH = 32
@@ -186,12 +187,16 @@ def finetune_det(
 
     module = det.module()
     params = [p for p in module.parameters() if p.requires_grad]
+    keep_encoder = full or source.weights_file is None
+    # room for the weights this writes, before training rather than after it
+    saved = tensor_bytes(det.head.state_dict())
+    saved += tensor_bytes(det.encoder.state_dict()) if keep_encoder else 0
+    check_space(out, saved + 2 * MARGIN, "the finetuned weights", RERUN)
     fit = dense.train(module, params, chosen, step, validate, task.metric, seed=seed, **hp)
     out.mkdir(parents=True, exist_ok=True)
     save_weights(out / "head.safetensors", det.head.state_dict())
     # A random-init encoder is saved too: evaluate then does not depend on torch's init code
     # drawing the same weights from the recorded seed on another version.
-    keep_encoder = full or source.weights_file is None
     if keep_encoder:
         save_weights(out / "encoder.safetensors", det.encoder.state_dict())
     write_subset_and_history(out, prepared, chosen, fit.history)

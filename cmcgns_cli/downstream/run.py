@@ -170,12 +170,14 @@ def _run_evaluate(task, data, checkpoint, seeds, save_examples, prompts, dev, as
         data_checks.check_split(task, Path(data), split)
         if seeds > 1:
             err.print(f"note: {task} has no training randomness; --seeds {seeds} ignored")
+        selection = _selection(task, data, checkpoint, split)
         result = _with_ci(
             _evaluate_pretrained(task, data, checkpoint, dev, prompts, split, annotations)
         )
         summary = _summarise([result])
         summary["protocol"] = result["protocol"]
         summary.update(result.get("extra", {}))
+        summary.update(selection)
         _write_metrics(out or Path(checkpoint) / "evaluate" / task, summary)
         if as_json:
             emit_json(summary)
@@ -204,6 +206,30 @@ def _run_evaluate(task, data, checkpoint, seeds, save_examples, prompts, dev, as
         emit_json(summary)
         return
     stdout.print(results_table(task, summary))
+
+
+def _selection(task: str, data: Path, checkpoint: Path, split: str) -> dict[str, Any]:
+    """``selection_splits`` / ``selection_overlap`` (``selection.scored_selection``) of a
+    retrieval or zero-shot evaluation, with the one-line warning on stderr when the scored
+    split selected the checkpoint (grounding scores its own annotations: nothing to compare)."""
+    import json
+
+    from cmcgns_cli.data.prepared import META
+    from cmcgns_cli.selection import overlap_warning, scored_selection
+
+    if task.startswith("grounding-"):
+        return {}
+    try:
+        meta = json.loads((Path(data) / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # the evaluation itself names what is wrong with the data
+    if not isinstance(meta, dict):
+        return {}
+    selection = scored_selection(Path(checkpoint), Path(data), meta, split)
+    warning = overlap_warning(selection, meta.get("dataset"), split)
+    if warning:
+        err.print(warning, markup=False, highlight=False, soft_wrap=True)
+    return selection
 
 
 def _write_metrics(folder: Path, summary: dict[str, Any]) -> None:

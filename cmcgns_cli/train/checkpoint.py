@@ -19,6 +19,12 @@ Files are written under temporary names and renamed; directories (state/, best/)
 written as ``.NAME.new`` and swapped in. ``model.safetensors`` carries the step in its
 metadata and ``load_resume`` picks the state directory whose step matches, so a crash at
 any point leaves a consistent previous checkpoint.
+
+Free space is checked against the bytes a save will write (the tensors' bytes, known
+exactly, plus a margin) before it writes anything; a disk that fills during a save anyway
+gives the same one-line :class:`~cmcgns_cli.outdir.DiskFullError`, and the partial files
+are removed, so the previous checkpoint stays whole and ``--resume`` works once space is
+freed.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from safetensors.torch import load_file, save_file
 
 from cmcgns_cli import jsonio
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.outdir import RERUN, check_space, room_for
 
 CONFIG = "config.json"
 TOKENIZER = "tokenizer"
@@ -45,6 +52,47 @@ STATE = "state"
 BEST = "best"
 IMAGE_ENCODER = "image_encoder.safetensors"
 METRICS = "metrics.jsonl"
+
+# bytes on top of the tensors' own: safetensors' JSON header, torch.save's zip records
+# (64-byte aligned) and pickles, progress.json, rng.pt
+MARGIN = 2**20
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of every tensor in ``obj`` (a tensor, or dicts / lists / tuples holding them,
+    such as a state dict or an optimizer's ``state_dict()``): ``numel * element_size``
+    summed, i.e. what safetensors and torch.save write for their data, headers aside."""
+    if isinstance(obj, torch.Tensor):
+        return int(obj.numel()) * int(obj.element_size())
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def resume_advice(run: Path) -> str:
+    """What a full disk during a pretrain checkpoint leaves, and the command that goes on."""
+    path = run / MODEL
+    if not path.is_file():
+        return "no checkpoint written yet: " + RERUN
+    step = weights_meta(path).get("step", "?")
+    return (
+        f"the last checkpoint (step {step}) is kept: free some space and continue with "
+        f"`cmcgns pretrain --resume {run}`"
+    )
+
+
+def first_checkpoint_bytes(model: torch.nn.Module, moments: int = 2) -> int:
+    """Bytes the first checkpoint of a pretrain run writes: model.safetensors and
+    best/model.safetensors (every state-dict tensor), the image encoder's copy, and the
+    optimizer's ``moments`` tensors per trainable parameter (Adam / AdamW: 2), plus
+    :data:`MARGIN` per file."""
+    state = tensor_bytes(model.state_dict())
+    trainable = sum(tensor_bytes(p) for p in model.parameters() if p.requires_grad)
+    image = getattr(model, "image_encoder", None)
+    encoder = tensor_bytes(image.state_dict()) if isinstance(image, torch.nn.Module) else 0
+    return 2 * state + encoder + moments * trainable + 4 * MARGIN
 
 
 def atomic_write_json(path: Path, payload: Any) -> None:
@@ -59,16 +107,36 @@ def _plain_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 
 def save_weights(
-    path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any] | None = None
+    path: Path,
+    state_dict: dict[str, torch.Tensor],
+    meta: dict[str, Any] | None = None,
+    advice: str = RERUN,
 ) -> None:
-    """Write a safetensors file atomically; ``meta`` values are stored as strings."""
+    """Write a safetensors file atomically; ``meta`` values are stored as strings.
+
+    Free space in the folder is checked first (the tensors' bytes + :data:`MARGIN`); a full
+    disk, before or during the write, raises :class:`~cmcgns_cli.outdir.DiskFullError` with
+    ``path`` unchanged (the old file, or none) and no temporary file left."""
     tmp = path.with_name(f".{path.name}.tmp")
     metadata = {k: str(v) for k, v in (meta or {}).items()}
-    save_file(_plain_state(state_dict), str(tmp), metadata=metadata)
-    # safetensors creates its file owner-only (0600); give it the mode of any other file
-    # the run writes (0666 minus the umask), so a shared run or bundle is readable
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
+    with room_for(path.parent, tensor_bytes(state_dict) + MARGIN, path.name, advice):
+        try:
+            save_file(_plain_state(state_dict), str(tmp), metadata=metadata)
+            # safetensors creates its file owner-only (0600); give it the mode of any other
+            # file the run writes (0666 minus the umask), so a shared run or bundle is readable
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through a Python file object: given a path, torch writes with its own
+    C++ stream, whose full-disk error ("basic_ios::clear: iostream error") has no errno;
+    through a file object the ``OSError`` (ENOSPC) of the write is kept as the context of
+    torch's error, so :func:`~cmcgns_cli.outdir.is_disk_full` recognises it."""
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def _umask() -> int:
@@ -166,18 +234,42 @@ def save_checkpoint(
     scaler: Any,
     progress: dict[str, Any],
 ) -> None:
-    """Write state/ (as .state.new) and model.safetensors, then swap state/ in."""
+    """Write state/ (as .state.new) and model.safetensors, then swap state/ in.
+
+    Free space is checked for all of it first (model, optimizer and scaler tensors +
+    :data:`MARGIN` per file): the old files stay until the new ones are whole, so this much
+    must be free on top of them.
+
+    Raises:
+        DiskFullError: not enough room, before or during the save; the partial files are
+            removed and the previous checkpoint (model.safetensors + state/) is untouched.
+    """
     step = int(progress["step"])
-    tmp = _fresh_dir(run / f".{STATE}.new")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scaler.state_dict() if scaler is not None else {}, tmp / "scaler.pt")
-    torch.save(rng_state(), tmp / "rng.pt")
-    atomic_write_json(tmp / "progress.json", progress)
-    save_weights(
-        run / MODEL,
-        model_state,
-        {"step": step, "stage": progress.get("stage"), "epoch": progress.get("epoch")},
-    )
+    opt_state = optimizer.state_dict()
+    scaler_state = scaler.state_dict() if scaler is not None else {}
+    needed = tensor_bytes(model_state) + tensor_bytes(opt_state) + tensor_bytes(scaler_state)
+    advice = resume_advice(run)
+    tmp = run / f".{STATE}.new"
+    with room_for(run, needed + 4 * MARGIN, "the checkpoint", advice):
+        try:
+            _fresh_dir(tmp)
+            torch_save(opt_state, tmp / "optimizer.pt")
+            torch_save(scaler_state, tmp / "scaler.pt")
+            torch_save(rng_state(), tmp / "rng.pt")
+            atomic_write_json(tmp / "progress.json", progress)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    try:
+        save_weights(
+            run / MODEL,
+            model_state,
+            {"step": step, "stage": progress.get("stage"), "epoch": progress.get("epoch")},
+            advice,
+        )
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _swap_dir(tmp, run / STATE)
 
 
@@ -188,16 +280,30 @@ def save_best(
     encoder_state: dict[str, torch.Tensor] | None,
     meta: dict[str, Any],
 ) -> None:
-    """Write best/ (weights + meta) and image_encoder.safetensors from the same weights."""
+    """Write best/ (weights + meta) and image_encoder.safetensors from the same weights.
+
+    Raises:
+        DiskFullError: not enough room (checked for both files first); best/ and the image
+            encoder stay as they were (a partial .best.new is removed).
+    """
+    advice = resume_advice(run)
+    needed = tensor_bytes(model_state) + tensor_bytes(encoder_state or {}) + 3 * MARGIN
+    check_space(run, needed, "the best checkpoint", advice)
     tmp = _fresh_dir(run / f".{BEST}.new")
-    save_weights(tmp / MODEL, model_state, {"step": meta.get("step"), "stage": meta.get("stage")})
-    atomic_write_json(tmp / "meta.json", meta)
+    try:
+        meta_w = {"step": meta.get("step"), "stage": meta.get("stage")}
+        save_weights(tmp / MODEL, model_state, meta_w, advice)
+        atomic_write_json(tmp / "meta.json", meta)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _swap_dir(tmp, run / BEST)
     if encoder_state is not None:
         save_weights(
             run / IMAGE_ENCODER,
             encoder_state,
             {"source": "best", **{k: meta[k] for k in ("step", "stage", "epoch") if k in meta}},
+            advice,
         )
 
 

@@ -33,6 +33,7 @@ from cmcgns_cli.config import Config
 from cmcgns_cli.console import err, progress
 from cmcgns_cli.data.paired import PairedDataset
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.outdir import check_space
 from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train import ddp, display, dist, health, speed, stop
 from cmcgns_cli.train.epoch_end import end_epoch, fail_nonfinite, summary
@@ -249,6 +250,14 @@ class Trainer:
                 else:
                     self._enter_stage(stage)
                 # per stage: the used set differs
+                if not ran and dist.is_main():
+                    # room for a checkpoint before the first step, not after an epoch
+                    check_space(
+                        self.run,
+                        ckpt.first_checkpoint_bytes(self.model),
+                        "the checkpoints",
+                        ckpt.resume_advice(self.run),
+                    )
                 self.net = ddp.wrap(self.model, self.device, accumulate=self.accumulate)
                 if not ran and dist.is_main():  # once per command, before the first bar
                     err.print(display.legend_line(), markup=False, highlight=False, soft_wrap=True)

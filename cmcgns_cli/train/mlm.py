@@ -33,6 +33,7 @@ from cmcgns_cli.config import Config
 from cmcgns_cli.console import emit_json, err, kv_table, progress
 from cmcgns_cli.console import out as stdout
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.outdir import RERUN, check_space, room_for
 from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train.mlm_data import MASK_PROB, mask_tokens, pad_batches, read_corpus
 from cmcgns_cli.train.schedule import lr_at
@@ -124,29 +125,62 @@ class TextPretrainer:
         return sum(losses) / len(losses)
 
     def save(self, record: dict[str, Any]) -> None:
-        """Weights, tokenizer and config (Hugging Face layout) into ``out``, then state/."""
-        tmp = self.out / ".hf.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
+        """Weights, tokenizer and config (Hugging Face layout) into ``out``, then state/.
+
+        Everything is written into ``.hf.tmp`` and ``.state.new`` first and only moved into
+        place when whole, after a free-space check for all of it (the weights', optimizer's
+        tensors + margins).
+
+        Raises:
+            DiskFullError: not enough room, before or during the writes; the partial folders
+                are removed and the previous save (weights + state/) is untouched.
+        """
         from cmcgns_cli.runtime import quiet_transformers
 
-        with quiet_transformers():
-            self.model.save_pretrained(str(tmp))
-        self.tok.save_pretrained(str(tmp))
+        tmp = self.out / ".hf.tmp"
         state = self.out / ".state.new"
-        shutil.rmtree(state, ignore_errors=True)
-        state.mkdir(parents=True)
-        torch.save(self.optimizer.state_dict(), state / "optimizer.pt")
-        torch.save(ckpt.rng_state(), state / "rng.pt")  # dropout draws from the global RNG
-        ckpt.atomic_write_json(state / "progress.json", self.prog)
+        opt_state = self.optimizer.state_dict()
+        needed = (
+            ckpt.tensor_bytes(self.model.state_dict())
+            + ckpt.tensor_bytes(opt_state)
+            + 8 * ckpt.MARGIN
+        )
+        try:
+            with room_for(self.out, needed, "the checkpoint", self.advice()):
+                for folder in (tmp, state):
+                    shutil.rmtree(folder, ignore_errors=True)
+                with quiet_transformers():
+                    self.model.save_pretrained(str(tmp))
+                self.tok.save_pretrained(str(tmp))
+                ckpt.atomic_write_json(tmp / RECORD, record)
+                state.mkdir(parents=True)
+                ckpt.torch_save(opt_state, state / "optimizer.pt")
+                ckpt.torch_save(ckpt.rng_state(), state / "rng.pt")  # dropout draws on it
+                ckpt.atomic_write_json(state / "progress.json", self.prog)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(state, ignore_errors=True)
+            raise
+        # only renames from here: a full disk cannot stop them half-way
         for f in tmp.iterdir():
             os.replace(f, self.out / f.name)
         tmp.rmdir()
-        ckpt.atomic_write_json(self.out / RECORD, record)
         old = self.out / ".state.old"
         if (self.out / ckpt.STATE).exists():
             os.replace(self.out / ckpt.STATE, old)
         os.replace(state, self.out / ckpt.STATE)
         shutil.rmtree(old, ignore_errors=True)
+
+    def advice(self) -> str:
+        """What a full disk during a save keeps, and the command that goes on."""
+        progress = self.out / ckpt.STATE / "progress.json"
+        if not progress.is_file():
+            return "no checkpoint written yet: " + RERUN
+        step = json.loads(progress.read_text(encoding="utf-8")).get("step", "?")
+        return (
+            f"the last checkpoint (step {step}) is kept: free some space and continue with "
+            f"`cmcgns pretrain-text --resume {self.out}`"
+        )
 
     def restore(self) -> None:
         """Optimizer and progress from ``out/state`` (weights were loaded in __init__)."""
@@ -245,6 +279,12 @@ def _fit(tr: TextPretrainer, record: dict[str, Any]) -> dict[str, Any]:
     total = tr.total_steps()
     warmup = warmup_steps_for(float(tc.warmup_epochs), tr.steps_per_epoch, total)
     pad = int(tr.tok.pad_token_id)
+    if prog["step"] < total:
+        # room for a save before the first step: the weights, Adam's two moments per
+        # trainable weight, and margins for the tokenizer and state files
+        trainable = sum(ckpt.tensor_bytes(p) for p in tr.model.parameters() if p.requires_grad)
+        first = ckpt.tensor_bytes(tr.model.state_dict()) + 2 * trainable + 8 * ckpt.MARGIN
+        check_space(tr.out, first, "the checkpoint", tr.advice())
     metrics = open(tr.out / ckpt.METRICS, "a", encoding="utf-8")  # noqa: SIM115
     t_start, tokens_run = time.perf_counter(), 0
     recent: list[float] = list(prog.get("recent", []))

@@ -32,6 +32,7 @@ from cmcgns_cli.data.tokenize import (
 )
 from cmcgns_cli.errors import BadInputError, NotBuiltError, UnhealthyRunError
 from cmcgns_cli.runtime import resolve_device
+from cmcgns_cli.selection import selection_record
 from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train import dist
 from cmcgns_cli.train import init_from as init_weights
@@ -326,6 +327,9 @@ def _train(
                 "count": prepared.meta.get("count"),
                 "train_pairs": len(train_ds),
                 "validate_pairs": len(val_ds),
+                # the splits that choose best/ (validate + test under --protocol mgca):
+                # evaluate warns when it scores one of them (selection.py)
+                **selection_record(val_split, prepared.meta, Path(data)),
             },
         }
         if init_record is not None:
@@ -363,6 +367,7 @@ def _train(
     summary = trainer.fit()
     summary["train_pairs"] = len(train_ds)
     summary["validate_pairs"] = len(val_ds)
+    summary["selection_splits"] = [s for s in val_split.split("+") if s]
     summary["reports_truncated"] = window.truncated
     summary["sentences_lost"] = window.sentences_lost
     if not dist.is_main():

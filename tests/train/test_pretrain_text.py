@@ -105,3 +105,55 @@ def test_refuses_a_folder_that_is_not_empty(world, tmp_path, monkeypatch) -> Non
     code = cli(["pretrain-text", "--data", str(world), "--out", str(out), *ARGS], monkeypatch)
     assert code == 2
     assert sorted(p.name for p in out.iterdir()) == ["segmenter.safetensors"]
+
+
+def test_full_disk_before_the_first_step_is_one_line(world, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from cmcgns_cli import outdir
+
+    monkeypatch.setattr(outdir.shutil, "disk_usage",
+                        lambda p: shutil._ntuple_diskusage(10**12, 10**12 - 999, 999))  # fmt: skip
+    out = tmp_path / "bert"
+    code = cli(["pretrain-text", "--data", str(world), "--out", str(out), *ARGS], monkeypatch)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1
+    assert line.startswith(f"error: {out}: not enough free space for the checkpoint: needs ")
+    assert line.endswith(
+        " bytes, 999 bytes free; no checkpoint written yet: free some space and run the same "
+        "command again"
+    )
+    assert not (out / "model.safetensors").exists() and not (out / "state").exists()
+
+
+def test_full_disk_at_the_second_save_keeps_the_first(world, tmp_path, monkeypatch, capsys):
+    import builtins
+    from pathlib import Path
+
+    from cmcgns_cli.train import checkpoint as ckpt
+    from tests.diskfull import FullFile
+
+    out = tmp_path / "bert"
+    saves = []
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        if Path(path).name == "optimizer.pt":
+            saves.append(path)
+            if len(saves) == 2:  # the disk fills during the second save
+                return FullFile(path, 100, {}, 0)
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "open", fake_open, raising=False)
+    code = cli(["pretrain-text", "--data", str(world), "--out", str(out), *ARGS], monkeypatch)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1, line
+    step = json.loads((out / "state" / "progress.json").read_text())["step"]
+    assert step > 0 and line.endswith(
+        f"; the last checkpoint (step {step}) is kept: free some space and continue with "
+        f"`cmcgns pretrain-text --resume {out}`"
+    )
+    assert not (out / ".hf.tmp").exists() and not (out / ".state.new").exists()
+    assert json.loads((out / mlm.RECORD).read_text())["steps"] == step
+    monkeypatch.delattr(ckpt, "open")
+    assert cli(["pretrain-text", "--resume", str(out), "--json"], monkeypatch) == 0
+    assert json.loads((out / mlm.RECORD).read_text())["steps"] > step

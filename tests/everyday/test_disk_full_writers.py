@@ -1,0 +1,236 @@
+"""A full disk for every writer other than prepare: checkpoints, finetuned weights,
+embeddings and bundles check the free space before they write (one line naming the folder,
+the bytes needed and the bytes free), and a disk that fills during the write anyway leaves
+no partial file and the previous checkpoint whole."""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cmcgns_cli import outdir
+from cmcgns_cli.train import checkpoint as ckpt
+from tests.diskfull import FullFile
+
+MIB = 2**20
+
+
+def _free(monkeypatch: pytest.MonkeyPatch, free: int) -> dict[str, int]:
+    """shutil.disk_usage reports ``free`` bytes free, or what the returned dict's ``"free"``
+    is changed to (a simulated write that fills the disk lowers it)."""
+    state = {"free": free}
+
+    def usage(path):
+        return shutil._ntuple_diskusage(10**13, 10**13 - state["free"], state["free"])
+
+    monkeypatch.setattr(outdir.shutil, "disk_usage", usage)
+    return state
+
+
+def _stepped(model: torch.nn.Linear, opt: torch.optim.Optimizer) -> None:
+    model(torch.randn(3, 10)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+
+
+def fill_on(monkeypatch, module, victim: str, disk: dict[str, int], left: int) -> None:
+    """``open(..., "wb")`` in ``module`` gives a :class:`FullFile` for the file named
+    ``victim`` (100 bytes of room); the real torch.save then meets the full disk."""
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        if Path(path).name == victim and "w" in mode:
+            return FullFile(path, 100, disk, left)
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(module, "open", fake_open, raising=False)
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_last_one(tmp_path, monkeypatch) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(10, 5)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    _stepped(model, opt)
+    ckpt.save_checkpoint(run, model_state=model.state_dict(), optimizer=opt, scaler=None,
+                         progress={"step": 1, "stage": 1, "epoch": 1})  # fmt: skip
+    kept = model.weight.detach().clone()
+    _stepped(model, opt)
+    assert not torch.equal(model.weight, kept)
+    disk = _free(monkeypatch, 10**9)  # room before the save, 300 bytes left when it failed
+    fill_on(monkeypatch, ckpt, "scaler.pt", disk, 300)  # after optimizer.pt, before weights
+    with pytest.raises(outdir.DiskFullError) as info:
+        ckpt.save_checkpoint(run, model_state=model.state_dict(), optimizer=opt, scaler=None,
+                             progress={"step": 2, "stage": 1, "epoch": 2})  # fmt: skip
+    # Linear(10, 5): 55 float32 weights = 220 bytes; AdamW: exp_avg and exp_avg_sq (2 x 220)
+    # and a float32 step per parameter (2 x 4); no scaler; 4 MiB of margin (4 files)
+    needed = 220 + 2 * 220 + 2 * 4 + 4 * MIB
+    assert str(info.value) == (
+        f"{run}: not enough free space for the checkpoint: needs {needed:,} bytes, 300 bytes "
+        f"free; the last checkpoint (step 1) is kept: free some space and continue with "
+        f"`cmcgns pretrain --resume {run}`"
+    )
+    assert sorted(p.name for p in run.iterdir()) == ["model.safetensors", "state"]
+    state = ckpt.load_resume(run)
+    assert state["progress"]["step"] == 1 and torch.equal(state["model"]["weight"], kept)
+
+
+def test_full_disk_inside_safetensors_leaves_the_old_weights(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "model.safetensors"
+    ckpt.save_weights(path, {"w": torch.zeros(5, 11)})
+    before = path.read_bytes()
+
+    def full(state, filename, metadata=None):
+        Path(filename).write_bytes(b"half")
+        disk["free"] = 123
+        raise Exception(  # safetensors' own error type, worded as it words ENOSPC
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    monkeypatch.setattr(ckpt, "save_file", full)
+    disk = _free(monkeypatch, 10**9)
+    with pytest.raises(outdir.DiskFullError) as info:
+        ckpt.save_weights(path, {"w": torch.ones(5, 11)})
+    assert str(info.value) == (
+        f"{tmp_path}: not enough free space for model.safetensors: needs {55 * 4 + MIB:,} "
+        "bytes, 123 bytes free; free some space and run the same command again"
+    )
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_other_errors_are_not_called_a_full_disk(tmp_path, monkeypatch) -> None:
+    def broken(state, filename, metadata=None):
+        raise ValueError("tensor is not contiguous")
+
+    monkeypatch.setattr(ckpt, "save_file", broken)
+    with pytest.raises(ValueError, match="not contiguous"):
+        ckpt.save_weights(tmp_path / "m.safetensors", {"w": torch.zeros(2)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_first_checkpoint_bytes_by_hand() -> None:
+    class Pair(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.image_encoder = torch.nn.Linear(4, 3)  # 15 floats: 60 bytes
+            self.text = torch.nn.Linear(2, 2)  # 6 floats: 24 bytes, frozen
+            self.text.requires_grad_(False)
+            self.register_buffer("centroids", torch.zeros(2, 3, dtype=torch.float64))  # 48
+
+    # model.safetensors and best/ (2 x 132), the encoder copy (60), Adam's two moments of
+    # the trainable weights (2 x 60), 4 MiB of margin
+    assert ckpt.first_checkpoint_bytes(Pair()) == 2 * 132 + 60 + 2 * 60 + 4 * MIB
+
+
+def test_pretrain_checks_the_space_before_the_first_step(trained, cli, tmp_path, monkeypatch):
+    data, _ = trained
+    run = tmp_path / "run"
+    _free(monkeypatch, 1000)
+    res = cli("pretrain", "--data", data, "--out", run, "--preset", "tiny", "--stage1-epochs", "1",
+              "--set", "data.image_size=64", "--set", "data.crop_size=64")  # fmt: skip
+    assert res.exit_code == 1, res.stderr
+    line = res.stderr.strip().splitlines()[-1]
+    found = re.fullmatch(
+        rf"error: {re.escape(str(run))}: not enough free space for the checkpoints: needs "
+        r"([\d,]+) bytes, 1,000 bytes free; no checkpoint written yet: free some space and "
+        r"run the same command again",
+        line,
+    )
+    assert found, line
+    # at least the weights twice (last and best) and the 4 MiB margin: more than a tiny
+    # model's ~1 M float32 weights could be without the check
+    assert int(found.group(1).replace(",", "")) > 4 * MIB + 2 * 4 * 10**6
+    assert not (run / ckpt.MODEL).exists() and not (run / ckpt.STATE).exists()
+
+
+def test_finetune_checks_the_space_before_training(head, cli, tmp_path, monkeypatch) -> None:
+    data, _ = head
+    out = tmp_path / "ft"
+    _free(monkeypatch, 1000)
+    res = cli("finetune", "--task", "chexpert-cls", "--data", data, "--checkpoint", "none",
+              "--arch", "resnet_tiny", "--out", out, "--epochs", "1")  # fmt: skip
+    assert res.exit_code == 1, res.stderr
+    # a linear probe writes head.safetensors only: the 2 MiB margin
+    assert res.stderr.strip() == (
+        f"error: {out}: not enough free space for the finetuned weights: needs {2 * MIB:,} "
+        "bytes, 1,000 bytes free; free some space and run the same command again"
+    )
+    assert not (out / "head.safetensors").exists()
+
+
+def _images(data: Path, folder: Path, n: int) -> None:
+    import cv2
+
+    from cmcgns_cli.data.prepared import open_prepared
+
+    p = open_prepared(data)
+    folder.mkdir()
+    for r in p.split_indices("test")[:n]:
+        cv2.imwrite(str(folder / f"{p.manifest['id'].iat[r]}.png"), np.asarray(p.images[r]))
+
+
+def test_embed_checks_n_by_d_by_4_before_any_work(trained, cli, tmp_path, monkeypatch):
+    data, run = trained
+    _images(data, tmp_path / "img", 3)
+    out = tmp_path / "vec.npy"
+    _free(monkeypatch, 100)
+    res = cli("embed", "--checkpoint", run, "--images", tmp_path / "img", "--out", out)
+    assert res.exit_code == 1, res.stderr
+    # 3 images x 64 dimensions x 4 bytes (float32)
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path}: not enough free space for vec.npy: needs 768 bytes, 100 bytes "
+        "free; free some space and run the same command again"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img"]
+
+
+def test_embed_disk_full_while_writing_keeps_the_old_file(trained, cli, tmp_path, monkeypatch):
+    data, run = trained
+    _images(data, tmp_path / "img", 3)
+    out = tmp_path / "vec.npy"
+    out.write_bytes(b"an earlier result")
+    real = np.save
+
+    def full(file, arr, *args, **kwargs):
+        Path(file).write_bytes(b"\x93NUMPY half")
+        disk["free"] = 64
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full)
+    disk = _free(monkeypatch, 10**9)
+    res = cli("embed", "--checkpoint", run, "--images", tmp_path / "img", "--out", out)
+    monkeypatch.setattr(np, "save", real)
+    assert res.exit_code == 1, res.stderr
+    # 3 x 64 x 4 bytes and the 128-byte .npy header
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path}: not enough free space for vec.npy: needs 896 bytes, 64 bytes "
+        "free; free some space and run the same command again"
+    )
+    assert out.read_bytes() == b"an earlier result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img", "vec.npy"]
+
+
+def test_export_checks_the_bundle_size_first(trained, cli, tmp_path, monkeypatch) -> None:
+    data, run = trained
+    out = tmp_path / "bundle"
+    _free(monkeypatch, 5000)
+    res = cli("export", run, "--out", out, "--data", data)
+    assert res.exit_code == 1, res.stderr
+    line = res.stderr.strip().splitlines()[-1]
+    found = re.fullmatch(
+        rf"error: {re.escape(str(tmp_path))}: not enough free space for the bundle: needs "
+        r"([\d,]+) bytes, 5,000 bytes free; free some space and run the same command again",
+        line,
+    )
+    assert found, line
+    # at least the copied weights and the 4 MiB margin
+    weights = (run / ckpt.BEST / ckpt.MODEL).stat().st_size
+    assert int(found.group(1).replace(",", "")) > weights + 4 * MIB
+    assert list(tmp_path.iterdir()) == []
