@@ -66,7 +66,7 @@ class RawJPEGPairs(Dataset):
         rng = np.random.default_rng([ds.seed, ds.epoch, row])
         ids, sidx, n = ds.tokens.encode(row, ds.max_length, ds.max_sentences)
         return {
-            "image": ds.transform(square, rng),
+            "pixels": ds.pixels(square, rng),
             "input_ids": ids,
             "sentence_index": sidx,
             "num_sentences": n,
