@@ -9,9 +9,15 @@ feeds the same pairs through two DataLoaders with the same workers, batch and ou
 * raw: decode the full JPEG with OpenCV, resize the longer side to 256 and pad (what peers'
   loaders do every step), then the same crop and jitter.
 
+Then the batches as the worker processes hand them over (shared memory; on CUDA then
+pinned and copied): the model-ready collate (float32 (B, 3, 224, 224), normalised on the
+CPU, what the trainer shipped before issue 31) against the wire collate (1-channel uint8
+pixels, normalised in the main process as the trainer does on the device): bytes per batch
+and batches/s, normalisation included.
+
 Prints images/s for both and the ratio; the last line is the ratio. Not a test.
 
-    python bench/bench_loader.py [--n 48] [--workers 2] [--epochs 2]
+    python bench/bench_loader.py [--n 48] [--workers 2] [--epochs 2] [--skip-raw]
 """
 
 from __future__ import annotations
@@ -93,12 +99,43 @@ def rate(ds: Dataset, pad: int, workers: int, batch: int, epochs: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def collate_rate(
+    ds: Dataset, pad: int, workers: int, batch: int, epochs: int, wire: bool
+) -> tuple[float, int, int]:
+    """(batches/s, image bytes a batch, all bytes a batch) with ``PadCollate(pad, wire)``;
+    a wire batch is normalised after it arrives (``speed.to_device`` on the CPU)."""
+    from cmcgns_cli.train import speed
+
+    loader = DataLoader(
+        ds,
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        collate_fn=PadCollate(pad, wire=wire),
+        persistent_workers=workers > 0,
+    )
+    for _ in loader:  # warm-up epoch
+        pass
+    t0 = time.perf_counter()
+    n = image_bytes = all_bytes = 0
+    for _ in range(epochs):
+        for b in loader:
+            image_bytes = int(b["pixels" if wire else "images"].nbytes)
+            all_bytes = sum(int(v.nbytes) for v in b.values() if isinstance(v, torch.Tensor))
+            if wire:
+                b = speed.to_device(b, torch.device("cpu"), False)
+            n += 1
+    return n / (time.perf_counter() - t0), image_bytes, all_bytes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=48)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--skip-raw", action="store_true", help="only the collate comparison")
     args = ap.parse_args()
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-loader-"))
@@ -127,12 +164,22 @@ def main() -> None:
         else:
             paths = [jpgs[str(i)] for i in man["id"]]
         pad = tok.pad_token_id
-        fast = rate(paired, pad, args.workers, args.batch, args.epochs)
-        slow = rate(RawJPEGPairs(paired, paths), pad, args.workers, args.batch, args.epochs)
         print(
             f"{len(paired)} pairs, 2500x3000 JPEG sources, 224 px crops, workers={args.workers}, "
             f"batch={args.batch}, cpus={os.cpu_count()}"
         )
+        old = collate_rate(paired, pad, args.workers, args.batch, args.epochs, wire=False)
+        new = collate_rate(paired, pad, args.workers, args.batch, args.epochs, wire=True)
+        for name, (bps, img, total) in (("float32 3-channel", old), ("uint8 1-channel", new)):
+            print(
+                f"{name:18s} batches: {img / 2**20:6.2f} MiB images, {total / 2**20:6.2f} MiB "
+                f"in all a batch, {bps:6.2f} batches/s"
+            )
+        print(f"bytes a batch {old[2] / new[2]:.1f}x fewer, batches/s {new[0] / old[0]:.2f}x")
+        if args.skip_raw:
+            return
+        fast = rate(paired, pad, args.workers, args.batch, args.epochs)
+        slow = rate(RawJPEGPairs(paired, paths), pad, args.workers, args.batch, args.epochs)
         print(f"prepared memmap loader : {fast:8.1f} images/s")
         print(f"raw JPEG decode+resize : {slow:8.1f} images/s")
         print(f"ratio prepared / raw: {fast / slow:.1f}x")

@@ -177,7 +177,10 @@ def _collectives_worker(rank: int, world: int, port: int, out: str) -> None:
 
     calls = _counting(tdist)
     res: dict = {"agree": _agree(rank, world, tdist, calls)}
-    for form in ("reduce_scatter", "refused"):
+    for form in ("gloo", "reduce_scatter", "refused"):
+        # gloo sums rows by all_reduce + slice (its faster form); the others act as a backend
+        # with reduce_scatter (NCCL), then as one that refuses it
+        dist._ALL_REDUCE_BACKENDS = {"gloo"} if form == "gloo" else set()
         if form == "refused":  # a backend without reduce_scatter (gloo in older torch)
 
             def refuse(*a, **k):
@@ -228,7 +231,7 @@ def test_gather_backward_sums_every_ranks_gradient_for_its_rows(collectives):
         # loss_q = sum(W_q * cat(x_0, x_1)) on rank q: d/dx_r of sum_q loss_q is
         # sum_q W_q[rows of r], e.g. rank 1 row 0 = W_0[2] + W_1[2] = (6..8) + (13, 15, 17)
         want = sum(_weights(q)[r * ROWS : (r + 1) * ROWS] for q in (0, 1))
-        for form in ("reduce_scatter", "refused"):
+        for form in ("gloo", "reduce_scatter", "refused"):
             torch.testing.assert_close(got[form]["gathered"], torch.cat(xs))
             assert got[form]["offset"] == r * ROWS
             torch.testing.assert_close(got[form]["grad"], want, rtol=0, atol=0)
@@ -237,6 +240,10 @@ def test_gather_backward_sums_every_ranks_gradient_for_its_rows(collectives):
         assert got["reduce_scatter"]["calls"]["reduce_scatter_single"] == 1
         assert got["reduce_scatter"]["calls"]["all_reduce"] == 0
         assert got["reduce_scatter"]["remembered"] is True
-        # ... all_reduce + slice where it refuses, and the refusal is remembered
+        # ... all_reduce + slice on gloo, untried ...
+        assert got["gloo"]["calls"]["all_reduce"] == 1
+        assert got["gloo"]["calls"]["reduce_scatter_single"] == 0
+        assert got["gloo"]["remembered"] is None
+        # ... and where the backend refuses it, the refusal remembered
         assert got["refused"]["calls"]["all_reduce"] == 1
         assert got["refused"]["remembered"] is False
