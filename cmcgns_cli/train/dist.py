@@ -5,6 +5,7 @@ then a no-op or the identity. Under ``torchrun`` (``WORLD_SIZE`` > 1 in the envi
 :func:`setup` opens the process group (NCCL on CUDA, gloo on CPU) and pins each process to
 GPU ``LOCAL_RANK``. The cross-rank pieces the model needs (gather with gradient, SUM
 all-reduce, broadcast from rank 0) are here; ``train/ddp.py`` wires them into the model.
+:func:`max_over_ranks` is the feed's host-side agreement on a batch's sentence slots.
 """
 
 from __future__ import annotations
@@ -196,8 +197,8 @@ def reduce_scatter_rows(grad: Tensor, n: int) -> Tensor:
 
 
 class _GatherWithGrad(torch.autograd.Function):
-    """all_gather along dim 0; backward sums every rank's gradient for this rank's rows (one
-    reduce_scatter, :func:`reduce_scatter_rows`)."""
+    """all_gather along dim 0; backward sums every rank's gradient for this rank's rows
+    (:func:`reduce_scatter_rows`: one reduce_scatter on NCCL, all_reduce + slice on gloo)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: ANN401
