@@ -4,7 +4,8 @@ ResNet-50 + a BERT-base-sized text encoder built from a config (``text_encoder=s
 768 hidden, 12 layers, 12 heads, 3072 intermediate, vocab 30522), 224 px crops from 256 px
 prepared images, batch 64, the full stage-2 objective (global + local image + local text with
 cross-modal k-means + CM-MIR). Data: a prepared dataset of random-content images and random
-reports written to a temp dir, read by the real PairedDataset/DataLoader (pinned, workers).
+reports written to a temp dir, read by the real PairedDataset/DataLoader (pinned, workers;
+1-channel uint8 batches normalised on the device, as the trainer ships them).
 
 The training step is the loop's: bf16 autocast and channels_last on CUDA, fused AdamW, no
 host read inside the step (the loss is read once at the end). ``--compile`` and
@@ -111,7 +112,7 @@ def main() -> None:
         ds = PairedDataset(prepared, "train", token_cache(prepared, tok, tmp), cfg.data, True)
         loader = torch.utils.data.DataLoader(
             ds, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
-            collate_fn=PadCollate(tok.pad_token_id), pin_memory=cuda,
+            collate_fn=PadCollate(tok.pad_token_id, wire=True), pin_memory=cuda,
             prefetch_factor=4 if workers else None, persistent_workers=workers > 0,
         )  # fmt: skip
         torch.manual_seed(0)

@@ -2,7 +2,7 @@
 printing ``FIGURE name: value`` lines that the script collects. They run on CUDA when it is
 there and on the CPU otherwise (to check the script itself on a machine without a GPU).
 
-    python bench/gpu_check.py versions | world DIR | resume DIR DATA | bf16 | syncs
+    python bench/gpu_check.py versions | world DIR | resume DIR DATA | bf16 | syncs [DATA]
 """
 
 from __future__ import annotations
@@ -112,9 +112,10 @@ def bf16() -> None:
     figure("bf16_assignments_equal", bool(torch.equal(a0, a1)))
 
 
-def syncs() -> None:
+def syncs(data: str | None = None) -> None:
     """Host syncs in one training step of the tiny model after warm-up (CUDA's sync debug
-    mode warns once per synchronising call); 'n/a' on the CPU."""
+    mode warns once per synchronising call); 'n/a' on the CPU. With ``data`` (the ``world``
+    part's dataset) also those of one validation pass over its validate split."""
     from cmcgns_cli.config import preset
     from cmcgns_cli.model.cmcgns import CMCGNS
     from tests.model.cmcgns_test_helpers import make_batch
@@ -139,19 +140,70 @@ def syncs() -> None:
         step()
     if dev.type != "cuda":
         figure("host_syncs_per_step", "n/a (no CUDA)")
+    else:
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                step()
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        lines = [str(w.message).splitlines()[0] for w in caught if "synchron" in str(w.message)]
+        figure("host_syncs_per_step", len(lines))
+        for line in sorted(set(lines)):
+            print(f"  sync: {line}")
+    if data is not None:
+        _validation_syncs(Path(data))
+
+
+def _validation_syncs(data: Path) -> None:
+    """Host syncs of one validation pass of the tiny model (batch 4) after a warm-up pass:
+    the terms are read once per pass, retrieval scoring reads its similarity chunks."""
+    import tempfile
+
+    from cmcgns_cli.config import preset
+    from cmcgns_cli.data import tokenize as tk
+    from cmcgns_cli.data.paired import PairedDataset
+    from cmcgns_cli.data.prepared import open_prepared
+    from cmcgns_cli.model.cmcgns import CMCGNS
+    from cmcgns_cli.train.feed import BatchFeed
+    from cmcgns_cli.train.retrieval import report_keys
+    from cmcgns_cli.train.validate import validate
+
+    if not (data / "manifest.parquet").is_file():
+        figure("host_syncs_per_validation", f"n/a (no dataset at {data})")
         return
-    torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            step()
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
-    lines = [str(w.message).splitlines()[0] for w in caught if "synchron" in str(w.message)]
-    figure("host_syncs_per_step", len(lines))
-    for line in sorted(set(lines)):
-        print(f"  sync: {line}")
+    dev = _device()
+    prepared = open_prepared(data)
+    sents = [s for row in prepared.manifest["sentences"] for s in row]
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = tk.train_wordpiece(sents, 300, Path(tmp) / "tok")
+        cache = tk.token_cache(prepared, tok, fallback_dir=Path(tmp))  # used inside only
+        cfg = preset("tiny")
+        cfg.data.image_size = cfg.data.crop_size = 64
+        ds = PairedDataset(prepared, "validate", cache, cfg.data, train=False)
+        model = CMCGNS(cfg, len(tok)).to(dev)
+        amp = bool(cfg.train.amp) and dev.type == "cuda"  # as the trainer would run it
+        feed = BatchFeed(dev, 4, 1, 0, 0, tok.pad_token_id, False, amp, False)
+        keys = report_keys(ds)
+        validate(model, feed, ds, keys, 2)  # warm-up
+        figure("validation_batches", -(-len(ds) // 4))
+        if dev.type != "cuda":
+            figure("host_syncs_per_validation", "n/a (no CUDA)")
+            return
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                validate(model, feed, ds, keys, 2)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        lines = [str(w.message).splitlines()[0] for w in caught if "synchron" in str(w.message)]
+        figure("host_syncs_per_validation", len(lines))
+        for line in sorted(set(lines)):
+            print(f"  validation sync: {line}")
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ if need transformers cv2 pandas && part world 30 "$PY" bench/gpu_check.py world 
         --set loss.clustering=false --max-steps 3 --stage1-epochs 1 --stage2-epochs 1 --json
 fi
 part bf16 40 "$PY" bench/gpu_check.py bf16
-part syncs 40 "$PY" bench/gpu_check.py syncs
+part syncs 40 "$PY" bench/gpu_check.py syncs "$WORK/world"  # the validation pass too
 if need transformers cv2 pandas; then
     part bench 150 "$PY" bench/bench_pretrain_gpu.py --preset "$BENCH_PRESET" \
         --steps 30 --warmup 10 --trainer

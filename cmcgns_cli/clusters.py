@@ -147,7 +147,7 @@ def cluster_table(
     if limit and len(ds) > limit:
         idx = np.sort(np.random.default_rng(0).choice(len(ds), limit, replace=False))
     loader = DataLoader(Subset(ds, idx.tolist()), batch_size=batch_size, shuffle=False,
-                        collate_fn=PadCollate(cache.pad_id))  # fmt: skip
+                        collate_fn=PadCollate(cache.pad_id, wire=True))  # fmt: skip
     col = prepared.manifest["sentences"]
     ids = prepared.manifest["id"]
     authors_rule = prepared.meta.get("sentence_split") == "authors"

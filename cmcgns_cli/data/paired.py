@@ -3,7 +3,9 @@
 Batch contract (what ``collate_paired`` returns, and what ``CMCGNS.forward`` reads):
 
 * ``images``: float (B, 3, H, W), grayscale repeated to 3 channels, normalised with mean 0.5
-  and std 0.5 (values in [-1, 1]);
+  and std 0.5 (values in [-1, 1]); with ``wire=True`` the collate gives ``pixels`` instead,
+  (B, 1, H, W) before normalisation (see below), and :func:`model_images` makes ``images`` of
+  it on the device;
 * ``input_ids``, ``attention_mask``: long (B, L), ``[CLS] sentence0 sentence1 ... [SEP]``
   padded to the longest report of the batch;
 * ``sentence_index``: long (B, L), -1 on [CLS]/[SEP]/padding, ``s`` on the tokens of sentence s;
@@ -12,6 +14,16 @@ Batch contract (what ``collate_paired`` returns, and what ``CMCGNS.forward`` rea
 
 Augmentation randomness is a pure function of (seed, epoch, row), so a batch is the same
 whatever the number of DataLoader workers and whether the run was resumed.
+
+Pixels on the wire: a dataset item carries ``pixels`` (1, crop, crop), the crop before
+normalisation. It is uint8 (the stored bytes) where the crop only selects stored pixels (the
+prepared side equals ``data.image_size`` and the transform is the centre crop or
+``random_crop``), and float32 in [0, 1] where something interpolates or scales the
+intensities (a resize to ``data.image_size``, ``resized_crop``'s resize and jitter), whose
+values are not whole bytes. Either way the normalised image equals, bit for bit, what
+normalising on the CPU gave: ``byte * float32(1/255)``, then ``(v - 0.5) / 0.5``, in float32
+(:func:`model_images`). The trainer ships a 224 px batch as 1 byte per pixel instead of 3
+float32 channels (12 x fewer bytes through shared memory and PCIe; 3 x fewer on the float path).
 """
 
 from __future__ import annotations
@@ -104,48 +116,90 @@ class PairedDataset(Dataset):
         row = int(self.rows[k])
         augmenting = self.augment != "none"
         rng = np.random.default_rng([self.seed, self.epoch, row]) if augmenting else None
-        image = self.transform(np.asarray(self.images[row]), rng)
+        pixels = self.pixels(np.asarray(self.images[row]), rng)
         ids, sidx, n = self.tokens.encode(row, self.max_length, self.max_sentences)
         return {
-            "image": image,
+            "pixels": pixels,
             "input_ids": ids,
             "sentence_index": sidx,
             "num_sentences": n,
             "index": row,
         }
 
-    def transform(self, arr: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
-        """uint8 (S, S) -> float (1, crop, crop) in [-1, 1].
+    def pixels(self, arr: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
+        """uint8 (S, S) -> the crop before normalisation, (1, crop, crop): uint8 when it only
+        selects stored pixels, else float32 in [0, 1] (see the module docstring and
+        :func:`crop_pixels`)."""
+        return crop_pixels(arr, self.image_size, self.crop_size, self.augment, rng)
 
-        ``rng`` None: the centre crop (validation, ``augment = none``). Otherwise by
-        ``data.augment``: ``random_crop`` takes a crop x crop window at a uniformly drawn
-        offset of the image_size letterbox, pixels untouched (the authors' training
-        transform: a random crop, no resize, flip or intensity change); ``resized_crop``
-        takes a random area 0.6-1.0 / aspect 3/4-4/3 window resized to crop, then contrast
-        x(1 +- 0.2) and brightness +- 0.1."""
-        img = np.asarray(arr, dtype=np.float32) * (1.0 / 255.0)
-        size, crop = self.image_size, self.crop_size
-        img = _resize(img, size, size)
-        if rng is None:
-            top = (size - crop) // 2
-            img = img[top : top + crop, top : top + crop]
-        elif self.augment == "random_crop":
-            y0, x0 = (int(v) for v in rng.integers(0, size - crop + 1, size=2))
-            img = img[y0 : y0 + crop, x0 : x0 + crop]
-        else:
-            area = size * size * rng.uniform(*CROP_SCALE)
-            ratio = math.exp(rng.uniform(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])))
-            w = min(size, max(8, int(round(math.sqrt(area * ratio)))))
-            h = min(size, max(8, int(round(math.sqrt(area / ratio)))))
-            y0 = int(rng.integers(0, size - h + 1))
-            x0 = int(rng.integers(0, size - w + 1))
-            img = _resize(img[y0 : y0 + h, x0 : x0 + w], crop, crop)
-            mean = float(img.mean())
-            c = 1.0 + rng.uniform(-CONTRAST, CONTRAST)
-            b = rng.uniform(-BRIGHTNESS, BRIGHTNESS)
-            img = np.clip((img - mean) * c + mean + b, 0.0, 1.0)
-        out = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
-        return out.sub_(0.5).div_(0.5).unsqueeze(0)
+    def transform(self, arr: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
+        """uint8 (S, S) -> float (1, crop, crop) in [-1, 1]: :func:`crop_pixels` normalised
+        (:func:`normalise_pixels`)."""
+        augment = getattr(self, "augment", "none")
+        return normalise_pixels(crop_pixels(arr, self.image_size, self.crop_size, augment, rng))
+
+
+def crop_pixels(
+    arr: np.ndarray, size: int, crop: int, augment: str, rng: np.random.Generator | None
+) -> torch.Tensor:
+    """A stored image (uint8 (S, S)) -> the crop the model sees, before normalisation:
+    (1, crop, crop), uint8 when the crop only selects stored pixels (``S == size`` and the
+    centre crop or ``random_crop``), else float32 in [0, 1].
+
+    ``rng`` None: the centre crop (validation, ``augment = none``). Otherwise by
+    ``augment``: ``random_crop`` takes a crop x crop window at a uniformly drawn offset of
+    the ``size`` letterbox, pixels untouched (the authors' training transform: a random crop,
+    no resize, flip or intensity change); ``resized_crop`` takes a random area 0.6-1.0 /
+    aspect 3/4-4/3 window resized to crop, then contrast x(1 +- 0.2) and brightness +- 0.1.
+    The stored image is first resized to ``size`` x ``size`` when its side differs (OpenCV,
+    on the float intensities: the result is not whole bytes, so that crop ships as float32).
+    """
+    exact = (
+        arr.dtype == np.uint8
+        and arr.shape == (size, size)
+        and (rng is None or augment == "random_crop")
+    )
+    # the bytes themselves where nothing interpolates; else float intensities, as always
+    img = arr if exact else _resize(np.asarray(arr, dtype=np.float32) * (1.0 / 255.0), size, size)
+    if rng is None:
+        top = (size - crop) // 2
+        img = img[top : top + crop, top : top + crop]
+    elif augment == "random_crop":
+        y0, x0 = (int(v) for v in rng.integers(0, size - crop + 1, size=2))
+        img = img[y0 : y0 + crop, x0 : x0 + crop]
+    else:
+        area = size * size * rng.uniform(*CROP_SCALE)
+        ratio = math.exp(rng.uniform(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])))
+        w = min(size, max(8, int(round(math.sqrt(area * ratio)))))
+        h = min(size, max(8, int(round(math.sqrt(area / ratio)))))
+        y0 = int(rng.integers(0, size - h + 1))
+        x0 = int(rng.integers(0, size - w + 1))
+        img = _resize(img[y0 : y0 + h, x0 : x0 + w], crop, crop)
+        mean = float(img.mean())
+        c = 1.0 + rng.uniform(-CONTRAST, CONTRAST)
+        b = rng.uniform(-BRIGHTNESS, BRIGHTNESS)
+        img = np.clip((img - mean) * c + mean + b, 0.0, 1.0)
+    if exact:  # a copy: the window may be a read-only view of the memory-mapped file
+        return torch.from_numpy(np.array(img, dtype=np.uint8, order="C")).unsqueeze(0)
+    return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).unsqueeze(0)
+
+
+def normalise_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels (any shape; uint8 bytes or float32 intensities in [0, 1]) -> float32 of the same
+    shape in [-1, 1]: ``byte * float32(1/255)`` for uint8, then ``(v - 0.5) / 0.5`` (mean 0.5,
+    std 0.5, the authors' normalisation). A new tensor; runs on the tensor's device."""
+    x = pixels.float().mul_(1.0 / 255.0) if pixels.dtype == torch.uint8 else pixels.float()
+    return x.sub(0.5).div_(0.5)
+
+
+def model_images(pixels: torch.Tensor) -> torch.Tensor:
+    """A ``pixels`` batch (B, 1, H, W), uint8 or float32 in [0, 1] -> the model's ``images``:
+    float32 (B, 3, H, W), normalised (:func:`normalise_pixels`), the grey channel repeated
+    to 3, contiguous (what the stock 3-channel backbones read). Runs on the tensor's device:
+    the trainer calls it after the copy, so the batch crosses as 1 channel."""
+    if pixels.dim() != 4 or pixels.shape[1] != 1:
+        raise ValueError(f"pixels must be (B, 1, H, W), not {tuple(pixels.shape)}")
+    return normalise_pixels(pixels).expand(-1, 3, -1, -1).contiguous()
 
 
 AUGMENTS = ("random_crop", "resized_crop", "none")
@@ -176,8 +230,14 @@ def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
     )
 
 
-def collate_paired(items: list[dict[str, Any]], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Stack images and pad token sequences to the longest of the batch."""
+def collate_paired(
+    items: list[dict[str, Any]], pad_id: int = 0, *, wire: bool = False
+) -> dict[str, torch.Tensor]:
+    """Stack images and pad token sequences to the longest of the batch.
+
+    ``wire`` False: ``images`` float32 (B, 3, H, W) in [-1, 1], ready for the model. ``wire``
+    True: ``pixels`` (B, 1, H, W) as the items carry them (uint8, or float32 in [0, 1] when
+    any item is float), for :func:`model_images` on the device after the copy."""
     b = len(items)
     length = max(len(it["input_ids"]) for it in items)
     input_ids = torch.full((b, length), int(pad_id), dtype=torch.long)
@@ -188,9 +248,12 @@ def collate_paired(items: list[dict[str, Any]], pad_id: int = 0) -> dict[str, to
         input_ids[i, :n] = torch.from_numpy(it["input_ids"])
         attention[i, :n] = 1
         sentence_index[i, :n] = torch.from_numpy(it["sentence_index"])
-    images = torch.stack([it["image"] for it in items]).expand(-1, 3, -1, -1).contiguous()
+    pixels = [it["pixels"] for it in items]
+    if any(p.dtype != torch.uint8 for p in pixels):  # one dtype per batch: bytes -> [0, 1]
+        pixels = [p.float().mul_(1.0 / 255.0) if p.dtype == torch.uint8 else p for p in pixels]
+    stacked = torch.stack(pixels)
     return {
-        "images": images,
+        **({"pixels": stacked} if wire else {"images": model_images(stacked)}),
         "input_ids": input_ids,
         "attention_mask": attention,
         "sentence_index": sentence_index,
@@ -200,13 +263,15 @@ def collate_paired(items: list[dict[str, Any]], pad_id: int = 0) -> dict[str, to
 
 
 class PadCollate:
-    """Picklable ``collate_fn`` bound to a pad id (for DataLoader workers)."""
+    """Picklable ``collate_fn`` bound to a pad id (for DataLoader workers); ``wire`` as in
+    :func:`collate_paired`."""
 
-    def __init__(self, pad_id: int) -> None:
+    def __init__(self, pad_id: int, wire: bool = False) -> None:
         self.pad_id = int(pad_id)
+        self.wire = bool(wire)
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return collate_paired(items, self.pad_id)
+        return collate_paired(items, self.pad_id, wire=self.wire)
 
 
 class EpochSampler(Sampler[int]):

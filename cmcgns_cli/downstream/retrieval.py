@@ -38,7 +38,7 @@ def pair_embeddings(run: Any, ds: PairedDataset, batch_size: int = 64) -> tuple[
     from cmcgns_cli.train.retrieval import report_keys
 
     loader = DataLoader(
-        ds, batch_size=batch_size, shuffle=False, collate_fn=PadCollate(ds.tokens.pad_id)
+        ds, batch_size=batch_size, shuffle=False, collate_fn=PadCollate(ds.tokens.pad_id, wire=True)
     )
     imgs, txts = [], []
     for batch in loader:

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cmcgns_cli.data.paired import model_images
+
 
 @torch.no_grad()
 def image_embeddings(model: torch.nn.Module, images: torch.Tensor) -> dict[str, object]:
@@ -33,8 +35,13 @@ def text_embeddings(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> d
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """``batch`` on ``device``; a ``wire`` batch's 1-channel ``pixels`` become the model's
+    ``images`` after the copy (``data.paired.model_images``)."""
     # num_sentences stays on the CPU: the model reads S from it without a device sync
-    return {k: (v if k == "num_sentences" else v.to(device)) for k, v in batch.items()}
+    out = {k: (v if k == "num_sentences" else v.to(device)) for k, v in batch.items()}
+    if "pixels" in out:
+        out["images"] = model_images(out.pop("pixels"))
+    return out
 
 
 @torch.no_grad()

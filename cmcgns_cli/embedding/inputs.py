@@ -188,7 +188,7 @@ class TextPrep:
             ids, sidx, n = cache.encode(r, self.max_length, self.max_sentences)
             out.append(
                 {
-                    "image": torch.zeros(1, 1, 1),
+                    "pixels": torch.zeros(1, 1, 1, dtype=torch.uint8),
                     "input_ids": ids,
                     "sentence_index": sidx,
                     "num_sentences": n,

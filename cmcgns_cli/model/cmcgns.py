@@ -212,8 +212,23 @@ class CMCGNS(nn.Module):
         (the exponentiated learned inverse temperature, detached). Only ``loss`` carries
         gradients meant for ``backward``.
         """
-        lc = self.cfg.loss
         img, txt = self._encode(batch)
+        return self._objective(batch, img, txt, stage)
+
+    def forward_with_globals(
+        self, batch: dict[str, Tensor], stage: int = 1
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """:meth:`forward`'s loss dict and, from the same encoding, the batch's global image
+        and report embeddings (two (B, D) unit vectors, row i of each from pair i). The
+        validation pass scores retrieval on them instead of encoding the batch again."""
+        img, txt = self._encode(batch)
+        return self._objective(batch, img, txt, stage), img["global"], txt["global"]
+
+    def _objective(
+        self, batch: dict[str, Tensor], img: dict[str, object], txt: dict[str, Tensor], stage: int
+    ) -> dict[str, Tensor]:
+        """The loss dict of :meth:`forward` from the encoders' outputs."""
+        lc = self.cfg.loss
         local, sents, mask = img["local"], txt["sentences"], txt["sentence_mask"]
         zero = local.new_zeros((), dtype=torch.float32)
         out = dict.fromkeys(LOSS_KEYS, zero)

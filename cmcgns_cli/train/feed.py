@@ -26,10 +26,8 @@ class BatchFeed:
     """Loader settings of one run.
 
     ``batch_size`` is per process; ``world`` the number of processes; ``drop_last`` drops a
-    partial last training batch (always under DDP, so every rank steps together);
-    ``sentence_slots`` is the fixed number of sentence columns every rank pads to under DDP
-    (``data.max_sentences``, so gathered tensors line up); ``amp`` turns on bf16 autocast
-    (CUDA only); ``channels_last`` moves images to NHWC (CUDA only).
+    partial last training batch (always under DDP, so every rank steps together); ``amp``
+    turns on bf16 autocast (CUDA only); ``channels_last`` moves images to NHWC (CUDA only).
     """
 
     device: torch.device
@@ -39,7 +37,6 @@ class BatchFeed:
     workers: int
     pad_id: int
     drop_last: bool
-    sentence_slots: int
     amp: bool
     channels_last: bool
 
@@ -65,22 +62,31 @@ class BatchFeed:
             sampler=sampler,
             drop_last=train and self.drop_last,
             num_workers=self.workers,
-            collate_fn=PadCollate(self.pad_id),
+            collate_fn=PadCollate(self.pad_id, wire=True),  # 1-channel pixels: see to_device
             generator=gen,
             worker_init_fn=seed_worker,
             pin_memory=cuda,
             prefetch_factor=4 if cuda and self.workers > 0 else None,
         )
 
-    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """``batch`` on the run's device (images NHWC when ``channels_last``)."""
-        if self.world > 1:  # every rank pads to the same sentence slots (gathered columns)
-            batch["sentence_slots"] = self.sentence_slots
-        elif isinstance(batch.get("num_sentences"), torch.Tensor):
-            # one process: the batch's own maximum, read on the host before the copy (free);
-            # the model's static fallback on a device would pad to data.max_sentences (about
-            # 80 % padding in MIMIC-CXR-sized reports)
-            batch["sentence_slots"] = max(1, int(batch["num_sentences"].max()))
+    def to_device(self, batch: dict[str, Any], *, across_ranks: bool = True) -> dict[str, Any]:
+        """``batch`` on the run's device: the loader's 1-channel ``pixels`` become the model's
+        normalised 3-channel ``images`` there (NHWC when ``channels_last``), and
+        ``sentence_slots`` is set to the batch's most sentences.
+
+        The sentence count is read on the host before the copy (free); the model's static
+        fallback on a device would pad every report to ``data.max_sentences`` (about 80 %
+        padding in MIMIC-CXR-sized reports; padded slots are masked, so the count changes
+        no loss). Under DDP with ``across_ranks`` the ranks agree on the largest count (one
+        MAX all-reduce of a scalar on the host, ``dist.max_over_ranks``) so that the gathered
+        sentence tensors line up; every rank must then call this at the same step. The
+        validation pass (rank 0 alone) passes ``across_ranks=False``."""
+        n = batch.get("num_sentences")
+        if isinstance(n, torch.Tensor) and n.device.type == "cpu":
+            slots = max(1, int(n.max())) if n.numel() else 1
+            if self.world > 1 and across_ranks:
+                slots = dist.max_over_ranks(slots)
+            batch["sentence_slots"] = slots
         return speed.to_device(batch, self.device, self.channels_last)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:

@@ -118,7 +118,6 @@ class Trainer:
             workers=int(cfg.data.workers),
             pad_id=train_ds.tokens.pad_id,
             drop_last=drop_last,
-            sentence_slots=int(cfg.data.max_sentences),
             amp=bool(self.tc.amp) and cuda,
             channels_last=bool(self.tc.channels_last) and cuda,
         )

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from cmcgns_cli.data.paired import PadCollate, PairedDataset
 from cmcgns_cli.errors import RunFailedError
+from cmcgns_cli.train import speed
 
 
 def _pick_global(x: Any) -> torch.Tensor:
@@ -111,11 +112,11 @@ def validation_top1(
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
-        collate_fn=PadCollate(dataset.tokens.pad_id),
+        collate_fn=PadCollate(dataset.tokens.pad_id, wire=True),
     )
     imgs, txts = [], []
     for batch in loader:
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = speed.to_device(batch, device, False)  # 1-channel pixels normalised there
         i, t = global_embeddings(model, batch)
         imgs.append(i)
         txts.append(t)

@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from cmcgns_cli.data.paired import model_images
+
 
 def _checkpointed(forward: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
     if torch.is_grad_enabled():
@@ -114,11 +116,17 @@ def apply(model: nn.Module, tc: Any, device: torch.device, world: int = 1) -> di
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool) -> dict:
-    """Move a (pinned) batch without blocking; images NHWC when ``channels_last``."""
+    """Move a (pinned) batch without blocking; images NHWC when ``channels_last``.
+
+    A batch collated with ``wire=True`` crosses as ``pixels`` (B, 1, H, W), uint8 where the
+    crop is whole bytes: the model's 3-channel normalised ``images`` are made of it here, on
+    ``device`` after the copy (``data.paired.model_images``, equal to the CPU collate's)."""
     out = {
         k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
         for k, v in batch.items()
     }
+    if "pixels" in out:
+        out["images"] = model_images(out.pop("pixels"))
     if channels_last and out["images"].dim() == 4:
         out["images"] = out["images"].contiguous(memory_format=torch.channels_last)
     return out

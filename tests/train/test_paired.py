@@ -7,7 +7,7 @@ import torch
 
 from cmcgns_cli.config import preset
 from cmcgns_cli.data import tokenize as tk
-from cmcgns_cli.data.paired import EpochSampler, PairedDataset, collate_paired
+from cmcgns_cli.data.paired import EpochSampler, PairedDataset, collate_paired, normalise_pixels
 from cmcgns_cli.data.prepared import open_prepared, write_prepared
 from cmcgns_cli.errors import BadInputError
 
@@ -56,14 +56,14 @@ def test_augmentation_is_a_function_of_seed_epoch_row(parts):
     prepared, _, cache, cfg = parts
     a = PairedDataset(prepared, "train", cache, cfg.data, train=True, seed=1)
     b = PairedDataset(prepared, "train", cache, cfg.data, train=True, seed=1)
-    assert torch.equal(a[4]["image"], b[4]["image"])
+    assert torch.equal(a[4]["pixels"], b[4]["pixels"])
     b.set_epoch(1)
-    assert not torch.equal(a[4]["image"], b[4]["image"])
+    assert not torch.equal(a[4]["pixels"], b[4]["pixels"])
     ev = PairedDataset(prepared, "validate", cache, cfg.data, train=False)
-    assert torch.equal(ev[0]["image"], ev[0]["image"])
+    assert torch.equal(ev[0]["pixels"], ev[0]["pixels"])
     img = torch.from_numpy(np.asarray(prepared.images[ev.rows[0]], dtype=np.float32)) / 255
     center = img[8:56, 8:56] * 2 - 1  # no resize needed at 64 px: a plain center crop
-    torch.testing.assert_close(ev[0]["image"][0], center)
+    torch.testing.assert_close(normalise_pixels(ev[0]["pixels"])[0], center)
 
 
 def test_sampler_order_depends_only_on_seed_and_epoch():

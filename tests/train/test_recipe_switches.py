@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from cmcgns_cli.config import config_from_dict, preset, resolve
 from cmcgns_cli.data import tokenize as tk
-from cmcgns_cli.data.paired import PairedDataset
+from cmcgns_cli.data.paired import PairedDataset, normalise_pixels
 from cmcgns_cli.data.prepared import open_prepared, write_prepared
 from cmcgns_cli.train import loop as loop_mod
 from cmcgns_cli.train.optim import build_optimizer, grad_norm_step
@@ -136,7 +136,7 @@ def test_random_crop_is_an_untouched_window_at_a_random_offset(ramp):
     full = ramp[2]
     offsets = set()
     for epoch in range(6):
-        out = _dataset(ramp, "random_crop", epoch=epoch)[0]["image"][0].numpy()
+        out = normalise_pixels(_dataset(ramp, "random_crop", epoch=epoch)[0]["pixels"])[0].numpy()
         assert out.shape == (48, 48)
         found = _windows(full, out)
         assert len(found) == 1, found  # the pixels themselves: no resize, no intensity change
@@ -146,10 +146,10 @@ def test_random_crop_is_an_untouched_window_at_a_random_offset(ramp):
 
 def test_resized_crop_jitters_and_none_is_the_centre_crop(ramp):
     full = ramp[2]
-    jittered = _dataset(ramp, "resized_crop")[0]["image"][0].numpy()
+    jittered = normalise_pixels(_dataset(ramp, "resized_crop")[0]["pixels"])[0].numpy()
     assert jittered.shape == (48, 48) and _windows(full, jittered) == []
     for train in (True, False):
-        centre = _dataset(ramp, "none", train=train)[0]["image"][0].numpy()
+        centre = normalise_pixels(_dataset(ramp, "none", train=train)[0]["pixels"])[0].numpy()
         np.testing.assert_allclose(centre, full[8:56, 8:56], atol=1e-6)
 
 
