@@ -1,0 +1,369 @@
+"""Does each part of CM-CGNS help? The ablation grid on a world where false negatives matter.
+
+The world: ``cmcgns synth --normal-share 0.65`` (the real IU X-ray share of in-batch pairs
+whose reports state the same findings, 0.430, is matched by 0.65 normal studies), drawn at
+96 px and prepared at 64 px: MIMIC-style pairs to pretrain on, and CheXpert-, RSNA- and
+SIIM-style labelled worlds for the downstream tasks. Each cell pretrains the ``tiny`` preset
+(64 px, 8 clusters, ``--epochs`` stage-1 + stage-2 epochs) with one arm's switches, from
+scratch or warm-started from the recipe of ``bench/warm_start.py`` (``--warm DIR``), and
+scores it:
+
+- CheXpert-style linear probe at 1 % and 10 % labels (macro AUROC), RSNA detection mAP and
+  SIIM segmentation Dice at 10 % labels (``finetune`` + ``evaluate``, the published rules);
+- image-to-report retrieval R@1 / R@10 on the held-out MIMIC-style test split;
+- zero-shot CheXpert-style AUROC (test split, the built-in prompts);
+- cluster NMI / purity of the train sentences against the synthetic truth
+  (``cmcgns clusters --truth``), and the run's health gauges (summary ``health``) and the
+  last epoch's false-negative pair share (``fn_pair_share`` in metrics.jsonl).
+
+Every finished cell is one line of ``WORK/cells.jsonl``; a rerun skips the cells already
+there (``--shard K/N`` splits the pending cells between parallel processes). ``--report``
+prints the mean and sd over seeds per arm and task, and runs ``cmcgns compare`` (paired
+bootstrap) of the full objective against global-only, per seed and task, into
+``WORK/compare.jsonl`` (also resumable).
+
+    python bench/ablation_study.py --work W --warm WARM [--seeds 0,1,2] [--shard 0/2]
+    python bench/ablation_study.py --work W --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import shutil
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+# --set switches of each arm (cmcgns_cli/config.py: LossConfig). Stage 2 always runs; an arm
+# "without CM-MIR" zeroes its weight, so every arm trains the same number of epochs.
+ARMS: dict[str, list[str]] = {
+    "default": [],
+    "clean": ["loss.variant=clean"],
+    "global": [
+        "loss.w_local_image=0",
+        "loss.w_local_text=0",
+        "loss.clustering=false",
+        "loss.w_recon=0",
+    ],  # fmt: skip
+    "global_local": ["loss.clustering=false", "loss.w_recon=0"],
+    "global_local_cluster": ["loss.w_recon=0"],
+}
+INITS = ("scratch", "warm")
+# (name, task, fraction): the finetuned measures; each is scored by `evaluate` on test
+FINETUNED = (
+    ("probe_1", "chexpert-cls", 0.01),
+    ("probe_10", "chexpert-cls", 0.1),
+    ("det_10", "rsna-det", 0.1),
+    ("seg_10", "siim-seg", 0.1),
+)
+SCORES = ("probe_1", "probe_10", "det_10", "det_10_coco", "seg_10", "R@1", "R@10", "zeroshot")
+GAUGES = ("nmi", "purity", "fn_pair_share", "clusters_nonempty", "text_cos", "collapsed")
+MEASURES = SCORES + GAUGES
+# the tasks `compare` pairs full vs global-only on: (measure, task, what it compares)
+COMPARED = (
+    ("probe_1", "chexpert-cls"),
+    ("probe_10", "chexpert-cls"),
+    ("det_10", "rsna-det"),
+    ("seg_10", "siim-seg"),
+    ("R@10", "retrieval"),
+    ("zeroshot", "zeroshot-chexpert"),
+)
+WORLD = {"mimic": 300, "chexpert": 1000, "rsna": 400, "siim": 400}  # studies per layout
+FOLDERS = {"mimic": "mimic-cxr-jpg", "chexpert": "chexpert", "rsna": "rsna", "siim": "siim"}
+SOURCE_SIZE, IMAGE_SIZE, NORMAL_SHARE = 96, 64, 0.65
+OPTIONS = {"protocol": "mgca", "min_words": 3, "polygon_box": "pole"}
+
+
+# ---------------------------------------------------------------- bookkeeping (tested)
+
+
+def cell_key(init: str, arm: str, seed: int) -> str:
+    """The identity of one cell in ``cells.jsonl``."""
+    return f"{init}/{arm}/seed{seed}"
+
+
+def read_done(path: Path) -> dict[str, dict[str, Any]]:
+    """The finished cells of a JSON Lines file, by ``key``; a torn last line (a process
+    killed mid-write) is ignored, so that cell runs again."""
+    done: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "key" in row:
+            done[row["key"]] = row
+    return done
+
+
+def pending(cells: list[tuple[str, str, int]], done: dict[str, Any], shard: tuple[int, int]
+            ) -> list[tuple[str, str, int]]:  # fmt: skip
+    """This shard's cells (every N-th from K of the whole list, so that shards never share
+    one however many are done) not yet in ``done``, in order."""
+    k, n = shard
+    return [c for c in cells[k::n] if cell_key(*c) not in done]
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """One finished cell as one line (a single append: parallel shards do not interleave)."""
+    with path.open("a") as fh:
+        fh.write(json.dumps(row, default=str) + "\n")
+
+
+def mean_sd(values: list[float | None]) -> tuple[float | None, float | None, int]:
+    """Mean, sample sd (n - 1; None for one value) and count of the non-missing values."""
+    xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not xs:
+        return None, None, 0
+    m = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else None
+    return m, sd, len(xs)
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, tuple]]:
+    """``{(init, arm): {measure: (mean, sd, n_seeds)}}`` over the cells' ``measures``."""
+    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by[(r["init"], r["arm"])].append(r["measures"])
+    return {
+        group: {m: mean_sd([x.get(m) for x in ms]) for m in MEASURES} for group, ms in by.items()
+    }
+
+
+def fmt_cell(stat: tuple) -> str:
+    m, sd, n = stat
+    if m is None:
+        return "-"
+    return f"{m:.3f}" if sd is None else f"{m:.3f} ± {sd:.3f}"
+
+
+# ---------------------------------------------------------------- the world and one cell
+
+
+def quiet() -> contextlib.AbstractContextManager:
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def world(work: Path) -> Path:
+    """Draw and prepare the four layouts once (``WORK/world/<layout>``)."""
+    from cmcgns_cli.data.prepare import run_prepare
+    from cmcgns_cli.synth import run_synth
+
+    base = work / "world"
+    for layout, n in WORLD.items():
+        if (base / layout / "meta.json").is_file():
+            continue
+        raw = work / "raw" / layout
+        with quiet():
+            if not raw.is_dir():
+                run_synth(out=raw, n=n, seed=0, layouts=[layout], image_size=SOURCE_SIZE,
+                          normal_share=NORMAL_SHARE, as_json=True)  # fmt: skip
+            run_prepare(layout, src=raw / FOLDERS[layout], out=base / layout, size=IMAGE_SIZE,
+                        workers=0, options=OPTIONS, as_json=True)  # fmt: skip
+    return base
+
+
+def _pretrain(run: Path, data: Path, arm: str, init: str, seed: int, epochs: tuple[int, int],
+              warm: Path | None) -> dict[str, Any]:  # fmt: skip
+    from cmcgns_cli.config import apply_overrides, preset
+    from cmcgns_cli.config_values import parse_set
+    from cmcgns_cli.train.run import run_pretrain
+
+    cfg = preset("tiny")
+    sets = [*ARMS[arm], f"data.image_size={IMAGE_SIZE}", f"data.crop_size={IMAGE_SIZE}",
+            "loss.num_clusters=8", f"train.stage1_epochs={epochs[0]}",
+            f"train.stage2_epochs={epochs[1]}", f"train.seed={seed}"]  # fmt: skip
+    if init == "warm":
+        if warm is None:
+            raise SystemExit("warm cells need --warm DIR (bench/warm_start.py --out DIR)")
+        sets += [f"model.image_weights={warm / 'image_weights.safetensors'}",
+                 f"model.text_encoder={warm / 'bert'}"]  # fmt: skip
+    apply_overrides(cfg, parse_set(sets), source="--set")
+    if run.exists():
+        shutil.rmtree(run)
+    with quiet():
+        return run_pretrain(cfg, data=data, out=run, resume=None, nproc=1, as_json=True)
+
+
+def _evaluate(task: str, data: Path, ckpt: Path, out: Path | None = None) -> dict[str, Any]:
+    from cmcgns_cli.downstream.run import run_evaluate
+
+    with quiet():
+        run_evaluate(task=task, data=data, checkpoint=ckpt, seeds=1, save_examples=0,
+                     prompts=None, device="cpu", workers=0, as_json=True, out=out)  # fmt: skip
+    where = out or (ckpt / "evaluate" / task if task in ("retrieval", "zeroshot-chexpert")
+                    else ckpt)  # fmt: skip
+    return json.loads((where / "metrics.json").read_text())
+
+
+def _last_epoch_mean(metrics: Path, key: str) -> float | None:
+    rows = [json.loads(x) for x in metrics.read_text().splitlines()]
+    rows = [r for r in rows if r.get("kind") == "train" and r.get(key) is not None]
+    if not rows:
+        return None
+    last = (rows[-1]["stage"], rows[-1]["epoch"])
+    vals = [r[key] for r in rows if (r["stage"], r["epoch"]) == last]
+    return sum(vals) / len(vals)
+
+
+def run_cell(work: Path, base: Path, init: str, arm: str, seed: int, epochs: tuple[int, int],
+             ft_epochs: int, warm: Path | None) -> dict[str, Any]:  # fmt: skip
+    """Pretrain one cell and score it; returns its ``cells.jsonl`` row."""
+    from cmcgns_cli.clusters import run_clusters
+    from cmcgns_cli.downstream.run import run_finetune
+
+    t0 = time.time()
+    cell = work / "cells" / init / arm / f"seed{seed}"
+    run = cell / "run"
+    summary = _pretrain(run, base / "mimic", arm, init, seed, epochs, warm)
+    seconds = {"pretrain": round(time.time() - t0, 1)}
+    m: dict[str, Any] = {}
+    for name, task, fraction in FINETUNED:
+        t = time.time()
+        ft = cell / name
+        data = base / {"chexpert-cls": "chexpert", "rsna-det": "rsna", "siim-seg": "siim"}[task]
+        with quiet():
+            run_finetune(task=task, data=data, checkpoint=str(run), out=ft, fraction=fraction,
+                         full=False, image_weights=None,
+                         epochs=None if task == "chexpert-cls" else ft_epochs, lr=None,
+                         batch_size=None, device="cpu", seed=0, workers=0, as_json=True,
+                         overwrite=True)  # fmt: skip
+        got = _evaluate(task, data, ft)
+        m[name] = got["value"]
+        if task == "rsna-det":  # the published rule scores no image when nothing passes
+            # objectness 0.5 (mAP null); pycocotools over every test image always scores
+            m["det_10_coco"] = got["metrics"]["map_coco"]
+        seconds[name] = round(time.time() - t, 1)
+    t = time.time()
+    ret = _evaluate("retrieval", base / "mimic", run)["metrics"]
+    m["R@1"], m["R@10"] = ret["i2t_R@1"], ret["i2t_R@10"]
+    m["zeroshot"] = _evaluate("zeroshot-chexpert", base / "chexpert", run)["value"]
+    with quiet():
+        truth = run_clusters(checkpoint=run, data=base / "mimic", split="train", limit=5000,
+                             top=1, out=None, device="cpu", as_json=True,
+                             truth=work / "raw" / "mimic" / "truth" / "mimic.jsonl")  # fmt: skip
+    m["nmi"], m["purity"] = truth["nmi"], truth["purity"]
+    health = summary.get("health") or {}
+    last = health.get("stages", {}).get(str(2 if epochs[1] else 1), {})
+    m["fn_pair_share"] = _last_epoch_mean(run / "metrics.jsonl", "fn_pair_share")
+    m["clusters_nonempty"] = last.get("clusters_nonempty")
+    m["text_cos"] = last.get("text_global_cos")
+    m["collapsed"] = 0.0 if health.get("status") == "healthy" else 1.0
+    seconds["scores"] = round(time.time() - t, 1)
+    return {"key": cell_key(init, arm, seed), "init": init, "arm": arm, "seed": seed,
+            "measures": m, "health": health.get("collapsed"),
+            "global_loss": last.get("global_loss"), "seconds": seconds}  # fmt: skip
+
+
+# ---------------------------------------------------------------- report
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The markdown table of mean ± sd over seeds, one row per (init, arm)."""
+    agg = aggregate(rows)
+    cols = (*SCORES, "nmi", "purity", "fn_pair_share", "collapsed")
+    lines = ["| init | arm | seeds | " + " | ".join(cols) + " |",
+             "|---|---|---|" + "---|" * len(cols)]  # fmt: skip
+    for init in INITS:
+        for arm in ARMS:
+            if (init, arm) not in agg:
+                continue
+            a = agg[(init, arm)]
+            n = max(s[2] for s in a.values())
+            lines.append(f"| {init} | {arm} | {n} | "
+                         + " | ".join(fmt_cell(a[c]) for c in cols) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def compare_all(work: Path, base: Path, done: dict[str, Any]) -> list[dict[str, Any]]:
+    """``cmcgns compare`` (paired bootstrap, B - A with A = global-only, B = the full
+    default) per init, seed and task, resumable in ``WORK/compare.jsonl``."""
+    from cmcgns_cli.compare import run_compare
+
+    path = work / "compare.jsonl"
+    have = read_done(path)
+    for key, row in sorted(done.items()):
+        if row["arm"] != "default":
+            continue
+        other = cell_key(row["init"], "global", row["seed"])
+        seed = f"seed{row['seed']}"
+        if other not in done:
+            continue
+        for name, task in COMPARED:
+            sub = "run" if task in ("retrieval", "zeroshot-chexpert") else name
+            ckey = f"{key}/{name}"
+            if ckey in have:
+                continue
+            a, b = (
+                work / "cells" / row["init"] / arm / seed / sub for arm in ("global", "default")
+            )
+            sub = "run" if task in ("retrieval", "zeroshot-chexpert") else name
+            data = base / {"chexpert-cls": "chexpert", "rsna-det": "rsna", "siim-seg": "siim",
+                           "retrieval": "mimic", "zeroshot-chexpert": "chexpert"}[task]  # fmt: skip
+            with quiet():
+                res = run_compare(run_a=a, run_b=b,
+                                  task=task, data=data, prompts=None, annotations=None,
+                                  resamples=1000, seed=0, device="cpu", out=None,
+                                  allow_different=False, as_json=True)  # fmt: skip
+            out = {"key": ckey, "init": row["init"], "seed": row["seed"], "measure": name,
+                   "task": task, "result": res}  # fmt: skip
+            append_row(path, out)
+            have[ckey] = out
+    return list(have.values())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--warm", type=Path, help="bench/warm_start.py's --out folder")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--inits", default="scratch,warm")
+    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--epochs", type=int, nargs=2, default=(5, 1))
+    ap.add_argument("--ft-epochs", type=int, default=20, help="detection / segmentation epochs")
+    ap.add_argument("--shard", default="0/1", help="K/N: this process's share of the cells")
+    ap.add_argument("--report", action="store_true", help="table + compare, no training")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    args.work.mkdir(parents=True, exist_ok=True)
+    base = world(args.work)
+    cells_file = args.work / "cells.jsonl"
+    if args.report:
+        done = read_done(cells_file)
+        print(table(list(done.values())))
+        for c in compare_all(args.work, base, done):
+            r = c["result"]
+            print(json.dumps({k: c[k] for k in ("key", "task")} | {"compare": r}, default=str))
+        return
+    seeds = [int(s) for s in args.seeds.split(",")]
+    inits, arms = args.inits.split(","), args.arms.split(",")
+    # priority: every arm of a seed before the next seed (a cut-short study still has all
+    # arms); within a seed the scratch cells first
+    cells = [(i, a, s) for s in seeds for i in inits for a in arms]
+    k, n = (int(x) for x in args.shard.split("/"))
+    while True:
+        todo = pending(cells, read_done(cells_file), (k, n))
+        if not todo:
+            break
+        init, arm, seed = todo[0]
+        print(f"{time.strftime('%H:%M:%S')} {cell_key(init, arm, seed)} ...", flush=True)
+        row = run_cell(args.work, base, init, arm, seed, tuple(args.epochs), args.ft_epochs,
+                       args.warm)  # fmt: skip
+        if cell_key(init, arm, seed) not in read_done(cells_file):
+            append_row(cells_file, row)
+        print(json.dumps(row, default=str), flush=True)
+    print("all cells done", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
