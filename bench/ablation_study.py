@@ -283,10 +283,30 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def compare_table(rows: list[dict[str, Any]]) -> str:
+    """The paired comparisons as a markdown table (A = global only, B = full default)."""
+    head = "| init | seed | measure | metric | global only (A) | full (B) | B - A | 95 % CI | p |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for c in sorted(rows, key=lambda c: (c["init"], c["seed"], c["key"])):
+        r = c["result"]
+        if "error" in r:
+            lines.append(f"| {c['init']} | {c['seed']} | {c['measure']} | - | - | - | - | "
+                         f"{r['error'][:60]} | - |")  # fmt: skip
+            continue
+        ci = r.get("ci95")
+        ci_s = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "n/a"
+        lines.append(f"| {c['init']} | {c['seed']} | {c['measure']} | {r['metric']} | "
+                     f"{f(r['a'])} | {f(r['b'])} | {f(r['diff'])} | {ci_s} | "
+                     f"{f(r['p_value'])} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def compare_all(work: Path, base: Path, done: dict[str, Any]) -> list[dict[str, Any]]:
     """``cmcgns compare`` (paired bootstrap, B - A with A = global-only, B = the full
     default) per init, seed and task, resumable in ``WORK/compare.jsonl``."""
     from cmcgns_cli.compare import run_compare
+    from cmcgns_cli.errors import BadInputError
 
     path = work / "compare.jsonl"
     have = read_done(path)
@@ -305,14 +325,15 @@ def compare_all(work: Path, base: Path, done: dict[str, Any]) -> list[dict[str, 
             a, b = (
                 work / "cells" / row["init"] / arm / seed / sub for arm in ("global", "default")
             )
-            sub = "run" if task in ("retrieval", "zeroshot-chexpert") else name
             data = base / {"chexpert-cls": "chexpert", "rsna-det": "rsna", "siim-seg": "siim",
                            "retrieval": "mimic", "zeroshot-chexpert": "chexpert"}[task]  # fmt: skip
-            with quiet():
-                res = run_compare(run_a=a, run_b=b,
-                                  task=task, data=data, prompts=None, annotations=None,
-                                  resamples=1000, seed=0, device="cpu", out=None,
-                                  allow_different=False, as_json=True)  # fmt: skip
+            try:
+                with quiet():
+                    res = run_compare(run_a=a, run_b=b, task=task, data=data, prompts=None,
+                                      annotations=None, resamples=1000, seed=0, device="cpu",
+                                      out=None, allow_different=False, as_json=True)  # fmt: skip
+            except BadInputError as exc:  # e.g. a metric no image could score
+                res = {"error": str(exc)}
             out = {"key": ckey, "init": row["init"], "seed": row["seed"], "measure": name,
                    "task": task, "result": res}  # fmt: skip
             append_row(path, out)
@@ -341,9 +362,8 @@ def main() -> None:
     if args.report:
         done = read_done(cells_file)
         print(table(list(done.values())))
-        for c in compare_all(args.work, base, done):
-            r = c["result"]
-            print(json.dumps({k: c[k] for k in ("key", "task")} | {"compare": r}, default=str))
+        print()
+        print(compare_table(compare_all(args.work, base, done)))
         return
     seeds = [int(s) for s in args.seeds.split(",")]
     inits, arms = args.inits.split(","), args.arms.split(",")
