@@ -54,7 +54,8 @@ ARMS: dict[str, list[str]] = {
     "global_local": ["loss.clustering=false", "loss.w_recon=0"],
     "global_local_cluster": ["loss.w_recon=0"],
 }
-INITS = ("scratch", "warm")
+INITS = ("none", "scratch", "warm")  # none: the reference rows (no pretraining)
+REFERENCES = ("random", "warm_image")
 # (name, task, fraction): the finetuned measures; each is scored by `evaluate` on test
 FINETUNED = (
     ("probe_1", "chexpert-cls", 0.01),
@@ -171,6 +172,16 @@ def world(work: Path) -> Path:
     return base
 
 
+def _finished_summary(run: Path) -> dict[str, Any] | None:
+    """A finished run's summary (the last line of its metrics.jsonl), else None."""
+    metrics = run / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    lines = metrics.read_text().splitlines()
+    last = json.loads(lines[-1]) if lines else {}
+    return last if last.get("kind") == "summary" else None
+
+
 def _pretrain(run: Path, data: Path, arm: str, init: str, seed: int, epochs: tuple[int, int],
               warm: Path | None) -> dict[str, Any]:  # fmt: skip
     from cmcgns_cli.config import apply_overrides, preset
@@ -187,8 +198,11 @@ def _pretrain(run: Path, data: Path, arm: str, init: str, seed: int, epochs: tup
         sets += [f"model.image_weights={warm / 'image_weights.safetensors'}",
                  f"model.text_encoder={warm / 'bert'}"]  # fmt: skip
     apply_overrides(cfg, parse_set(sets), source="--set")
-    if run.exists():
-        shutil.rmtree(run)
+    done = _finished_summary(run)
+    if done is not None:  # a cell cut short after its pretrain: keep the run
+        return done
+    if run.parent.exists():  # the cell's earlier scores belong to another run: gone too
+        shutil.rmtree(run.parent)
     with quiet():
         return run_pretrain(cfg, data=data, out=run, resume=None, nproc=1, as_json=True)
 
@@ -214,43 +228,85 @@ def _last_epoch_mean(metrics: Path, key: str) -> float | None:
     return sum(vals) / len(vals)
 
 
+def _finetune_and_score(run_finetune, task, data, checkpoint, ft, fraction, none, image_weights,
+                        ft_epochs, size) -> dict[str, Any]:  # fmt: skip
+    with quiet():
+        run_finetune(task=task, data=data, checkpoint=checkpoint, out=ft, fraction=fraction,
+                     full=False, arch="resnet_tiny" if none else None,
+                     image_weights=image_weights,
+                     epochs=None if task == "chexpert-cls" else ft_epochs, lr=None,
+                     batch_size=None, device="cpu", seed=0, workers=0, as_json=True,
+                     overwrite=True, input_size=size)  # fmt: skip
+    return _evaluate(task, data, ft)
+
+
+def _finetuned(cell: Path, base: Path, checkpoint: str, image_weights: Path | None,
+               ft_epochs: int, seconds: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+    """The four finetuned measures of an encoder: a pretrain run, or with ``checkpoint``
+    ``none`` a ``resnet_tiny`` fed at 64 px (random init, or ``image_weights``)."""
+    from cmcgns_cli.downstream.run import run_finetune
+
+    none = checkpoint == "none"
+    size = (IMAGE_SIZE, IMAGE_SIZE) if none else None  # the pretrained runs' input size
+    m: dict[str, Any] = {}
+    for name, task, fraction in FINETUNED:
+        t = time.time()
+        ft = cell / name
+        data = base / {"chexpert-cls": "chexpert", "rsna-det": "rsna", "siim-seg": "siim"}[task]
+        if (ft / "metrics.json").is_file():  # scored before the cell was cut short
+            got = json.loads((ft / "metrics.json").read_text())
+        else:
+            got = _finetune_and_score(run_finetune, task, data, checkpoint, ft, fraction, none,
+                                      image_weights, ft_epochs, size)  # fmt: skip
+        m[name] = got["value"]
+        if task == "rsna-det":  # the published rule scores no image when nothing passes
+            # objectness 0.5 (mAP null); pycocotools over every test image always scores
+            m["det_10_coco"] = got["metrics"]["map_coco"]
+        seconds[name] = round(time.time() - t, 1)
+    return m
+
+
+def run_reference(work: Path, base: Path, arm: str, ft_epochs: int, warm: Path | None
+                  ) -> dict[str, Any]:  # fmt: skip
+    """A reference row without pretraining: ``random`` (random-init encoder) or
+    ``warm_image`` (the warm-start image weights alone); the finetuned measures only."""
+    weights = None if arm == "random" else (warm / "image_weights.safetensors" if warm else None)
+    if arm == "warm_image" and weights is None:
+        raise SystemExit("the warm_image reference needs --warm DIR")
+    seconds: dict[str, float] = {}
+    m = _finetuned(work / "cells" / "none" / arm / "seed0", base, "none", weights, ft_epochs,
+                   seconds)  # fmt: skip
+    return {"key": cell_key("none", arm, 0), "init": "none", "arm": arm, "seed": 0,
+            "measures": m, "seconds": seconds}  # fmt: skip
+
+
 def run_cell(work: Path, base: Path, init: str, arm: str, seed: int, epochs: tuple[int, int],
              ft_epochs: int, warm: Path | None) -> dict[str, Any]:  # fmt: skip
     """Pretrain one cell and score it; returns its ``cells.jsonl`` row."""
     from cmcgns_cli.clusters import run_clusters
-    from cmcgns_cli.downstream.run import run_finetune
+    from cmcgns_cli.errors import BadInputError
 
     t0 = time.time()
     cell = work / "cells" / init / arm / f"seed{seed}"
     run = cell / "run"
     summary = _pretrain(run, base / "mimic", arm, init, seed, epochs, warm)
     seconds = {"pretrain": round(time.time() - t0, 1)}
-    m: dict[str, Any] = {}
-    for name, task, fraction in FINETUNED:
-        t = time.time()
-        ft = cell / name
-        data = base / {"chexpert-cls": "chexpert", "rsna-det": "rsna", "siim-seg": "siim"}[task]
-        with quiet():
-            run_finetune(task=task, data=data, checkpoint=str(run), out=ft, fraction=fraction,
-                         full=False, image_weights=None,
-                         epochs=None if task == "chexpert-cls" else ft_epochs, lr=None,
-                         batch_size=None, device="cpu", seed=0, workers=0, as_json=True,
-                         overwrite=True)  # fmt: skip
-        got = _evaluate(task, data, ft)
-        m[name] = got["value"]
-        if task == "rsna-det":  # the published rule scores no image when nothing passes
-            # objectness 0.5 (mAP null); pycocotools over every test image always scores
-            m["det_10_coco"] = got["metrics"]["map_coco"]
-        seconds[name] = round(time.time() - t, 1)
+    m = _finetuned(cell, base, str(run), None, ft_epochs, seconds)
     t = time.time()
     ret = _evaluate("retrieval", base / "mimic", run)["metrics"]
     m["R@1"], m["R@10"] = ret["i2t_R@1"], ret["i2t_R@10"]
     m["zeroshot"] = _evaluate("zeroshot-chexpert", base / "chexpert", run)["value"]
-    with quiet():
-        truth = run_clusters(checkpoint=run, data=base / "mimic", split="train", limit=5000,
-                             top=1, out=None, device="cpu", as_json=True,
-                             truth=work / "raw" / "mimic" / "truth" / "mimic.jsonl")  # fmt: skip
-    m["nmi"], m["purity"] = truth["nmi"], truth["purity"]
+    truth_file = work / "raw" / "mimic" / "truth" / "mimic.jsonl"
+    try:
+        with quiet():
+            truth = run_clusters(checkpoint=run, data=base / "mimic", split="train", limit=5000,
+                                 top=1, out=None, device="cpu", as_json=True,
+                                 truth=truth_file)  # fmt: skip
+        m["nmi"], m["purity"] = truth["nmi"], truth["purity"]
+        no_clusters = None
+    except BadInputError as exc:  # no clustering in this arm, or k-means never started
+        m["nmi"] = m["purity"] = None
+        no_clusters = str(exc).split(": ", 1)[-1]
     health = summary.get("health") or {}
     last = health.get("stages", {}).get(str(2 if epochs[1] else 1), {})
     m["fn_pair_share"] = _last_epoch_mean(run / "metrics.jsonl", "fn_pair_share")
@@ -259,7 +315,7 @@ def run_cell(work: Path, base: Path, init: str, arm: str, seed: int, epochs: tup
     m["collapsed"] = 0.0 if health.get("status") == "healthy" else 1.0
     seconds["scores"] = round(time.time() - t, 1)
     return {"key": cell_key(init, arm, seed), "init": init, "arm": arm, "seed": seed,
-            "measures": m, "health": health.get("collapsed"),
+            "measures": m, "health": health.get("collapsed"), "no_clusters": no_clusters,
             "global_loss": last.get("global_loss"), "seconds": seconds}  # fmt: skip
 
 
@@ -273,7 +329,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| init | arm | seeds | " + " | ".join(cols) + " |",
              "|---|---|---|" + "---|" * len(cols)]  # fmt: skip
     for init in INITS:
-        for arm in ARMS:
+        for arm in (*REFERENCES, *ARMS):
             if (init, arm) not in agg:
                 continue
             a = agg[(init, arm)]
@@ -341,6 +397,45 @@ def compare_all(work: Path, base: Path, done: dict[str, Any]) -> list[dict[str, 
     return list(have.values())
 
 
+def priority(inits: list[str], arms: list[str], seeds: list[int]) -> list[tuple[str, str, int]]:
+    """The cells in the order a study cut short should have them: per seed, every arm from
+    scratch, then the warm default and global-only (the paper's headline pair); the other
+    warm arms last."""
+    first = [a for a in arms if a in ("default", "global")]
+    cells = [(i, a, s) for s in seeds for i in inits
+             for a in (arms if i != "warm" else first)]  # fmt: skip
+    cells += [("warm", a, s) for s in seeds for a in arms if "warm" in inits and a not in first]
+    return cells
+
+
+def claim(work: Path, key: str) -> bool:
+    """Mark ``key`` as taken by this process (``WORK/claims``); False when a live process
+    holds it. A claim of a dead process is taken over."""
+    import os
+
+    path = work / "claims" / key.replace("/", "__")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            pid = int(path.read_text() or 0)
+            os.kill(pid, 0)
+            return pid == os.getpid()
+        except PermissionError:  # alive, another user's
+            return False
+        except (ValueError, ProcessLookupError, FileNotFoundError):
+            path.unlink(missing_ok=True)
+            return claim(work, key)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(str(os.getpid()))
+    return True
+
+
+def unclaim(work: Path, key: str) -> None:
+    (work / "claims" / key.replace("/", "__")).unlink(missing_ok=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, required=True)
@@ -352,6 +447,8 @@ def main() -> None:
     ap.add_argument("--ft-epochs", type=int, default=20, help="detection / segmentation epochs")
     ap.add_argument("--shard", default="0/1", help="K/N: this process's share of the cells")
     ap.add_argument("--report", action="store_true", help="table + compare, no training")
+    ap.add_argument("--references", action="store_true",
+                    help="the reference rows only: random init, warm image weights")  # fmt: skip
     args = ap.parse_args()
     import torch
 
@@ -365,22 +462,31 @@ def main() -> None:
         print()
         print(compare_table(compare_all(args.work, base, done)))
         return
+    if args.references:
+        done = read_done(cells_file)
+        for arm in REFERENCES:
+            if cell_key("none", arm, 0) not in done:
+                row = run_reference(args.work, base, arm, args.ft_epochs, args.warm)
+                append_row(cells_file, row)
+                print(json.dumps(row, default=str), flush=True)
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     inits, arms = args.inits.split(","), args.arms.split(",")
-    # priority: every arm of a seed before the next seed (a cut-short study still has all
-    # arms); within a seed the scratch cells first
-    cells = [(i, a, s) for s in seeds for i in inits for a in arms]
+    cells = priority(inits, arms, seeds)
     k, n = (int(x) for x in args.shard.split("/"))
     while True:
         todo = pending(cells, read_done(cells_file), (k, n))
-        if not todo:
+        # the first cell no other live process is working on
+        mine = next((c for c in todo if claim(args.work, cell_key(*c))), None)
+        if mine is None:
             break
-        init, arm, seed = todo[0]
+        init, arm, seed = mine
         print(f"{time.strftime('%H:%M:%S')} {cell_key(init, arm, seed)} ...", flush=True)
         row = run_cell(args.work, base, init, arm, seed, tuple(args.epochs), args.ft_epochs,
                        args.warm)  # fmt: skip
         if cell_key(init, arm, seed) not in read_done(cells_file):
             append_row(cells_file, row)
+        unclaim(args.work, cell_key(init, arm, seed))
         print(json.dumps(row, default=str), flush=True)
     print("all cells done", file=sys.stderr)
 

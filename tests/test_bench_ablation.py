@@ -77,3 +77,30 @@ def test_rows_are_one_json_object_a_line(study, tmp_path):
     study.append_row(path, _row(study, "warm", "clean", 3, nmi=1.0))
     lines = path.read_text().splitlines()
     assert [json.loads(x)["seed"] for x in lines] == [2, 3]
+
+
+def test_priority_puts_the_headline_cells_first(study):
+    cells = study.priority(["scratch", "warm"], list(study.ARMS), [0, 1])
+    assert len(cells) == 2 * 2 * len(study.ARMS)
+    # seed 0: all scratch arms, then the warm default and global-only, before any seed 1 cell
+    assert cells[:7] == [("scratch", a, 0) for a in study.ARMS] + [
+        ("warm", "default", 0),
+        ("warm", "global", 0),
+    ]
+    assert cells[7] == ("scratch", "default", 1)
+    assert cells[-1] == ("warm", "global_local_cluster", 1)
+
+
+def test_a_claim_of_a_live_process_is_respected_a_dead_ones_taken_over(study, tmp_path):
+    import os
+
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    (claims / "scratch__default__seed0").write_text(str(os.getppid()))  # alive: pytest's parent
+    assert not study.claim(tmp_path, "scratch/default/seed0")
+    (claims / "scratch__clean__seed0").write_text("999999999")  # no such process
+    assert study.claim(tmp_path, "scratch/clean/seed0")
+    assert (claims / "scratch__clean__seed0").read_text() == str(os.getpid())
+    assert study.claim(tmp_path, "scratch/clean/seed0")  # our own claim
+    study.unclaim(tmp_path, "scratch/clean/seed0")
+    assert not (claims / "scratch__clean__seed0").exists()
