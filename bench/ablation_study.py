@@ -72,7 +72,7 @@ COMPARED = (
     ("probe_10", "chexpert-cls"),
     ("det_10", "rsna-det"),
     ("seg_10", "siim-seg"),
-    ("R@10", "retrieval"),
+    ("retrieval", "retrieval"),
     ("zeroshot", "zeroshot-chexpert"),
 )
 WORLD = {"mimic": 300, "chexpert": 1000, "rsna": 400, "siim": 400}  # studies per layout
@@ -344,7 +344,9 @@ def compare_table(rows: list[dict[str, Any]]) -> str:
     head = "| init | seed | measure | metric | global only (A) | full (B) | B - A | 95 % CI | p |"
     lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    for c in sorted(rows, key=lambda c: (c["init"], c["seed"], c["key"])):
+    order = {name: k for k, (name, _) in enumerate(COMPARED)}
+    rows = [c for c in rows if c["measure"] in order]
+    for c in sorted(rows, key=lambda c: (c["init"], c["seed"], order[c["measure"]])):
         r = c["result"]
         if "error" in r:
             lines.append(f"| {c['init']} | {c['seed']} | {c['measure']} | - | - | - | - | "
