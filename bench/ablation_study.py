@@ -312,7 +312,7 @@ def run_cell(work: Path, base: Path, init: str, arm: str, seed: int, epochs: tup
     m["fn_pair_share"] = _last_epoch_mean(run / "metrics.jsonl", "fn_pair_share")
     m["clusters_nonempty"] = last.get("clusters_nonempty")
     m["text_cos"] = last.get("text_global_cos")
-    m["collapsed"] = 0.0 if health.get("status") == "healthy" else 1.0
+    m["collapsed"] = {"collapsed": 1.0, "ok": 0.0}.get(health.get("status"))  # unknown: None
     seconds["scores"] = round(time.time() - t, 1)
     return {"key": cell_key(init, arm, seed), "init": init, "arm": arm, "seed": seed,
             "measures": m, "health": health.get("collapsed"), "no_clusters": no_clusters,
