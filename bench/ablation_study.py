@@ -17,12 +17,16 @@ scores it:
   last epoch's false-negative pair share (``fn_pair_share`` in metrics.jsonl).
 
 Every finished cell is one line of ``WORK/cells.jsonl``; a rerun skips the cells already
-there (``--shard K/N`` splits the pending cells between parallel processes). ``--report``
+there, and a cell cut short keeps its finished pretrain and scores. Any number of worker
+processes may run at once: each claims the next cell in priority order (``WORK/claims``;
+``--shard K/N`` instead gives a process a fixed share). ``--references`` adds rows without
+pretraining (random init; the warm image weights alone). ``--report``
 prints the mean and sd over seeds per arm and task, and runs ``cmcgns compare`` (paired
 bootstrap) of the full objective against global-only, per seed and task, into
 ``WORK/compare.jsonl`` (also resumable).
 
-    python bench/ablation_study.py --work W --warm WARM [--seeds 0,1,2] [--shard 0/2]
+    python bench/ablation_study.py --work W --warm WARM --references
+    python bench/ablation_study.py --work W --warm WARM [--seeds 0,1,2] &   # one per core
     python bench/ablation_study.py --work W --report
 """
 

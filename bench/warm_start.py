@@ -35,9 +35,9 @@ LAYOUTS = {"mimic": ("mimic-cxr-jpg", 600), "chexpert": ("chexpert", 1000)}
 
 def backbone_state(encoder_state: dict) -> dict:
     """A finetuned ``encoder.safetensors`` (``ImageEncoder`` keys, ``backbone.`` prefix) as
-    the stock torchvision keys ``load_image_weights`` expects, without the ``fc`` head (its
-    shape is the supervised task's, not torchvision's 1000 classes; a missing head is
-    accepted).
+    the stock torchvision keys ``load_image_weights`` expects, without the stock ``fc`` head
+    (frozen and never trained: the supervised task's head is a separate file; a missing
+    head is accepted). Tensors: the input's, made contiguous (safetensors-ready).
 
     Raises ValueError when no key has the ``backbone.`` prefix."""
     out = {k.removeprefix("backbone."): v.contiguous() for k, v in encoder_state.items()
