@@ -147,7 +147,7 @@ def summarise(
     cls = np.asarray(classes)
     strata = bootstrap.strata_of(np.unique(cls, return_inverse=True)[1])
     idx = bootstrap.resample_indices(len(cls), strata, n_boot, seed)
-    metrics: dict[str, float] = {k: _mean(scores[k]) for k in HEADLINE}
+    metrics: dict[str, float | int] = {k: _mean(scores[k]) for k in HEADLINE}
     for t, col in zip(IOU_THRESHOLDS, scores["iou"].T, strict=True):
         metrics[f"iou@{t}"] = _mean(col)
     chance_levels = {
@@ -157,9 +157,10 @@ def summarise(
     }
     for k, v in chance_levels.items():
         metrics[f"{k}_chance"] = v
-    metrics["n"] = float(len(cls))
+    # counts are ints (printed as 5, not 5.0000; a mean over seeds keeps them whole)
+    metrics["n"] = len(cls)
     for k in HEADLINE:  # images whose score is defined (the mean's denominator)
-        metrics[f"{k}_n"] = float(np.isfinite(np.asarray(scores[k], dtype=np.float64)).sum())
+        metrics[f"{k}_n"] = int(np.isfinite(np.asarray(scores[k], dtype=np.float64)).sum())
     per_class = {}
     for c in sorted(set(classes)):
         sel = cls == c
