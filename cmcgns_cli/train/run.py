@@ -197,6 +197,18 @@ RUN_PARTIALS = frozenset(
 )
 
 
+def logged_a_step(run: Path) -> bool:
+    """Whether ``run`` holds work worth keeping: a checkpoint, or a ``train`` record in its
+    metrics.jsonl (the ``text_window`` record a start writes first is no step)."""
+    if (run / ckpt.MODEL).exists():
+        return True
+    try:
+        with open(run / ckpt.METRICS, encoding="utf-8") as fh:
+            return any('"kind": "train"' in line for line in fh)
+    except OSError:
+        return False
+
+
 def check_restartable(out: Path) -> None:
     """Refuse (exit 2, one line) to start a fresh run with ``--resume-if-exists`` in ``out``
     when it holds anything but a run's partial files (:data:`RUN_PARTIALS`): it is someone
@@ -282,7 +294,7 @@ def _run_pretrain(
     except BaseException:
         # a run that stopped before it logged a step leaves its folder as it found it
         # (missing or empty: the tokenizer written so far would make the next start refuse)
-        if fresh and dist.is_main() and not (run / ckpt.METRICS).exists():
+        if fresh and dist.is_main() and not logged_a_step(run):
             outdir.clear(run)
             if created and outdir.is_empty(run):
                 shutil.rmtree(run, ignore_errors=True)

@@ -192,3 +192,17 @@ def test_resume_if_exists_restarts_a_start_that_left_partial_files(world, tmp_pa
             "--stage1-epochs", "1", "--stage2-epochs", "0", "--resume-if-exists"]  # fmt: skip
     assert cli(args, monkeypatch) == 0
     assert (out / "model.safetensors").is_file()
+
+
+def test_a_failure_at_the_first_step_leaves_no_folder(world, tmp_path, monkeypatch):
+    # the start has written config.json, tokenizer/ and metrics.jsonl's text_window record
+    import cmcgns_cli.train.run as run_mod
+
+    def first_step_fails(self):
+        raise run_mod.BadInputError("synthetic failure at the first step")
+
+    monkeypatch.setattr(run_mod.Trainer, "fit", first_step_fails)
+    out = tmp_path / "run"
+    args = ["pretrain", "--data", str(world), "--out", str(out), *TINY, "--max-steps", "1"]
+    assert cli(args, monkeypatch) == 2
+    assert not out.exists()
