@@ -385,7 +385,8 @@ def record_image_init(cfg: Config, *, explicit_none: bool) -> None:
         return
     path = Path(weights)
     if not path.is_file():
-        raise BadInputError(f"{path}: --image-weights file not found")
+        what = "is a folder, not a file" if path.is_dir() else "file not found"
+        raise BadInputError(f"{path}: --image-weights {what}")
     cfg.model.image_weights_sha256 = sha256_file(path)
 
 

@@ -159,6 +159,13 @@ def test_bad_image_weights_is_one_line_naming_file_and_problem(tmp_path, kind, s
     assert "\n" not in msg and msg.startswith(f"{path}: ") and says in msg
 
 
+def test_a_folder_as_image_weights_is_named_a_folder(world, tmp_path, monkeypatch, capsys):
+    args = ["pretrain", "--data", str(world), "--out", str(tmp_path / "run"), *TINY]
+    assert cli([*args, "--image-weights", str(tmp_path)], monkeypatch) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line == f"error: {tmp_path}: --image-weights is a folder, not a file"
+
+
 def test_bad_image_weights_exits_2_with_one_line(world, tmp_path, monkeypatch, capsys):
     path = _weights_file(tmp_path, "truncated")
     out = tmp_path / "run"
