@@ -19,6 +19,7 @@ from typing import Any
 
 import typer
 
+from cmcgns_cli import threads_env
 from cmcgns_cli.commands.data import demo, prepare, synth
 from cmcgns_cli.commands.options import TASKS
 from cmcgns_cli.commands.text_training import pretrain_text
@@ -101,6 +102,8 @@ def main() -> None:
 
     # nothing is ever downloaded: Hugging Face libraries imported from here on stay offline
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # a bad OMP_NUM_THREADS is reported by the command in one line, not by OpenMP on load
+    threads_env.set_aside_bad_value()
     try:
         # SIGTERM as well as Ctrl-C ends every command with one line and 128 + the signal;
         # the long commands install their own handlers inside this one (interrupts.py)

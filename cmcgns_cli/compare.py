@@ -54,20 +54,44 @@ def compare_results(
     ids_a, ids_b = a["per_image"].get("ids"), b["per_image"].get("ids")
     if ids_a is not None and ids_b is not None and list(ids_a) != list(ids_b):
         raise BadInputError("the runs were scored on different test images")
-    out = bootstrap.paired_diff(fa[metric], fb[metric], na, strata, n_boot, seed)
     every = np.arange(na)
-    return {
-        "task": a["task"],
-        "metric": metric,
-        "a": bootstrap.finite(fa[metric](every)),
-        "b": bootstrap.finite(fb[metric](every)),
-        **out,
-        "method": {
-            **bootstrap.method(n_boot, seed, name if strata is not None else None),
-            "method": "paired percentile bootstrap over test images; diff = B - A",
-            "p_value": "two-sided: 2 x min(share of resampled diffs <= 0, share >= 0)",
-        },
+    value_a, value_b = (bootstrap.finite(f[metric](every)) for f in (fa, fb))
+    method = {
+        **bootstrap.method(n_boot, seed, name if strata is not None else None),
+        "method": "paired percentile bootstrap over test images; diff = B - A",
+        "p_value": "two-sided: 2 x min(share of resampled diffs <= 0, share >= 0)",
     }
+    head = {"task": a["task"], "metric": metric, "a": value_a, "b": value_b}
+    if value_a is None or value_b is None:
+        # one run has no value for the metric (e.g. the published detection rule scored no
+        # image): there is no difference to resample; say so instead of a diff of None
+        why = {"a": _null_reason(a, metric), "b": _null_reason(b, metric)}
+        gaps = [f"{side.upper()} has none ({why[side]})"
+                for side, v in (("a", value_a), ("b", value_b)) if v is None]  # fmt: skip
+        if value_a is None and value_b is None and why["a"] == why["b"]:
+            gaps = [f"A and B have none ({why['a']})"]
+        cannot = f"cannot compare {metric}: " + "; ".join(gaps)
+        reasons = {k: why[k] for k, v in (("a", value_a), ("b", value_b)) if v is None}
+        return {
+            **head, "diff": None, "ci95": None, "p_value": None, "n": int(na),
+            "comparable": False, "not_comparable": cannot, "method": method,
+            "null_reasons": {**reasons, "diff": cannot, "ci95": cannot, "p_value": cannot},
+        }  # fmt: skip
+    out = bootstrap.paired_diff(fa[metric], fb[metric], na, strata, n_boot, seed)
+    return {**head, **out, "comparable": True, "method": method}
+
+
+def _null_reason(result: dict[str, Any], metric: str) -> str:
+    """Why ``result`` has no ``metric``: the scorer's own reason when it gave one."""
+    known = result.get("null_reasons") or {}
+    return str(known.get(metric) or f"{metric} is undefined on these test images")
+
+
+def _cell(value: Any, reason: str | None = None) -> Any:
+    """A table cell: the value, or ``n/a`` (with the reason) where there is none."""
+    if value is None:  # the reason's first clause; the whole of it is in the note below
+        return f"n/a ({reason.split(':')[0]})" if reason else "n/a"
+    return value
 
 
 def run_compare(
@@ -119,14 +143,17 @@ def run_compare(
         emit_json(result)
         return result
     ci = result["ci95"]
+    why = result.get("null_reasons") or {}
     rows = {
         "metric": result["metric"],
-        f"A ({Path(run_a).name})": result["a"],
-        f"B ({Path(run_b).name})": result["b"],
-        "diff (B - A)": result["diff"],
+        f"A ({Path(run_a).name})": _cell(result["a"], why.get("a")),
+        f"B ({Path(run_b).name})": _cell(result["b"], why.get("b")),
+        "diff (B - A)": _cell(result["diff"], "cannot compare" if why.get("diff") else None),
         "95% CI (paired bootstrap)": f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "n/a",
-        "p_value": result["p_value"],
+        "p_value": _cell(result["p_value"]),
         "n (test images)": result["n"],
     }
     stdout.print(kv_table(f"compare {task}", rows))
+    if not result["comparable"]:
+        err.print(f"note: {result['not_comparable']}", highlight=False, soft_wrap=True)
     return result

@@ -353,22 +353,60 @@ def resolve(
     sets: list[str] | None = None,
     cli: dict[str, dict[str, Any]] | None = None,
 ) -> Config:
-    """Preset, then the config file, then ``--set`` items, then explicit CLI options."""
+    """Preset, then the config file, then ``--set`` items, then explicit CLI options.
+
+    An option and a ``--set`` item that give one key two different values are refused
+    (:func:`check_no_contradiction`, exit 2) rather than one silently winning."""
     cfg = preset(preset_name)
     switches: set[str] = set()  # loss switches set explicitly so far: a later variant keeps them
     layers = []
     if config_file is not None:
         layers.append((load_config_file(config_file), str(config_file)))
+    set_layer = parse_set(sets) if sets else {}
     if sets:
-        layers.append((parse_set(sets), "--set"))
+        layers.append((set_layer, "--set"))
     if cli:
         pruned = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in cli.items()}
+        check_no_contradiction(set_layer, pruned)
         layers.append(({s: kv for s, kv in pruned.items() if kv}, "options"))
     for overrides, source in layers:
         apply_overrides(cfg, overrides, source=source, set_before=frozenset(switches))
         switches |= set(overrides.get("loss") or ()) & set(VARIANTS["authors"])
         switches |= qualified_keys(overrides)
     return cfg
+
+
+def _same_value(option: Any, text: Any) -> bool:
+    """Whether an option's value and a ``--set`` value (text) say the same thing."""
+    if text is None or option is None:
+        return text is option
+    if isinstance(option, int | float) and not isinstance(option, bool):
+        try:
+            return float(text) == float(option)
+        except (TypeError, ValueError):
+            return False
+    return str(text).strip().lower() == str(option).strip().lower()
+
+
+def check_no_contradiction(
+    set_layer: dict[str, dict[str, Any]], options: dict[str, dict[str, Any]]
+) -> None:
+    """Refuse one key given two different values by a named option and by ``--set`` (e.g.
+    ``--variant clean --set loss.variant=authors``): both are explicit, so neither silently
+    wins. The same value twice is accepted.
+
+    Raises:
+        BadInputError: one line naming the option, the ``--set`` item and both values.
+    """
+    for section, values in options.items():
+        for key, value in values.items():
+            given = set_layer.get(section, {})
+            if key in given and not _same_value(value, given[key]):
+                shown = value.value if hasattr(value, "value") else value
+                raise BadInputError(
+                    f"--{key.replace('_', '-')} {shown} and --set {section}.{key}="
+                    f"{given[key]} contradict each other; give one of them"
+                )
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

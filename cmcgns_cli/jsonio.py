@@ -41,37 +41,53 @@ def _scalar(value: Any) -> Any:
     return value
 
 
+def _explains(value: Any) -> bool:
+    """Whether a ``null_reasons`` entry has a null to explain in ``value``."""
+    return value is None or (isinstance(value, list) and any(v is None for v in value))
+
+
 def strict(obj: Any, reasons: Mapping[str, str] | None = None) -> Any:
     """A copy of ``obj`` with every non-finite float replaced by ``None``.
 
     Dicts, lists and tuples are walked; numpy / torch scalars and arrays become Python
     values. In a dict, a replaced value ``d[k]`` (or any element of a list ``d[k]``) adds
-    ``d["null_reasons"][k]``: ``reasons[k]`` when given, else why the number was not
-    finite. Other objects are returned unchanged (for ``json.dumps``'s ``default``).
+    ``d["null_reasons"][k]``: the specific reason when one is known, else why the number was
+    not finite. Specific reasons come from ``reasons[k]`` and from a ``null_reasons`` dict
+    the data already holds, which also explains the same key in the dicts nested below it
+    (e.g. a result's ``null_reasons.map`` explains its ``metrics.map`` and its seeds'), also
+    for a ``None`` the data already holds; the nearest one wins. A ``null_reasons`` entry
+    whose key holds no null in its dict is dropped. Other objects are returned unchanged
+    (for ``json.dumps``'s ``default``).
     """
-    reasons = reasons or {}
 
-    def walk(value: Any, notes: dict[str, str] | None, key: str) -> Any:
+    def walk(value: Any, notes: dict[str, str] | None, key: str, known: Mapping[str, str]) -> Any:
         value = _scalar(value)
         if isinstance(value, float):
             if math.isfinite(value):
                 return value
             if notes is not None:
-                notes.setdefault(key, reasons.get(key, _reason(value)))
+                notes.setdefault(key, known.get(key, _reason(value)))
             return None
         if isinstance(value, Mapping):
+            own = value.get(NULL_REASONS)
+            own = own if isinstance(own, Mapping) else {}
+            inner = {**known, **own}
             mine: dict[str, str] = {}
-            out = {k: walk(v, mine, str(k)) for k, v in value.items()}
-            if mine:
-                merged = dict(out.get(NULL_REASONS) or {})
-                merged.update(mine)
+            out = {k: walk(v, mine, str(k), inner) for k, v in value.items() if k != NULL_REASONS}
+            merged = {k: str(r) for k, r in own.items() if _explains(out.get(k, 0))}
+            merged.update(mine)
+            # a null already in the data (e.g. a mean over seeds that had none) gets a
+            # specific reason when one is known for its key; never the generic one
+            merged.update({k: inner[k] for k, v in out.items() if v is None and k in inner
+                           and k not in merged})  # fmt: skip
+            if merged:
                 out[NULL_REASONS] = merged
             return out
         if isinstance(value, list | tuple):
-            return [walk(v, notes, key) for v in value]
+            return [walk(v, notes, key, known) for v in value]
         return value
 
-    return walk(obj, None, "")
+    return walk(obj, None, "", dict(reasons or {}))
 
 
 def dumps(

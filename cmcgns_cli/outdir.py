@@ -23,7 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -84,11 +84,53 @@ def _holder(folder: Path) -> str:
         return "another cmcgns command"
 
 
+def is_empty(folder: str | os.PathLike[str]) -> bool:
+    """True when ``folder`` is missing or holds nothing but a lock file of :func:`claim`
+    (a lock file alone is left by a command that ended; it holds no work)."""
+    folder = Path(folder)
+    if not folder.exists():
+        return True
+    return folder.is_dir() and all(p.name in (LOCK, HOLDER) for p in folder.iterdir())
+
+
+def clear(folder: str | os.PathLike[str]) -> None:
+    """Remove everything in ``folder`` except :func:`claim`'s lock files: undo what a command
+    that failed before its first result wrote into a folder it found empty."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.name in (LOCK, HOLDER):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def keeps_nothing(folder: Path) -> bool:
+    """``started`` for :func:`claim` of a command that writes its results only when it ends
+    (finetune, evaluate): a failure at any point leaves nothing worth keeping."""
+    return False
+
+
 @contextmanager
-def claim(folder: str | os.PathLike[str], command: str, option: str = "--out") -> Iterator[Path]:
+def claim(
+    folder: str | os.PathLike[str],
+    command: str,
+    option: str = "--out",
+    *,
+    started: Callable[[Path], bool] | None = None,
+) -> Iterator[Path]:
     """Hold an exclusive lock on the output ``folder`` (created if missing) while the block
     runs; ``command`` (e.g. ``"pretrain --out runs/a"``) is recorded for the message another
-    command gets. A folder this call created and left empty is removed again at the end.
+    command gets. A folder this call created and left empty is removed again at the end, and
+    the lock file of a folder it found empty goes too: the folder is left as it was found.
+
+    ``started``: when given and the block raises (an interruption included) in a folder that
+    was missing or empty, everything the block wrote there is removed unless
+    ``started(folder)`` says it holds work worth keeping (e.g. a run to resume); so a command
+    that fails before its first result never leaves a folder the next attempt refuses.
 
     Under torchrun only rank 0 takes the lock (every rank writes into one run folder).
 
@@ -104,6 +146,7 @@ def claim(folder: str | os.PathLike[str], command: str, option: str = "--out") -
         yield folder
         return
     created = not folder.exists()
+    fresh = is_empty(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(folder / LOCK), timeout=0)
     try:
@@ -114,17 +157,26 @@ def claim(folder: str | os.PathLike[str], command: str, option: str = "--out") -
             "another folder"
         ) from None
     holder = folder / HOLDER
+    failed = False
     try:
         info = {"command": command, "pid": os.getpid(), "since": time.strftime("%H:%M:%S")}
         holder.write_text(jsonio.dumps(info), encoding="utf-8")
         yield folder
+    except BaseException:
+        failed = True
+        raise
     finally:
         holder.unlink(missing_ok=True)
+        if failed and fresh and started is not None and not started(folder):
+            clear(folder)
         lock.release()
-        # the lock file stays (removing it would let two later commands lock two different
-        # files), except in a folder this call made and nothing else was written to
-        if created and folder.is_dir() and [p.name for p in folder.iterdir()] == [LOCK]:
-            shutil.rmtree(folder, ignore_errors=True)
+        # otherwise the lock file stays (removing it would let two later commands lock two
+        # different files), except in a folder that was missing or empty and still is
+        if fresh and folder.is_dir() and [p.name for p in folder.iterdir()] == [LOCK]:
+            if created:
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                (folder / LOCK).unlink(missing_ok=True)
 
 
 @contextmanager

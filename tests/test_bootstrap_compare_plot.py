@@ -168,3 +168,43 @@ def test_tensorboard_event_file_holds_the_scalars(tmp_path, cli):
     assert [e.step for e in loss] == [r["step"] for r in train]
     assert [e.value for e in loss] == pytest.approx([r["loss"] for r in train], rel=1e-6)
     assert "train/lr" in acc.Tags()["scalars"] and "val/val_loss" in acc.Tags()["scalars"]
+
+
+def _stat_result(values: list[float], reasons: dict | None = None) -> dict:
+    """A detection-style result whose headline is the mean of per-image values."""
+    v = np.asarray(values, dtype=np.float64)
+    result = {
+        "task": "rsna-det",
+        "metric": "map",
+        "per_image": {"kind": "stat", "fns": {"map": lambda idx: float(np.mean(v[idx]))},
+                      "n": len(v), "strata": None},
+    }  # fmt: skip
+    if reasons:
+        result["null_reasons"] = reasons
+    return result
+
+
+def test_compare_says_it_cannot_compare_a_null_metric(monkeypatch, capsys):
+    from cmcgns_cli import compare
+
+    why = "the published (mgca) rule scored no image: 0 of 4 have a detection"
+    a = _stat_result([float("nan")] * 4, {"map": why})
+    b = _stat_result([0.1, 0.2, 0.3, 0.4])
+    res = compare.compare_results(a, b, n_boot=50)
+    assert res["comparable"] is False and res["a"] is None and res["b"] == pytest.approx(0.25)
+    assert res["diff"] is None and res["ci95"] is None and res["p_value"] is None
+    assert res["not_comparable"] == f"cannot compare map: A has none ({why})"
+    assert res["null_reasons"]["a"] == why and "b" not in res["null_reasons"]
+    # the printed table: no None anywhere, the reason's first clause in A's cell
+    monkeypatch.setattr(compare, "check_comparable", lambda *args: None)
+    monkeypatch.setattr(compare, "_score", lambda task, data, run, *rest: a if run == "A" else b)
+    compare.run_compare(run_a="A", run_b="B", task="rsna-det", data=Path("."), prompts=None,
+                        annotations=None, resamples=50, seed=0, device="cpu",
+                        as_json=False)  # fmt: skip
+    text = capsys.readouterr()
+    assert "None" not in text.out
+    assert "n/a (the published (mgca) rule scored no image)" in text.out
+    assert "n/a (cannot compare)" in text.out
+    assert "note: cannot compare map: A has none" in text.err
+    # comparable runs are marked so
+    assert compare.compare_results(b, b, n_boot=50)["comparable"] is True

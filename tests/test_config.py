@@ -191,3 +191,22 @@ def test_local_text_scope_follows_the_variant_and_old_runs_keep_global() -> None
     saved = resolve("tiny").to_dict()
     del saved["loss"]["local_text_scope"]  # a run saved before the switch gathered globally
     assert config_from_dict(saved).loss.local_text_scope == "global"
+
+
+def test_an_option_and_a_set_that_contradict_are_refused(cli) -> None:
+    # both are explicit: neither silently wins (the option used to)
+    with pytest.raises(BadInputError, match=r"^--variant clean and --set loss.variant=authors "):
+        resolve("tiny", sets=["loss.variant=authors"], cli={"loss": {"variant": "clean"}})
+    with pytest.raises(BadInputError, match=r"^--lr 0.1 and --set train.lr=0.2 contradict"):
+        resolve("tiny", sets=["train.lr=0.2"], cli={"train": {"lr": 0.1}})
+    # the same value twice, or different keys, are fine
+    cfg = resolve("tiny", sets=["loss.variant=clean", "train.lr=1e-1"],
+                  cli={"loss": {"variant": "clean"}, "train": {"lr": 0.1, "seed": 3}})  # fmt: skip
+    assert cfg.loss.variant == "clean" and cfg.train.lr == 0.1 and cfg.train.seed == 3
+    res = cli("pretrain", "--data", ".", "--out", "x", "--preset", "tiny", "--variant", "clean",
+              "--set", "loss.variant=authors", "--dry-run")  # fmt: skip
+    assert res.exit_code == 2 and res.stdout == ""
+    assert res.stderr.strip() == (
+        "error: --variant clean and --set loss.variant=authors contradict each other; "
+        "give one of them"
+    )

@@ -59,6 +59,7 @@ def pretrain_text(
     `pretrain --text-encoder DIR` takes."""
     apply_threads(threads)
     from cmcgns_cli.config import resolve
+    from cmcgns_cli.config_values import parse_set
     from cmcgns_cli.runtime import resolve_device
     from cmcgns_cli.train.mlm import ADAPT_LR, run_pretrain_text
 
@@ -68,6 +69,8 @@ def pretrain_text(
         raise BadInputError("--resume continues with the folder's own corpus and BERT")
     if text_encoder is not None and not Path(text_encoder).is_dir():
         raise BadInputError(f"--text-encoder {text_encoder}: not a local BERT folder")
+    # a warm BERT adapts at ADAPT_LR unless a learning rate is given (--lr or --set train.lr)
+    set_lr = "lr" in parse_set(sets or []).get("train", {})
     cfg = resolve(
         preset_name.value if preset_name is not None else "tiny",
         None,
@@ -76,7 +79,7 @@ def pretrain_text(
             "train": {
                 "stage1_epochs": epochs,
                 "batch_size": batch_size,
-                "lr": lr if lr is not None else (ADAPT_LR if text_encoder else None),
+                "lr": lr if lr is not None or set_lr else (ADAPT_LR if text_encoder else None),
                 "max_steps": max_steps,
                 "seed": seed,
             }

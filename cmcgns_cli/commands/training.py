@@ -26,7 +26,7 @@ from cmcgns_cli.commands.options import (
     apply_threads,
 )
 from cmcgns_cli.errors import BadInputError
-from cmcgns_cli.outdir import claim, command_line
+from cmcgns_cli.outdir import claim, command_line, keeps_nothing
 from cmcgns_cli.task_names import EVAL_ONLY_TASKS
 
 if TYPE_CHECKING:
@@ -248,7 +248,8 @@ def finetune(
                 "--like RUN shapes a random-init encoder: use it with --checkpoint none"
             )
         arch, size = like(like_run, arch, size)
-    with claim(out, command_line()):  # writable, and no other command in it
+    # writable, no other command in it; a failed finetune leaves it as it found it
+    with claim(out, command_line(), started=keeps_nothing):
         run_finetune(
             task=task.value,
             data=data,
@@ -306,7 +307,8 @@ def evaluate(
     folder = out or (
         checkpoint / "evaluate" / task.value if task.value in EVAL_ONLY_TASKS else checkpoint
     )
-    with claim(folder, command_line(), "--out" if out is not None else "--checkpoint"):
+    option = "--out" if out is not None else "--checkpoint"
+    with claim(folder, command_line(), option, started=keeps_nothing):
         run_evaluate(
             task=task.value,
             data=data,
@@ -383,7 +385,8 @@ def record_image_init(cfg: Config, *, explicit_none: bool) -> None:
         return
     path = Path(weights)
     if not path.is_file():
-        raise BadInputError(f"{path}: --image-weights file not found")
+        what = "is a folder, not a file" if path.is_dir() else "file not found"
+        raise BadInputError(f"{path}: --image-weights {what}")
     cfg.model.image_weights_sha256 = sha256_file(path)
 
 

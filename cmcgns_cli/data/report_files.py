@@ -27,9 +27,14 @@ def read_reports(
 ) -> list[tuple[str, str]]:
     """``(id, text)`` per report. ``fmt`` (``--reports-format``): ``lines`` reads a CSV
     with a text column (and an id column when present), JSON Lines with a ``text`` field
-    (by suffix), or plain text one report a non-blank line (id = line number); ``file``
-    reads the whole file as one report (id = the file name, ``1`` for stdin), as
-    ``explain --report FILE`` does by default. Raises BadInputError."""
+    (by suffix), or plain text one report a non-blank line; ``file`` reads the whole file
+    as one report (id = the file name, ``0`` for stdin), as ``explain --report FILE`` does
+    by default.
+
+    Without an id column / field, the id is the 0-based row index, one convention for all
+    three: the CSV data row (header excluded), the JSON Lines line and the text line (blank
+    lines count but give no report, so ids stay the rows' places in the file).
+    Raises BadInputError."""
     if fmt not in REPORTS_FORMATS:
         raise BadInputError(f"--reports-format {fmt!r}: expected lines or file")
     if spec == "-":
@@ -42,12 +47,12 @@ def read_reports(
         text = read_text(path, name=spec).text  # detected encoding, no byte-order mark
         name = str(path)
     if fmt == "file":
-        return [("1" if spec == "-" else Path(name).name, text)] if text.strip() else []
+        return [("0" if spec == "-" else Path(name).name, text)] if text.strip() else []
     if name.lower().endswith(".csv"):
         return _csv_reports(text, name)
     if name.lower().endswith((".jsonl", ".ndjson")):
         return _jsonl_reports(text, name)
-    return [(str(i + 1), ln) for i, ln in enumerate(text.splitlines()) if ln.strip()]
+    return [(str(i), ln) for i, ln in enumerate(text.splitlines()) if ln.strip()]
 
 
 def _csv_reports(text: str, name: str) -> list[tuple[str, str]]:

@@ -156,6 +156,20 @@ def _authors_map(
     return mg, scored
 
 
+def unscored_reason(n_box: list[int] | np.ndarray, n_det: list[int] | np.ndarray) -> str:
+    """Why the published rule gives no mAP: it scores only the test images with at least one
+    ground-truth box and one detection at objectness >= 0.5, and none has both. ``n_box`` /
+    ``n_det``: per test image, its boxes / its detections under that rule. The counts name
+    which side is empty (no box in the split, or a detector below the threshold)."""
+    has_box, has_det = np.asarray(n_box) > 0, np.asarray(n_det) > 0
+    return (
+        "the published (mgca) rule scored no image: it scores only test images with both a "
+        f"ground-truth box and a detection with objectness >= 0.5; of {len(has_box)} test "
+        f"images {int(has_box.sum())} have a box, {int(has_det.sum())} have such a "
+        f"detection, {int((has_box & has_det).sum())} both (map_coco scores all of them)"
+    )
+
+
 def finetune_det(
     *, task_name: str, data: Path, checkpoint: str, out: Path, fraction: float, full: bool,
     arch: str | None, image_weights: Path | None, epochs: int | None, lr: float | None,
@@ -255,14 +269,19 @@ def evaluate_det(task_name: str, data: Path, finetuned: Path, device: torch.devi
     }  # fmt: skip
     rules = {"map": COCO_RULE, "map_coco": COCO_RULE}
     sets, headline = {"map_coco": coco_set, "map": coco_set}, coco_fn
+    null_reasons: dict[str, str] = {}
     if data_protocol(prepared) == "mgca":
         authors = det.predict(test_rows, authors_rule=True)
         mg, scored = _authors_map(test_rows, boxes, labels, authors)
         metrics.update({**mg.scores(scored), "map_images_scored": len(scored)})
         if len(scored) == 0:
-            why = ("no test image has both a box and a detection with objectness >= 0.5, "
-                   "so the published rule scores none")  # fmt: skip
+            why = unscored_reason([len(boxes[int(r)]) for r in test_rows],
+                                  [len(p[0]) for p in authors])  # fmt: skip
             rules["map"] = f"{MGCA_RULE}; null here: {why}"
+            # the null map (and the headline value) carry this reason, not the generic one
+            null_reasons = {"map": why, "map50": why}
+            if task.metric in null_reasons:
+                null_reasons["value"] = why
         else:
             rules["map"] = MGCA_RULE
         sets["map"] = {"fn": lambda idx: mg(scored[idx]), "n": len(scored), "strata": None,
@@ -273,6 +292,7 @@ def evaluate_det(task_name: str, data: Path, finetuned: Path, device: torch.devi
             return mg(idx[is_scored[idx]])
 
     result = {
+        **({"null_reasons": null_reasons} if null_reasons else {}),
         "task": task.name, "metric": task.metric, "value": metrics[task.metric],
         "metrics": metrics, "metric_rules": rules, "iou_thresholds": "0.4:0.05:0.75",
         "files": {"ground_truth": "coco_gt.json", "predictions": "coco_predictions.json"},

@@ -63,7 +63,8 @@ def resolve_source(
             raise BadInputError(f"--input-size {resize},{crop}: need 16 <= crop <= resize")
         weights = Path(image_weights) if image_weights else None
         if weights is not None and not weights.is_file():
-            raise BadInputError(f"{weights}: --image-weights file not found")
+            what = "is a folder, not a file" if weights.is_dir() else "file not found"
+            raise BadInputError(f"{weights}: --image-weights {what}")
         return EncoderSource(
             "none", arch, int(resize), int(crop),
             str(weights) if weights else None, sha256_file(weights) if weights else None,

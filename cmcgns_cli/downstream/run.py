@@ -393,6 +393,8 @@ def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
                 "seed": r["protocol"].get("seed"),
                 "value": r["metrics"].get(metric),
                 "metrics": r["metrics"],
+                # this seed's own reasons for its null metrics (not the first seed's)
+                **({"null_reasons": r["null_reasons"]} if r.get("null_reasons") else {}),
             }
             for r in results
         ],  # fmt: skip

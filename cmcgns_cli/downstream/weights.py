@@ -21,7 +21,6 @@ saves) only: a file that needs arbitrary code to unpickle is refused, never exec
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass
@@ -29,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.model.weight_files import WRAPPERS, first_difference, read_weights
+
+__all__ = ["WRAPPERS", "LoadReport", "find_prefix", "load_encoder_weights", "read_weights"]
 
 MIN_LOADED = 0.95  # below this share of the encoder's tensors, refuse (--allow-partial overrides)
-WRAPPERS = ("state_dict", "model", "module", "net", "encoder")
 # OpenAI-format CLIP towers: a ViT with a pre-norm (ln_pre) and a ResNet with an attention-pool
 # head and a three-conv stem: neither is the stock torchvision ResNet / timm ViT we build.
 OPENAI_CLIP_MARKERS = ("visual.ln_pre.weight", "visual.attnpool.c_proj.weight")
@@ -74,45 +74,6 @@ class LoadReport:
             f"({100 * self.fraction:.1f} %), missing {self.missing}, unexpected "
             f"{self.unexpected}, shape mismatches {self.mismatched}, ignored {self.ignored}"
         )
-
-
-def _is_state(obj: Any) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
-
-
-def read_weights(path: Path) -> tuple[dict[str, Tensor], str]:
-    """``(state dict, layout)`` of a weights file; raises ``BadInputError`` naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"{path}: image weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path)), "safetensors"
-        # timm's train.py stores its argparse Namespace beside the weights: a plain attribute
-        # bag, safe to rebuild; anything else outside torch's allow-list is refused
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any read failure is a bad input file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadInputError(
-            f"{path}: cannot read image weights with torch.load(weights_only=True) ({first}); "
-            "re-save its state_dict with torch.save or as .safetensors"
-        ) from None
-    if _is_state(obj):
-        return obj, "state_dict"
-    if isinstance(obj, dict):
-        layout = "lightning" if "pytorch-lightning_version" in obj else None
-        if layout is None and "arch" in obj and "state_dict" in obj:
-            layout = "timm"
-        for key in WRAPPERS:
-            if _is_state(obj.get(key)):
-                return obj[key], layout or f"wrapped:{key}"
-    raise BadInputError(
-        f"{path}: no state dict of tensors in it (looked at the top level and under "
-        f"{', '.join(WRAPPERS)})"
-    )
 
 
 def find_prefix(keys: list[str], own: set[str]) -> tuple[str, int]:
@@ -173,7 +134,8 @@ def load_encoder_weights(
         ignored=len(state) - len(mine),
     )
     if report.fraction < min_loaded and not allow_partial:
-        example = f"; e.g. {mismatched[0]} has another shape" if mismatched else ""
+        first = first_difference(mine, own, head_prefixes)
+        example = f"; first differing tensor {first}" if first else ""
         raise BadInputError(
             f"{path}: only {report.loaded} of {report.expected} image-encoder tensors load "
             f"({100 * report.fraction:.1f} % < {100 * min_loaded:.0f} %, prefix "

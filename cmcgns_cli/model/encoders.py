@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from cmcgns_cli.config import ModelConfig
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.model.weight_files import first_difference, read_weights
 
 IMAGE_ENCODERS: tuple[str, ...] = ("resnet50", "resnet18", "resnet_tiny", "vit_b16", "vit_tiny")
 LOCAL_TOKEN_LAYOUTS: tuple[str, ...] = ("channel_view", "spatial")
@@ -153,49 +153,26 @@ def export_image_encoder_state(encoder: ImageEncoder) -> dict[str, Tensor]:
     }
 
 
-def _read_state(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise BadInputError(f"{path}: image weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any read failure is a bad input file
-        raise BadInputError(f"{path}: cannot read image weights: {exc}") from None
-    for wrapper in ("state_dict", "model"):  # common checkpoint wrappers
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise BadInputError(f"{path}: expected a state dict of tensors")
-    return state
-
-
 def load_image_weights(encoder: ImageEncoder, path: str | Path) -> None:
-    """Load a plain state dict (.pth/.pt via ``torch.load(weights_only=True)`` or .safetensors).
+    """Load a plain state dict (.pth/.pt via ``torch.load(weights_only=True)`` or .safetensors,
+    read by :func:`~cmcgns_cli.model.weight_files.read_weights`).
 
     Only the classification head may be missing (e.g. a headless export); anything else
-    missing, unexpected or mis-shaped raises :class:`BadInputError` naming the file.
+    missing, unexpected or mis-shaped raises :class:`BadInputError` naming the file and the
+    first differing tensor (exit 2).
     """
     path = Path(path)
-    state = _read_state(path)
+    state, _ = read_weights(path)  # unwrapped from a checkpoint's state_dict / model / ...
     own = encoder.backbone.state_dict()
     head_prefix = ("fc.",) if encoder.kind == "resnet" else ("head.",)
-    missing = [k for k in own if k not in state and not k.startswith(head_prefix)]
-    unexpected = [k for k in state if k not in own]
-    shape = [k for k in state if k in own and state[k].shape != own[k].shape]
-    if missing or unexpected or shape:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} keys (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} keys (e.g. {unexpected[:3]})")
-        if shape:
-            k = shape[0]
-            parts.append(f"shape mismatch at {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}")
+    first = first_difference(state, own, head_prefix)
+    if first is not None:
+        missing = sum(1 for k in own if k not in state and not k.startswith(head_prefix))
+        unexpected = sum(1 for k in state if k not in own)
+        shapes = sum(1 for k in state if k in own and state[k].shape != own[k].shape)
         raise BadInputError(
-            f"{path}: weights do not match image encoder {encoder.name}: " + "; ".join(parts)
+            f"{path}: weights do not match image encoder {encoder.name}: first differing "
+            f"tensor {first} ({missing} missing, {unexpected} unexpected, {shapes} of another "
+            "shape); check --set model.image_encoder"
         )
     encoder.backbone.load_state_dict(state, strict=False)

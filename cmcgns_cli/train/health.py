@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 PLATEAU_TOLERANCE = 0.02  # relative distance of the global loss from log(global batch)
@@ -32,6 +33,48 @@ ADVICE = {
     "image_vectors": "warm image weights (--image-weights FILE or --init-from RUN)",
     "clusters": "--variant clean (its k-means waits until the features spread)",
 }
+
+
+# what to try for a collapsed encoder that already started warm: the warm start is not it
+ALREADY_WARM = "more epochs, another --lr or a larger --batch-size"
+
+
+def warm_starts(
+    model: Any, init_parts: list[str] | tuple[str, ...] = (), variant: str | None = None
+) -> dict[str, str]:
+    """What a run already used of what the advice suggests: ``{"text": ..., "image": ...,
+    "clusters": ...}`` naming the option (``--text-encoder NAME``, ``--image-weights FILE``,
+    ``--init-from`` with its ``init_parts``, ``--variant clean``). ``model``: the run's
+    ``ModelConfig`` (``text_encoder`` ``"scratch"`` and ``image_weights`` None mean random
+    init); ``variant``: its ``loss.variant``."""
+    used: dict[str, str] = {}
+    if variant == "clean":
+        used["clusters"] = "--variant clean"
+    if str(getattr(model, "text_encoder", "scratch") or "scratch") != "scratch":
+        used["text"] = f"--text-encoder {model.text_encoder}"
+    if "text" in init_parts:
+        used["text"] = "--init-from (its text encoder)"
+    if getattr(model, "image_weights", None):
+        used["image"] = f"--image-weights {model.image_weights}"
+    if "image" in init_parts:
+        used["image"] = "--init-from (its image encoder)"
+    return used
+
+
+def run_warm_starts(run: Path, model: Any = None, variant: str | None = None) -> dict[str, str]:
+    """:func:`warm_starts` of the run directory ``run``: its ``ModelConfig`` ``model`` (default:
+    the ``model`` section of its config.json), its ``loss.variant`` ``variant`` (default: its
+    config.json's) and the parts ``--init-from`` filled, as its config.json records them (a
+    resumed run's too). ``{}`` without a readable config.json and no ``model``."""
+    try:
+        saved = json.loads((Path(run) / "config.json").read_text(encoding="utf-8"))
+        parts = list((saved.get("init_from") or {}).get("parts") or [])
+        variant = variant or (saved.get("loss") or {}).get("variant")
+        if model is None:
+            model = SimpleNamespace(**dict(saved.get("model") or {}))
+    except (OSError, ValueError, AttributeError, TypeError):
+        parts = []
+    return warm_starts(model, parts, variant) if model is not None else {}
 
 
 def _mean(records: list[dict[str, Any]], key: str) -> float | None:
@@ -102,9 +145,13 @@ def read_train_records(metrics: Path) -> list[dict[str, Any]]:
     return out
 
 
-def judge_run(records: list[dict[str, Any]], global_batch: int) -> dict[str, Any]:
+def judge_run(
+    records: list[dict[str, Any]], global_batch: int, used: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The run's health: each stage judged by :func:`judge_stage`; the run's ``status`` and
     ``collapsed`` are those of its last trained stage (the weights it ends with).
+    ``used``: the run's warm starts (:func:`warm_starts`), so the advice never suggests one
+    the run already had.
 
     Returns ``{"status", "collapsed", "stage", "advice", "stages": {"1": ..., "2": ...}}``
     (``advice`` is one sentence, empty when healthy)."""
@@ -119,19 +166,38 @@ def judge_run(records: list[dict[str, Any]], global_batch: int) -> dict[str, Any
         "status": verdict["status"],
         "collapsed": verdict["collapsed"],
         "stage": int(last),
-        "advice": advice(verdict["collapsed"]),
+        "advice": advice(verdict["collapsed"], used),
         "stages": stages,
     }
 
 
-def advice(signs: list[str]) -> str:
-    """What to try for the collapse ``signs`` (one clause each, ``;``-joined)."""
-    return "; ".join(ADVICE[s] for s in signs if s in ADVICE)
+def advice(signs: list[str], used: dict[str, str] | None = None) -> str:
+    """What to try for the collapse ``signs`` (one clause each, ``;``-joined, no repeats).
+
+    ``used`` (:func:`warm_starts`): a sign whose cure the run already had (a warm encoder,
+    ``--variant clean``) gets :data:`ALREADY_WARM` naming what it had, not that cure again."""
+    used = used or {}
+    clauses: list[str] = []
+    had: list[str] = []  # what the run already used, for the signs it did not cure
+    for sign in signs:
+        side = {"report_vectors": "text", "image_vectors": "image"}.get(sign, sign)
+        if side in used:
+            had.append(
+                f"the run already used {used[side]}"
+                if side == "clusters"
+                else f"the {side} encoder already started from {used[side]}"
+            )
+        elif ADVICE.get(sign) and ADVICE[sign] not in clauses:
+            clauses.append(ADVICE[sign])
+    if had:  # one clause for all of them; it covers the plateau's "more epochs or --lr"
+        clauses = [c for c in clauses if c != ADVICE["global_plateau"]]
+        clauses.insert(0, f"{ALREADY_WARM} ({'; '.join(had)})")
+    return "; ".join(clauses)
 
 
-def describe(verdict: dict[str, Any], stage: int) -> str:
+def describe(verdict: dict[str, Any], stage: int, used: dict[str, str] | None = None) -> str:
     """One line for stderr: ``stage S health: ok`` or what collapsed, with the gauges, and
-    what to try."""
+    what to try (:func:`advice` with the run's warm starts ``used``)."""
     if verdict["status"] != "collapsed":
         return f"stage {stage} health: {verdict['status']}"
     parts = []
@@ -149,7 +215,7 @@ def describe(verdict: dict[str, Any], stage: int) -> str:
             parts.append(f"{verdict['clusters_nonempty']:.1f} cluster in use")
     return (
         f"stage {stage} health: COLLAPSED ({'; '.join(parts)}) over its last epoch; "
-        f"try {advice(verdict['collapsed'])}"
+        f"try {advice(verdict['collapsed'], used)}"
     )
 
 
@@ -167,7 +233,9 @@ def run_health(run: Path, batch_size: int) -> dict[str, Any]:
                 continue
             if isinstance(rec, dict) and rec.get("kind") == "summary" and rec.get("health"):
                 found = rec["health"]
-    return found if found is not None else judge_run(read_train_records(path), batch_size)
+    if found is not None:
+        return found
+    return judge_run(read_train_records(path), batch_size, run_warm_starts(run))
 
 
 def card_line(verdict: dict[str, Any]) -> str:

@@ -267,7 +267,9 @@ class Trainer:
         result = summary(self, time.perf_counter() - start)
         if dist.is_main():  # the gauges are in rank 0's metrics.jsonl
             result["health"] = health.judge_run(
-                health.read_train_records(self.log.path), self.batch_size * self.world
+                health.read_train_records(self.log.path),
+                self.batch_size * self.world,
+                health.run_warm_starts(self.run, self.cfg.model, self.cfg.loss.variant),
             )
             if ran:
                 self.log.write({"kind": "summary", "step": self.prog.step, **result})
@@ -330,7 +332,15 @@ class Trainer:
         """Print one line judging the finished ``stage``'s health (``train/health.py``)."""
         records = [r for r in health.read_train_records(self.log.path) if r["stage"] == stage]
         verdict = health.judge_stage(records, self.batch_size * self.world)
-        err.print(health.describe(verdict, stage), highlight=False, soft_wrap=True)
+        err.print(
+            health.describe(
+                verdict,
+                stage,
+                health.run_warm_starts(self.run, self.cfg.model, self.cfg.loss.variant),
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
 
     def _train_epoch(self, stage: int, total: int, warmup: int, bar: Any, task: Any) -> None:
         model, net, opt = self.model, self.net, self.optimizer

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from cmcgns_cli import interrupts, jsonio
+from cmcgns_cli import interrupts, jsonio, outdir
 from cmcgns_cli.config import Config
 from cmcgns_cli.console import emit_json, err, kv_table, progress
 from cmcgns_cli.console import out as stdout
@@ -241,7 +241,34 @@ def run_pretrain_text(
         record = {}
     corpus = read_corpus(data, reports)
     torch.manual_seed(int(cfg.train.seed))
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        summary = _start_or_resume(cfg, corpus, out, device, text_encoder, resume, record)
+    except BaseException:
+        # a start that failed before its first checkpoint (nothing to --resume) leaves the
+        # folder as it found it: missing or empty, so the same command can run again
+        if resume is None and not (out / RECORD).exists():
+            outdir.clear(out)
+            if created and outdir.is_empty(out):
+                shutil.rmtree(out, ignore_errors=True)
+        raise
+    if as_json:
+        emit_json(summary)
+    else:
+        stdout.print(kv_table("pretrain-text", summary))
+    return summary
+
+
+def _start_or_resume(
+    cfg: Config,
+    corpus: dict[str, Any],
+    out: Path,
+    device: torch.device,
+    text_encoder: str | None,
+    resume: Path | None,
+    record: dict[str, Any],
+) -> dict[str, Any]:
     with interrupts.handle(deferred=True):
         trainer = TextPretrainer(cfg, corpus, out, device, text_encoder, resume is not None)
         if resume is not None:
@@ -265,10 +292,6 @@ def run_pretrain_text(
         )
         summary = _fit(trainer, record)
     summary["val_loss_start"] = record["val_loss_start"]
-    if as_json:
-        emit_json(summary)
-    else:
-        stdout.print(kv_table("pretrain-text", summary))
     return summary
 
 

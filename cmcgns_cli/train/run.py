@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmcgns_cli import interrupts
+from cmcgns_cli import interrupts, outdir
 from cmcgns_cli.config import Config, config_from_dict
 from cmcgns_cli.console import emit_json, err, kv_table
 from cmcgns_cli.console import out as stdout
@@ -153,6 +153,7 @@ def run_pretrain(
         if (Path(out) / ckpt.MODEL).is_file():
             resume = Path(out)
         else:  # stopped before its first checkpoint (if it started): start it again
+            check_restartable(Path(out))
             for name in (ckpt.CONFIG, ckpt.METRICS):
                 (Path(out) / name).unlink(missing_ok=True)
     if resume is not None and ignored_on_resume:
@@ -187,6 +188,47 @@ def run_pretrain(
             f"(the run directory is complete)"
         )
     return summary
+
+
+# what a start writes before its first checkpoint (and claim()'s lock files): a folder holding
+# only these is a run that stopped early, which --resume-if-exists starts again
+RUN_PARTIALS = frozenset(
+    {ckpt.CONFIG, ckpt.METRICS, ckpt.TOKENIZER, "cache", outdir.LOCK, outdir.HOLDER}
+    | {f".{ckpt.STATE}.new", f".{ckpt.BEST}.new"}
+)
+
+
+def logged_a_step(run: Path) -> bool:
+    """Whether ``run`` holds work worth keeping: a checkpoint, or a ``train`` record in its
+    metrics.jsonl (the ``text_window`` record a start writes first is no step)."""
+    if (run / ckpt.MODEL).exists():
+        return True
+    try:
+        with open(run / ckpt.METRICS, encoding="utf-8") as fh:
+            return any('"kind": "train"' in line for line in fh)
+    except OSError:
+        return False
+
+
+def check_restartable(out: Path) -> None:
+    """Refuse (exit 2, one line) to start a fresh run with ``--resume-if-exists`` in ``out``
+    when it holds anything but a run's partial files (:data:`RUN_PARTIALS`): it is someone
+    else's folder, and a run written into it would mix with its files.
+
+    Raises:
+        BadInputError: naming the folder and up to three of the entries that are not ours.
+    """
+    if not out.is_dir():
+        return
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
+                     if p.name not in RUN_PARTIALS)  # fmt: skip
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise BadInputError(
+            f"--out {out}: holds {', '.join(foreign[:3])}{more}, not a run of ours (no "
+            f"{ckpt.MODEL} to resume); --resume-if-exists starts a new run only in an empty "
+            "folder or one a start left before its first checkpoint: choose another --out"
+        )
 
 
 def _init_source(
@@ -246,14 +288,17 @@ def _run_pretrain(
         )
     if dist.world_size() == 1:
         device = resolve_device(cfg.train.device)
-    created = not run.exists()
+    created, fresh = not run.exists(), not resuming and outdir.is_empty(run)
     run.mkdir(parents=True, exist_ok=True)
     try:
         return _train(cfg, prepared, data, run, resuming, extra, device, as_json, init)
     except BaseException:
-        # a run that stopped before it logged a step leaves no directory behind
-        if created and dist.is_main() and not (run / ckpt.METRICS).exists():
-            shutil.rmtree(run, ignore_errors=True)
+        # a run that stopped before it logged a step leaves its folder as it found it
+        # (missing or empty: the tokenizer written so far would make the next start refuse)
+        if fresh and dist.is_main() and not logged_a_step(run):
+            outdir.clear(run)
+            if created and outdir.is_empty(run):
+                shutil.rmtree(run, ignore_errors=True)
         raise
 
 

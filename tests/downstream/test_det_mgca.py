@@ -201,3 +201,12 @@ def test_each_interval_resamples_its_own_image_set() -> None:
     assert out["ci95_method_per_metric"]["map_coco"]["stratified_by"] == "has a box"
     lo, hi = out["ci95"]["map"]
     assert 0.0 <= lo <= hi <= 1.0
+
+
+def test_the_reason_for_no_scored_image_counts_each_side() -> None:
+    from cmcgns_cli.downstream.detection import unscored_reason
+
+    # boxes on images 0 and 2, a detection only on image 1: no image has both
+    why = unscored_reason([1, 0, 2, 0], [0, 3, 0, 0])
+    assert "scored no image" in why and "objectness >= 0.5" in why
+    assert "of 4 test images 2 have a box, 1 have such a detection, 0 both" in why

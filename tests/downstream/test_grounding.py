@@ -190,3 +190,35 @@ def test_oracle_map_scores_perfectly(world, trained, monkeypatch):
     assert m["n"] == captured["n"] > 0
     # the noise-map chance level is far below the oracle
     assert m["miou_chance"] < 0.6 and m["pointing_game_chance"] < 0.5
+
+
+def test_grounding_counts_are_ints_and_print_whole() -> None:
+    from cmcgns_cli.downstream.grounding import summarise
+    from cmcgns_cli.downstream.results_table import results_table
+
+    # 3 images, the second's CNR undefined: n = 3, cnr_n = 2
+    scores = {
+        "pointing_game": np.array([1.0, 0.0, 1.0]),
+        "cnr": np.array([0.5, np.nan, 0.3]),
+        "miou": np.array([0.2, 0.1, 0.4]),
+        "iou": np.full((3, 5), 0.2),
+        "area": np.array([0.1, 0.2, 0.3]),
+    }
+    chance = {"cnr": np.zeros(3), "miou": np.zeros(3)}
+    out = summarise(scores, chance, ["a", "b", "a"], n_boot=20)
+    m = out["metrics"]
+    assert (m["n"], m["pointing_game_n"], m["cnr_n"], m["miou_n"]) == (3, 3, 2, 3)
+    assert all(type(m[k]) is int for k in ("n", "pointing_game_n", "cnr_n", "miou_n"))
+    from rich.console import Console
+
+    from cmcgns_cli.downstream.run import _summarise
+
+    result = {"task": "grounding-mscxr", "metric": "pointing_game", "metrics": m, "protocol": {}}
+    summary = _summarise([result])  # as evaluate builds what it prints
+    assert type(summary["metrics"]["cnr_n"]) is int
+    table = results_table("grounding-mscxr", summary)
+
+    console = Console(width=200, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "3.0000" not in text and "2.0000" not in text

@@ -107,7 +107,8 @@ def test_jsonl_on_stdout_parses_line_by_line(trained, tmp_path, cli, monkeypatch
     # plain-text reports on stdin, one a line
     monkeypatch.setattr(sys, "stdin", io.StringIO("the heart is enlarged.\n\nno effusion.\n"))
     res = cli("embed", "--checkpoint", run, "--reports", "-")
-    assert [json.loads(ln)["id"] for ln in res.stdout.splitlines()] == ["1", "3"]
+    # the 0-based row index, as for JSON Lines and CSV rows: the blank line keeps its place
+    assert [json.loads(ln)["id"] for ln in res.stdout.splitlines()] == ["0", "2"]
 
 
 def test_npy_with_ids_and_nan_rows(trained, tmp_path, cli):

@@ -59,13 +59,13 @@ def test_embed_reports_keep_ids_and_letters(tmp_path) -> None:
     ]
     txt = tmp_path / "reports.txt"
     txt.write_bytes("Opacité basale\nCafé\n".encode("utf-16"))
-    assert read_reports(str(txt)) == [("1", "Opacité basale"), ("2", "Café")]
+    assert read_reports(str(txt)) == [("0", "Opacité basale"), ("1", "Café")]
     jsonl = tmp_path / "reports.jsonl"
     jsonl.write_bytes(codecs.BOM_UTF8 + '{"id": "a", "text": "Opacité"}\n'.encode())
     assert read_reports(str(jsonl)) == [("a", "Opacité")]
     stdin = io.StringIO("\ufeffid,text\nx,Café\n")
     csv_stdin = read_reports("-", stdin)
-    assert csv_stdin == [("1", "id,text"), ("2", "x,Café")]  # stdin is plain text, mark gone
+    assert csv_stdin == [("0", "id,text"), ("1", "x,Café")]  # stdin is plain text, mark gone
 
 
 def test_report_file_and_covidx_list(tmp_path) -> None:

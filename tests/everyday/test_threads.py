@@ -30,3 +30,30 @@ def test_omp_num_threads_and_explicit_threads_win(monkeypatch, cli) -> None:
         torch.set_num_threads(before)
     res = cli("embed", "--checkpoint", "nowhere", "--reports", "-", "--threads", "0")
     assert res.exit_code == 2 and "--threads 0: must be at least 1" in res.stderr
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "1.5"])
+def test_a_bad_omp_num_threads_is_one_line_as_a_bad_threads_is(monkeypatch, cli, value) -> None:
+    from cmcgns_cli import threads_env
+
+    monkeypatch.delenv(threads_env.ASIDE, raising=False)  # removed again after the test
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    res = cli("embed", "--checkpoint", "nowhere", "--reports", "-")
+    assert res.exit_code == 2
+    assert res.stderr.strip() == (
+        f"error: OMP_NUM_THREADS={value!r}: not a whole number of at least 1 (as --threads "
+        "needs); set it to e.g. 4, unset it for the automatic count, or pass --threads N"
+    )
+    # --threads wins over it: one warning line, and the command goes on (to the checkpoint)
+    res = cli("embed", "--checkpoint", "nowhere", "--reports", "-", "--threads", "1")
+    lines = res.stderr.strip().splitlines()
+    assert lines[0] == (
+        f"warning: OMP_NUM_THREADS={value!r}: not a whole number of at least 1; ignored, "
+        "--threads 1 used"
+    )
+    assert "nowhere" in lines[-1]
+
+
+def test_a_good_omp_num_threads_with_spaces_is_taken(monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", " 3 ")
+    assert runtime.default_threads() == 3

@@ -57,6 +57,40 @@ def test_run_verdict_is_the_last_stage() -> None:
     assert judge_run([], 8)["status"] == "unknown"
 
 
+def test_advice_never_suggests_what_the_run_already_used(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from cmcgns_cli.train.health import ADVICE, ALREADY_WARM, advice, run_warm_starts
+
+    scratch = SimpleNamespace(text_encoder="scratch", image_weights=None)
+    warm_text = SimpleNamespace(text_encoder="runs/bert", image_weights=None)
+    signs = ["report_vectors", "image_vectors", "clusters"]
+    # from scratch: every cure is suggested
+    cold = advice(signs, run_warm_starts(tmp_path, scratch, "authors"))
+    assert "--text-encoder DIR" in cold and "--image-weights FILE" in cold
+    assert "--variant clean" in cold
+    # a warm text encoder and --variant clean: neither is suggested again, each is named
+    used = run_warm_starts(tmp_path, warm_text, "clean")
+    said = advice(["global_plateau", *signs], used)
+    assert "--text-encoder DIR" not in said and "--variant clean (its" not in said
+    assert said.startswith(
+        f"{ALREADY_WARM} (the text encoder already started from "
+        "--text-encoder runs/bert; the run already used --variant clean)"
+    )
+    assert ADVICE["image_vectors"] in said  # the image encoder was cold: still suggested
+    assert ADVICE["global_plateau"] not in said.split("; ")  # covered by the first clause
+    # --init-from, read from the run's config.json (image and text parts)
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model": {"text_encoder": "scratch", "image_weights": None}, "loss": {"variant": "authors"},
+        "init_from": {"parts": ["image", "text"]},
+    }))  # fmt: skip
+    said = advice(signs, run_warm_starts(tmp_path))
+    assert (
+        "--image-weights FILE or --init-from RUN" not in said and "--text-encoder DIR" not in said
+    )
+    assert "the image encoder already started from --init-from (its image encoder)" in said
+
+
 def _constant_world(root):
     """A world whose every report is the same text: nothing to tell the pairs apart by."""
     import pandas as pd

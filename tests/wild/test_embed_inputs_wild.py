@@ -73,13 +73,24 @@ def test_embed_names_every_file_it_does_not_take(trained, tmp_path, cli):
 REPORT = "Heart size is normal.\nLungs are clear.\nNo effusion.\n"
 
 
+def test_report_ids_are_the_0_based_row_index_in_every_format(tmp_path):
+    # one convention for TXT, JSON Lines and CSV: the first report is "0"; a blank line in
+    # the line formats keeps its place (the next report is row 2), a CSV counts data rows
+    (tmp_path / "r.txt").write_text("heart is big.\n\nlungs are clear.\n")
+    (tmp_path / "r.jsonl").write_text('{"text": "heart is big."}\n\n{"text": "lungs are clear."}\n')
+    (tmp_path / "r.csv").write_text("text\nheart is big.\nlungs are clear.\n")
+    assert [i for i, _ in read_reports(str(tmp_path / "r.txt"))] == ["0", "2"]
+    assert [i for i, _ in read_reports(str(tmp_path / "r.jsonl"))] == ["0", "2"]
+    assert [i for i, _ in read_reports(str(tmp_path / "r.csv"))] == ["0", "1"]
+
+
 def test_reports_format_lines_and_file(tmp_path):
     f = tmp_path / "r.txt"
     f.write_text(REPORT)
     assert read_reports(str(f)) == [
-        ("1", "Heart size is normal."),
-        ("2", "Lungs are clear."),
-        ("3", "No effusion."),
+        ("0", "Heart size is normal."),
+        ("1", "Lungs are clear."),
+        ("2", "No effusion."),
     ]
     assert read_reports(str(f), fmt="file") == [("r.txt", REPORT)]
     # explain: the whole file by default, lines on request (and then one line only)

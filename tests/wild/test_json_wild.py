@@ -42,6 +42,24 @@ def test_strict_replaces_non_finite_with_null_and_reason():
         strict_loads(json.dumps({"map": float("nan")}))
 
 
+def test_a_known_reason_explains_the_same_key_below_it_never_the_generic_one():
+    why = "the published rule scored no image (0 of 4 have a detection)"
+    payload = {
+        "null_reasons": {"value": why, "map": why},
+        "value": float("nan"),
+        "metrics": {"map": float("nan"), "dice": float("nan"), "n": 4},
+        "seeds": [{"metrics": {"map": np.float32("nan")}}],
+        "mean": {"map": None},  # a null computed earlier (a mean over seeds that had none)
+        "other": {"null_reasons": {"map": "its own reason"}, "map": float("nan")},
+    }
+    obj = strict_loads(jsonio.dumps(payload))
+    assert obj["null_reasons"] == {"value": why}  # no "map" key here: that entry goes
+    assert obj["metrics"]["null_reasons"] == {"map": why, "dice": jsonio.REASON_NAN}
+    assert obj["seeds"][0]["metrics"]["null_reasons"] == {"map": why}
+    assert obj["mean"]["null_reasons"] == {"map": why}
+    assert obj["other"]["null_reasons"] == {"map": "its own reason"}  # the nearest wins
+
+
 def test_no_raw_json_dumps_left_in_writers():
     """Every writer of the package goes through jsonio (the only json.dumps calls left are
     internal: the job fingerprint, the resume journal, pycocotools' ground truth copy)."""
@@ -90,4 +108,8 @@ def test_evaluate_json_with_undefined_map_is_strict(cli, tmp_path):
     metrics = strict_loads((tmp_path / "ft" / "metrics.json").read_text())
     assert metrics["value"] is None and "value" in metrics["null_reasons"]
     assert metrics["metrics"]["map"] is None and "map" in metrics["metrics"]["null_reasons"]
+    # the specific reason, with counts: no image has a box at all here
+    assert "scored no image" in metrics["metrics"]["null_reasons"]["map"]
+    assert " 0 have a box" in metrics["metrics"]["null_reasons"]["map"]
+    assert summary["metrics"]["null_reasons"]["map"] == metrics["metrics"]["null_reasons"]["map"]
     assert summary  # parsed strictly above
