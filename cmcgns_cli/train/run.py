@@ -153,7 +153,7 @@ def run_pretrain(
         if (Path(out) / ckpt.MODEL).is_file():
             resume = Path(out)
         else:  # stopped before its first checkpoint (if it started): start it again
-            check_restartable(Path(out))
+            check_restartable(Path(out), cfg.train.tensorboard)
             for name in (ckpt.CONFIG, ckpt.METRICS):
                 (Path(out) / name).unlink(missing_ok=True)
     if resume is not None and ignored_on_resume:
@@ -210,18 +210,20 @@ def logged_a_step(run: Path) -> bool:
         return False
 
 
-def check_restartable(out: Path) -> None:
+def check_restartable(out: Path, tensorboard: str | None = None) -> None:
     """Refuse (exit 2, one line) to start a fresh run with ``--resume-if-exists`` in ``out``
-    when it holds anything but a run's partial files (:data:`RUN_PARTIALS`): it is someone
-    else's folder, and a run written into it would mix with its files.
+    when it holds anything but a run's partial files (:data:`RUN_PARTIALS`, and the run's own
+    ``--tensorboard`` folder when that lies inside ``out``): it is someone else's folder, and
+    a run written into it would mix with its files.
 
     Raises:
         BadInputError: naming the folder and up to three of the entries that are not ours.
     """
     if not out.is_dir():
         return
+    ours = {Path(tensorboard).resolve()} if tensorboard else set()
     foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
-                     if p.name not in RUN_PARTIALS)  # fmt: skip
+                     if p.name not in RUN_PARTIALS and p.resolve() not in ours)  # fmt: skip
     if foreign:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise BadInputError(

@@ -213,3 +213,15 @@ def test_a_failure_at_the_first_step_leaves_no_folder(world, tmp_path, monkeypat
     args = ["pretrain", "--data", str(world), "--out", str(out), *TINY, "--max-steps", "1"]
     assert cli(args, monkeypatch) == 2
     assert not out.exists()
+
+
+def test_resume_if_exists_counts_the_runs_own_tensorboard_folder_as_its_own(tmp_path):
+    from cmcgns_cli.errors import BadInputError
+    from cmcgns_cli.train.run import check_restartable
+
+    out = tmp_path / "run"
+    (out / "tb").mkdir(parents=True)
+    (out / "metrics.jsonl").write_text("")
+    check_restartable(out, str(out / "tb"))  # an elastic restart with --tensorboard OUT/tb
+    with pytest.raises(BadInputError, match=r"holds tb/, not a run of ours"):
+        check_restartable(out, str(tmp_path / "elsewhere"))
