@@ -39,6 +39,7 @@ ROWS: dict[str, list[str]] = {
     ],  # fmt: skip
     "warm_text_2ep": ["text=2"],
     "warm_text_10ep": ["text=10"],
+    "global_norm": ["model.global_norm=batchnorm"],
 }
 
 

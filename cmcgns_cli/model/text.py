@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from cmcgns_cli.config import ModelConfig
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.model.global_norm import build_global_norm, unit_vectors
 from cmcgns_cli.runtime import quiet_transformers
 
 
@@ -130,6 +131,8 @@ class TextEncoder(nn.Module):
         hidden = int(self.bert.config.hidden_size)
         self.token_proj = nn.Linear(hidden, cfg.embed_dim)
         self.pool = AttentionPool(cfg.embed_dim, cfg.pool_heads)
+        # model.global_norm: centre the report vectors over the batch before the L2 norm
+        self.global_norm = build_global_norm(cfg.global_norm, cfg.embed_dim)
 
     def forward(
         self,
@@ -150,8 +153,10 @@ class TextEncoder(nn.Module):
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         tokens = F.normalize(self.token_proj(hidden).float(), dim=-1)
         sents, mask = sentence_mean(tokens, sentence_index, num_sentences, s_max)
+        glob, gauge = unit_vectors(self.global_norm, self.pool(sents, mask))
         return {
-            "global": F.normalize(self.pool(sents, mask), dim=-1),
+            "global": glob,
+            "gauge": gauge,  # ``global`` as evaluation gives it, detached (collapse gauge)
             "sentences": sents,  # means of unit vectors, not re-normalised; padding rows are 0
             "sentence_mask": mask,
         }
