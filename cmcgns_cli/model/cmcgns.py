@@ -139,7 +139,9 @@ class CMCGNS(nn.Module):
             )
 
     def encode_image(self, images: Tensor) -> dict[str, object]:
-        """``global`` (B, D) and ``local`` (B, P, D), L2-normalised; ``grid`` (h, w).
+        """``global`` (B, D) and ``local`` (B, P, D), L2-normalised; ``gauge`` (B, D), the
+        global vectors as evaluation gives them, detached (model/global_norm.py); ``grid``
+        (h, w).
 
         ResNet: the local tokens follow ``model.local_tokens`` and the global vector
         ``model.image_pool`` (the authors' attention pool, or the map's average)."""

@@ -121,8 +121,9 @@ class AttentionPool(nn.Module):
 
 
 class TextEncoder(nn.Module):
-    """BERT + token projection + per-token L2 norm + per-sentence mean + attention pooling.
-    Returns ``global`` (B, D) unit vectors, ``sentences`` (B, S, D) (norm <= 1, padding rows 0)
+    """BERT + token projection + per-token L2 norm + per-sentence mean + attention pooling
+    (+ ``model.global_norm``). Returns ``global`` (B, D) unit vectors, ``gauge`` (B, D) (them
+    as evaluation gives them, detached), ``sentences`` (B, S, D) (norm <= 1, padding rows 0)
     and ``sentence_mask`` (B, S) bool."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int | None = None):
@@ -147,8 +148,11 @@ class TextEncoder(nn.Module):
         ``input_ids`` / ``attention_mask`` long (B, L); ``sentence_index`` long (B, L): the
         sentence of each token, -1 for [CLS] / [SEP] / padding; ``num_sentences`` long (B,);
         ``s_max`` the S of the padded sentence layout. Returns ``global`` float32 (B, D),
-        unit vectors; ``sentences`` float32 (B, S, D), the mean of each sentence's unit token
-        vectors (norm <= 1, not re-normalised; padding rows 0); ``sentence_mask`` (B, S) bool.
+        unit vectors (batch-normalised first under ``model.global_norm = batchnorm``);
+        ``gauge`` float32 (B, D), ``global`` through the running statistics, detached (the
+        collapse gauge; see model/global_norm.py); ``sentences`` float32 (B, S, D), the mean
+        of each sentence's unit token vectors (norm <= 1, not re-normalised; padding rows 0);
+        ``sentence_mask`` (B, S) bool.
         """
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         tokens = F.normalize(self.token_proj(hidden).float(), dim=-1)
