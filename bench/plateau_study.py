@@ -1,13 +1,17 @@
-"""Why the tiny preset sits on the InfoNCE plateau on the demo's world: stage-1 runs with one
-change each, judged by the run-health gauges of their last epoch.
+"""Why the tiny preset sat on the InfoNCE plateau on the demo's world, and what took it off:
+runs with one change each, judged by the run-health gauges of their last epoch.
 
 The world is the demo's (``cmcgns demo``: 400 synthetic MIMIC-style studies drawn at 96 px,
 prepared at 64 px); each run is the demo's pretrain (tiny preset at 64 px, 8 clusters, seed 0)
 for ``--epochs`` stage-1 epochs with the ``--set`` items of its row. A row may instead name a
-``pretrain-text`` folder (``text=DIR``) trained first on the same world's reports.
+``pretrain-text`` folder (``text=DIR``) trained first on the same world's reports. Rows named
+``*_none`` are the study as first run, on the authors' model (``model.global_norm=none``);
+``base`` is the tiny preset as it is now (``batchnorm``); the ``fresh*`` rows are a plain
+``pretrain --preset tiny`` (its own 144 / 128 px, 16 clusters, 2 + 1 epochs) judged on its
+last stage.
 
     python bench/plateau_study.py --work /tmp/plateau            # all rows, resumable
-    python bench/plateau_study.py --work /tmp/plateau --rows base,global_only
+    python bench/plateau_study.py --work /tmp/plateau --rows base_none,base,fresh_none,fresh
 
 Prints one table row per run: global loss and its plateau log(32), report and image vectors'
 mean pairwise cosine, clusters in use, the health status; the last line is the base row's
@@ -22,7 +26,9 @@ import io
 import json
 from pathlib import Path
 
-ROWS: dict[str, list[str]] = {
+# the rows measured before the tiny preset took model.global_norm = batchnorm: each ran the
+# authors' model (no batch normalisation of the global vectors), so they pin it
+_BEFORE: dict[str, list[str]] = {
     "base": [],
     "global_only": ["loss.w_local_image=0", "loss.w_local_text=0", "loss.clustering=false"],
     "no_local_image": ["loss.w_local_image=0"],
@@ -39,6 +45,16 @@ ROWS: dict[str, list[str]] = {
     ],  # fmt: skip
     "warm_text_2ep": ["text=2"],
     "warm_text_10ep": ["text=10"],
+}
+ROWS: dict[str, list[str]] = {
+    **{f"{name}_none": ["model.global_norm=none", *sets] for name, sets in _BEFORE.items()},
+    # the tiny preset as it is now (model.global_norm = batchnorm)
+    "base": [],
+    # a fresh ``pretrain --preset tiny`` on the demo's world: the preset's own sizes (144 / 128
+    # px), 16 clusters and 2 + 1 epochs, not the demo's settings
+    "fresh_none": ["fresh", "model.global_norm=none"],
+    "fresh": ["fresh"],
+    "fresh_stage1_5ep": ["fresh", "train.stage1_epochs=5"],
 }
 
 
@@ -84,13 +100,15 @@ def run_row(work: Path, data: Path, name: str, sets: list[str], epochs: int) -> 
     if done.is_file():
         return json.loads(done.read_text())
     cfg = preset("tiny")
-    cfg.data.image_size = cfg.data.crop_size = 64
-    cfg.loss.num_clusters = 8
-    cfg.train.stage1_epochs, cfg.train.stage2_epochs, cfg.train.seed = epochs, 0, 0
+    cfg.train.seed = 0
+    if "fresh" not in sets:  # the demo's pretrain, stage 1 only
+        cfg.data.image_size = cfg.data.crop_size = 64
+        cfg.loss.num_clusters = 8
+        cfg.train.stage1_epochs, cfg.train.stage2_epochs = epochs, 0
     text = [s for s in sets if s.startswith("text=")]
     if text:
         cfg.model.text_encoder = str(text_tower(work, data, int(text[0].split("=")[1])))
-    rest = [s for s in sets if not s.startswith("text=")]
+    rest = [s for s in sets if not s.startswith("text=") and s != "fresh"]
     if rest:
         apply_overrides(cfg, parse_set(rest), source="--set")
     if out.exists():
@@ -116,7 +134,7 @@ def main() -> None:
     status = {}
     for name in args.rows.split(","):
         h = run_row(args.work, data, name, ROWS[name], args.epochs)["health"]
-        g = h["stages"]["1"]
+        g = h["stages"][str(h["stage"])]  # the last stage's verdict
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         print(f"| {name} | {fmt(g['global_loss'])} | {fmt(g['text_global_cos'])} | "
               f"{fmt(g['image_global_cos'])} | {fmt(g['clusters_nonempty'])} | "

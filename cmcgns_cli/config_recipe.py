@@ -75,6 +75,7 @@ _RECIPE_CHOICES: dict[str, tuple[str, ...]] = {
     "model.image_pool": ("attention", "mean"),
     "model.proj_init": ("authors", "default"),
     "model.vit_cmmir": ("authors", "clean"),
+    "model.global_norm": ("none", "batchnorm"),
 }
 
 

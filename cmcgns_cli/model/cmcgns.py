@@ -38,6 +38,7 @@ from cmcgns_cli.losses.recon import (
 from cmcgns_cli.model.attention import LocalCrossAttention
 from cmcgns_cli.model.decoder import CMMIRDecoder
 from cmcgns_cli.model.encoders import build_image_encoder, map_to_tokens
+from cmcgns_cli.model.global_norm import build_global_norm, unit_vectors
 from cmcgns_cli.model.image_pool import AttentionPool2d, resnet_grid
 from cmcgns_cli.model.text import TextEncoder
 
@@ -67,6 +68,8 @@ class CMCGNS(nn.Module):
         self.text_encoder = TextEncoder(mc, vocab_size)
         self.image_global_proj = nn.Linear(self.image_encoder.out_dim, dim)
         self.image_local_proj = nn.Linear(self.image_encoder.out_dim, dim)
+        # model.global_norm: centre the global image vectors over the batch before the L2 norm
+        self.image_global_norm = build_global_norm(mc.global_norm, dim)
         self.resnet = self.image_encoder.kind == "resnet"
         self.image_pool: AttentionPool2d | None = None
         if self.resnet and mc.image_pool == "attention":
@@ -136,7 +139,9 @@ class CMCGNS(nn.Module):
             )
 
     def encode_image(self, images: Tensor) -> dict[str, object]:
-        """``global`` (B, D) and ``local`` (B, P, D), L2-normalised; ``grid`` (h, w).
+        """``global`` (B, D) and ``local`` (B, P, D), L2-normalised; ``gauge`` (B, D), the
+        global vectors as evaluation gives them, detached (model/global_norm.py); ``grid``
+        (h, w).
 
         ResNet: the local tokens follow ``model.local_tokens`` and the global vector
         ``model.image_pool`` (the authors' attention pool, or the map's average)."""
@@ -147,8 +152,10 @@ class CMCGNS(nn.Module):
             grid = (int(fmap.shape[-2]), int(fmap.shape[-1]))
         else:
             g, local, grid = self.image_encoder.features(images)
+        glob, gauge = unit_vectors(self.image_global_norm, self.image_global_proj(g))
         return {
-            "global": F.normalize(self.image_global_proj(g), dim=-1),
+            "global": glob,
+            "gauge": gauge,  # ``global`` as evaluation gives it, detached (collapse gauge)
             "local": F.normalize(self.image_local_proj(local), dim=-1),
             "grid": grid,
         }
@@ -235,7 +242,9 @@ class CMCGNS(nn.Module):
         out["kmeans_ready"] = zero
         out.update(dict.fromkeys(CLUSTER_KEYS, torch.full_like(zero, float("nan"))))
         out["logit_scale"] = self.logit_scale.detach().exp()
-        for key, vectors in zip(COLLAPSE_KEYS, (img["global"], txt["global"]), strict=True):
+        # the gauges read the vectors as evaluation gives them (model.global_norm's batch
+        # statistics would make any training batch look spread)
+        for key, vectors in zip(COLLAPSE_KEYS, (img["gauge"], txt["gauge"]), strict=True):
             out[key] = mean_pairwise_cos(vectors)
         total = zero
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from cmcgns_cli.config import ModelConfig
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.model.global_norm import build_global_norm, unit_vectors
 from cmcgns_cli.runtime import quiet_transformers
 
 
@@ -120,8 +121,9 @@ class AttentionPool(nn.Module):
 
 
 class TextEncoder(nn.Module):
-    """BERT + token projection + per-token L2 norm + per-sentence mean + attention pooling.
-    Returns ``global`` (B, D) unit vectors, ``sentences`` (B, S, D) (norm <= 1, padding rows 0)
+    """BERT + token projection + per-token L2 norm + per-sentence mean + attention pooling
+    (+ ``model.global_norm``). Returns ``global`` (B, D) unit vectors, ``gauge`` (B, D) (them
+    as evaluation gives them, detached), ``sentences`` (B, S, D) (norm <= 1, padding rows 0)
     and ``sentence_mask`` (B, S) bool."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int | None = None):
@@ -130,6 +132,8 @@ class TextEncoder(nn.Module):
         hidden = int(self.bert.config.hidden_size)
         self.token_proj = nn.Linear(hidden, cfg.embed_dim)
         self.pool = AttentionPool(cfg.embed_dim, cfg.pool_heads)
+        # model.global_norm: centre the report vectors over the batch before the L2 norm
+        self.global_norm = build_global_norm(cfg.global_norm, cfg.embed_dim)
 
     def forward(
         self,
@@ -144,14 +148,19 @@ class TextEncoder(nn.Module):
         ``input_ids`` / ``attention_mask`` long (B, L); ``sentence_index`` long (B, L): the
         sentence of each token, -1 for [CLS] / [SEP] / padding; ``num_sentences`` long (B,);
         ``s_max`` the S of the padded sentence layout. Returns ``global`` float32 (B, D),
-        unit vectors; ``sentences`` float32 (B, S, D), the mean of each sentence's unit token
-        vectors (norm <= 1, not re-normalised; padding rows 0); ``sentence_mask`` (B, S) bool.
+        unit vectors (batch-normalised first under ``model.global_norm = batchnorm``);
+        ``gauge`` float32 (B, D), ``global`` through the running statistics, detached (the
+        collapse gauge; see model/global_norm.py); ``sentences`` float32 (B, S, D), the mean
+        of each sentence's unit token vectors (norm <= 1, not re-normalised; padding rows 0);
+        ``sentence_mask`` (B, S) bool.
         """
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         tokens = F.normalize(self.token_proj(hidden).float(), dim=-1)
         sents, mask = sentence_mean(tokens, sentence_index, num_sentences, s_max)
+        glob, gauge = unit_vectors(self.global_norm, self.pool(sents, mask))
         return {
-            "global": F.normalize(self.pool(sents, mask), dim=-1),
+            "global": glob,
+            "gauge": gauge,  # ``global`` as evaluation gives it, detached (collapse gauge)
             "sentences": sents,  # means of unit vectors, not re-normalised; padding rows are 0
             "sentence_mask": mask,
         }

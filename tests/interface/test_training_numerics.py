@@ -102,10 +102,12 @@ def _step(model: nn.Module, batch: dict, autocast: torch.autocast | None, stage:
     return {k: float(v.detach()) for k, v in out.items() if v.numel() == 1}, grads
 
 
-def _tiny_model() -> CMCGNS:
+def _tiny_model(global_norm: str = "batchnorm") -> CMCGNS:
     torch.manual_seed(0)
     # threshold 1.0: the k-means initialises on the first step and then updates under autocast
-    return CMCGNS(tiny_config(cluster_init_threshold=1.0)).train()
+    cfg = tiny_config(cluster_init_threshold=1.0)
+    cfg.model.global_norm = global_norm
+    return CMCGNS(cfg).train()
 
 
 def _check_bf16_step(device: str) -> None:
@@ -131,7 +133,12 @@ def test_bf16_autocast_through_a_whole_training_step_on_cpu() -> None:
 
 
 def _check_channels_last(device: str) -> None:
-    model = _tiny_model().to(device)
+    # the batch normalisation of the 4 global vectors (the tiny preset's model.global_norm)
+    # divides their gradients by the batch's small spread, which lifts the NHWC kernels'
+    # summation-order rounding above this check's tolerance (measured 1.2e-4 on conv1's
+    # gradient, 1e-5 allowed); it reads (B, D) vectors and knows no memory layout, so the
+    # layout check runs without it
+    model = _tiny_model(global_norm="none").to(device)
     nhwc = copy.deepcopy(model)
     nhwc.image_encoder.to(memory_format=torch.channels_last)
     conv = nhwc.image_encoder.backbone.conv1.weight

@@ -77,7 +77,7 @@ def _model(cfg, vocab):
     model = CMCGNS(cfg, vocab)
     model.train()
     for m in model.modules():  # see the module docstring
-        if isinstance(m, torch.nn.BatchNorm2d | torch.nn.Dropout):
+        if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d | torch.nn.Dropout):
             m.eval()
     model.text_encoder.bert.eval()
     return model

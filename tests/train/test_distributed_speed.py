@@ -47,7 +47,7 @@ def test_checkpointing_and_compile_keep_loss_and_gradients():
     assert set(model.state_dict()) == keys  # checkpoints keep their keys
     model.train()
     for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d | torch.nn.Dropout):
+        if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d | torch.nn.Dropout):
             m.eval()
     model.text_encoder.bert.eval()
     loss, grads = _loss_and_grads(model, batch)
