@@ -88,6 +88,9 @@ def _loss_worker(rank: int, world: int, port: int, out: str) -> None:
     # patch tokens: the tiny batch's channel-view contexts sit near a centroid tie (see
     # tests/model/test_model_cmcgns.py), where float noise alone flips an assignment
     cfg.model.local_tokens = "spatial"
+    # over 3 rows the global vectors' batch normalisation (the tiny preset's) magnifies the
+    # float rounding of the two padded layouts' sums past 1e-5; the slots are under test here
+    cfg.model.global_norm = "none"
     model = CMCGNS(cfg).train()
     twin = copy.deepcopy(model)
     for m in (model, twin):
@@ -135,6 +138,7 @@ def test_one_process_losses_equal_with_the_batch_maximum_and_32_slots():
     torch.manual_seed(0)
     cfg = tiny_config("authors", cluster_init_threshold=1.0)
     cfg.model.local_tokens = "spatial"  # see _loss_worker
+    cfg.model.global_norm = "none"  # see _loss_worker
     model = CMCGNS(cfg).train()
     twin = copy.deepcopy(model)
     batch = make_batch([2, 3, 1, 3])
