@@ -290,15 +290,16 @@ def _run_pretrain(
         )
     if dist.world_size() == 1:
         device = resolve_device(cfg.train.device)
-    created, fresh = not run.exists(), not resuming and outdir.is_empty(run)
+    created, before = not run.exists(), outdir.entries(run)
     run.mkdir(parents=True, exist_ok=True)
     try:
         return _train(cfg, prepared, data, run, resuming, extra, device, as_json, init)
     except BaseException:
         # a run that stopped before it logged a step leaves its folder as it found it
-        # (missing or empty: the tokenizer written so far would make the next start refuse)
-        if fresh and dist.is_main() and not logged_a_step(run):
-            outdir.clear(run)
+        # (missing, empty, or the user's files alone: the tokenizer written so far would make
+        # the next start refuse)
+        if not resuming and dist.is_main() and not logged_a_step(run):
+            outdir.clear(run, keep=before)
             if created and outdir.is_empty(run):
                 shutil.rmtree(run, ignore_errors=True)
         raise

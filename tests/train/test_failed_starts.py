@@ -225,3 +225,21 @@ def test_resume_if_exists_counts_the_runs_own_tensorboard_folder_as_its_own(tmp_
     check_restartable(out, str(out / "tb"))  # an elastic restart with --tensorboard OUT/tb
     with pytest.raises(BadInputError, match=r"holds tb/, not a run of ours"):
         check_restartable(out, str(tmp_path / "elsewhere"))
+
+
+def test_pretrain_failing_in_a_folder_of_other_files_leaves_only_them(
+    world, tmp_path, monkeypatch, capsys
+):
+    # a folder holding the user's own files (not a run) is not refused by a plain start; a
+    # start that fails there left tokenizer/ and .cmcgns.lock beside them
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "keep").mkdir()
+    bad = tmp_path / "w.bin"
+    bad.write_bytes(b"hello")
+    args = ["pretrain", "--data", str(world), "--out", str(out), *TINY, "--max-steps", "1"]
+    assert cli([*args, "--image-weights", str(bad)], monkeypatch) == 2
+    assert "w.bin" in _one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in out.iterdir()) == ["keep", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine"
