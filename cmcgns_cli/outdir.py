@@ -93,6 +93,31 @@ def is_empty(folder: str | os.PathLike[str]) -> bool:
     return folder.is_dir() and all(p.name in (LOCK, HOLDER) for p in folder.iterdir())
 
 
+def first_missing(folder: str | os.PathLike[str]) -> Path | None:
+    """The highest folder on the way to ``folder`` that does not exist yet (``folder`` itself
+    when only it is missing; None when it exists): what ``mkdir(parents=True)`` creates."""
+    here, top = Path(os.path.abspath(folder)), None
+    while not here.exists() and here != here.parent:
+        here, top = here.parent, here
+    return top
+
+
+def remove_created(folder: str | os.PathLike[str], top: Path | None) -> None:
+    """Remove ``folder`` and then each empty folder above it up to ``top`` (from
+    :func:`first_missing` before it was created), so that a failed command that made
+    ``--out a/b/c`` does not leave ``a/b``. Folders holding anything are left."""
+    if top is None:
+        return
+    here = Path(os.path.abspath(folder))
+    shutil.rmtree(here, ignore_errors=True)
+    while here != top and top in here.parents:
+        here = here.parent
+        try:
+            here.rmdir()  # only when empty
+        except OSError:
+            return
+
+
 def entries(folder: str | os.PathLike[str]) -> frozenset[str]:
     """The names directly in ``folder`` (empty when it is missing or not a folder)."""
     folder = Path(folder)
@@ -152,7 +177,7 @@ def claim(
     if os.environ.get("RANK", "0") != "0":
         yield folder
         return
-    created = not folder.exists()
+    created, top = not folder.exists(), first_missing(folder)
     fresh = is_empty(folder)
     before = entries(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -184,7 +209,7 @@ def claim(
         now = entries(folder)
         if fresh and now == {LOCK}:
             if created:
-                shutil.rmtree(folder, ignore_errors=True)
+                remove_created(folder, top)
             else:
                 (folder / LOCK).unlink(missing_ok=True)
         elif LOCK not in before and now == before | {LOCK}:

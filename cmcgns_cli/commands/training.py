@@ -303,6 +303,8 @@ def evaluate(
     apply_threads(threads)
     from cmcgns_cli.downstream.run import run_evaluate
 
+    if not checkpoint.exists():  # before claim() makes CHECKPOINT/evaluate/TASK below it
+        raise BadInputError(f"--checkpoint {checkpoint}: not found")
     # the folder evaluate writes into: --out, or beside the head (pretrain runs: below it)
     folder = out or (
         checkpoint / "evaluate" / task.value if task.value in EVAL_ONLY_TASKS else checkpoint

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import random
 import secrets
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -290,7 +289,7 @@ def _run_pretrain(
         )
     if dist.world_size() == 1:
         device = resolve_device(cfg.train.device)
-    created, before = not run.exists(), outdir.entries(run)
+    created, before = outdir.first_missing(run), outdir.entries(run)
     run.mkdir(parents=True, exist_ok=True)
     try:
         return _train(cfg, prepared, data, run, resuming, extra, device, as_json, init)
@@ -300,8 +299,8 @@ def _run_pretrain(
         # the next start refuse)
         if not resuming and dist.is_main() and not logged_a_step(run):
             outdir.clear(run, keep=before)
-            if created and outdir.is_empty(run):
-                shutil.rmtree(run, ignore_errors=True)
+            if created is not None and outdir.is_empty(run):
+                outdir.remove_created(run, created)
         raise
 
 

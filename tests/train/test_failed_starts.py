@@ -243,3 +243,27 @@ def test_pretrain_failing_in_a_folder_of_other_files_leaves_only_them(
     assert "w.bin" in _one_error_line(capsys.readouterr().err)
     assert sorted(p.name for p in out.iterdir()) == ["keep", "notes.txt"]
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_failed_starts_leave_no_parent_folders_they_made(world, tmp_path, monkeypatch, capsys):
+    # mkdir(parents=True) made a/b for --out a/b/c; only c was removed again
+    bad = tmp_path / "w.bin"
+    bad.write_bytes(b"hello")
+    (tmp_path / "kept").mkdir()
+    args = ["pretrain", "--data", str(world), *TINY, "--max-steps", "1", "--image-weights",
+            str(bad)]  # fmt: skip
+    assert cli([*args, "--out", str(tmp_path / "kept" / "a" / "b" / "run")], monkeypatch) == 2
+    args = ["finetune", "--task", "rsna-cls", "--data", str(world), "--checkpoint", "none",
+            "--image-weights", str(bad), "--out", str(tmp_path / "kept" / "x" / "ft")]  # fmt: skip
+    assert cli(args, monkeypatch) == 2
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
+def test_evaluate_with_a_missing_checkpoint_says_so_and_makes_nothing(
+    world, tmp_path, monkeypatch, capsys
+):
+    ghost = tmp_path / "ghost"
+    args = ["evaluate", "--task", "retrieval", "--data", str(world), "--checkpoint", str(ghost)]
+    assert cli(args, monkeypatch) == 2
+    assert _one_error_line(capsys.readouterr().err) == f"error: --checkpoint {ghost}: not found"
+    assert not ghost.exists()  # claim() made ghost/evaluate/retrieval and left ghost/evaluate
