@@ -114,6 +114,10 @@ def test_pretrain_text_failing_before_its_first_checkpoint_leaves_no_folder(
     args = ["pretrain-text", "--data", str(world), "--out", str(out), "--preset", "tiny"]
     assert cli(args, monkeypatch) == 2
     assert not out.exists()
+    # a nested new --out: the folders made above it go too (new/deeper was left behind)
+    args[4] = str(tmp_path / "new" / "deeper" / "bert")
+    assert cli(args, monkeypatch) == 2
+    assert not (tmp_path / "new").exists()
 
 
 def _weights_file(tmp_path: Path, kind: str) -> Path:
