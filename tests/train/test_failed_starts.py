@@ -271,3 +271,11 @@ def test_evaluate_with_a_missing_checkpoint_says_so_and_makes_nothing(
     assert cli(args, monkeypatch) == 2
     assert _one_error_line(capsys.readouterr().err) == f"error: --checkpoint {ghost}: not found"
     assert not ghost.exists()  # claim() made ghost/evaluate/retrieval and left ghost/evaluate
+    afile = tmp_path / "weights.pt"
+    afile.write_bytes(b"x")
+    args[-1] = str(afile)
+    assert cli(args, monkeypatch) == 2
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"error: --checkpoint {afile}: a file, not a folder (give a pretrain run, an exported "
+        "bundle or a finetuned head)"
+    )
