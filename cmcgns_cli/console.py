@@ -158,4 +158,10 @@ def kv_table(title: str, rows: Mapping[str, Any]) -> Table:
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
+    # a list of plain values (e.g. pretrain's selection_splits) reads as words, not as
+    # Python's ['validate', 'test']
+    if isinstance(value, list | tuple) and all(
+        isinstance(v, str | int | float) and not isinstance(v, bool) for v in value
+    ):
+        return ", ".join(_fmt(v) for v in value) if value else "-"
     return str(value)

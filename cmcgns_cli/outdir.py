@@ -93,14 +93,46 @@ def is_empty(folder: str | os.PathLike[str]) -> bool:
     return folder.is_dir() and all(p.name in (LOCK, HOLDER) for p in folder.iterdir())
 
 
-def clear(folder: str | os.PathLike[str]) -> None:
-    """Remove everything in ``folder`` except :func:`claim`'s lock files: undo what a command
-    that failed before its first result wrote into a folder it found empty."""
+def first_missing(folder: str | os.PathLike[str]) -> Path | None:
+    """The highest folder on the way to ``folder`` that does not exist yet (``folder`` itself
+    when only it is missing; None when it exists): what ``mkdir(parents=True)`` creates."""
+    here, top = Path(os.path.abspath(folder)), None
+    while not here.exists() and here != here.parent:
+        here, top = here.parent, here
+    return top
+
+
+def remove_created(folder: str | os.PathLike[str], top: Path | None) -> None:
+    """Remove ``folder`` and then each empty folder above it up to ``top`` (from
+    :func:`first_missing` before it was created), so that a failed command that made
+    ``--out a/b/c`` does not leave ``a/b``. Folders holding anything are left."""
+    if top is None:
+        return
+    here = Path(os.path.abspath(folder))
+    shutil.rmtree(here, ignore_errors=True)
+    while here != top and top in here.parents:
+        here = here.parent
+        try:
+            here.rmdir()  # only when empty
+        except OSError:
+            return
+
+
+def entries(folder: str | os.PathLike[str]) -> frozenset[str]:
+    """The names directly in ``folder`` (empty when it is missing or not a folder)."""
+    folder = Path(folder)
+    return frozenset(p.name for p in folder.iterdir()) if folder.is_dir() else frozenset()
+
+
+def clear(folder: str | os.PathLike[str], keep: frozenset[str] = frozenset()) -> None:
+    """Remove everything in ``folder`` except :func:`claim`'s lock files and the names in
+    ``keep`` (what was there before, :func:`entries`): undo what a command that failed
+    before its first result wrote into a folder, leaving the user's own files."""
     folder = Path(folder)
     if not folder.is_dir():
         return
     for entry in folder.iterdir():
-        if entry.name in (LOCK, HOLDER):
+        if entry.name in (LOCK, HOLDER) or entry.name in keep:
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -145,8 +177,9 @@ def claim(
     if os.environ.get("RANK", "0") != "0":
         yield folder
         return
-    created = not folder.exists()
+    created, top = not folder.exists(), first_missing(folder)
     fresh = is_empty(folder)
+    before = entries(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(folder / LOCK), timeout=0)
     try:
@@ -171,12 +204,16 @@ def claim(
             clear(folder)
         lock.release()
         # otherwise the lock file stays (removing it would let two later commands lock two
-        # different files), except in a folder that was missing or empty and still is
-        if fresh and folder.is_dir() and [p.name for p in folder.iterdir()] == [LOCK]:
+        # different files), except in a folder that was missing or empty and still is, or
+        # one of other files that holds only them again (a failed start in the user's folder)
+        now = entries(folder)
+        if fresh and now == {LOCK}:
             if created:
-                shutil.rmtree(folder, ignore_errors=True)
+                remove_created(folder, top)
             else:
                 (folder / LOCK).unlink(missing_ok=True)
+        elif LOCK not in before and now == before | {LOCK}:
+            (folder / LOCK).unlink(missing_ok=True)
 
 
 @contextmanager

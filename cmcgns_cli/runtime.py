@@ -71,11 +71,14 @@ def set_threads(threads: int | None) -> int:
     and return it.
 
     Raises:
-        BadInputError: ``threads`` below 1, or (``threads`` None) a bad ``OMP_NUM_THREADS``;
+        BadInputError: ``threads`` below 1 or above ``threads_env.MAX_THREADS``, or
+            (``threads`` None) a bad ``OMP_NUM_THREADS``;
             with ``threads`` given, a bad ``OMP_NUM_THREADS`` is one warning line.
     """
     if threads is not None and threads < 1:
         raise BadInputError(f"--threads {threads}: must be at least 1")
+    if threads is not None and threads > threads_env.MAX_THREADS:  # torch would overflow
+        raise BadInputError(f"--threads {threads}: at most {threads_env.MAX_THREADS}")
     raw = threads_env.raw_value()
     problem = threads_env.problem(raw) if raw.strip() else None
     if threads is not None and problem is not None:  # not used (--threads wins): said once

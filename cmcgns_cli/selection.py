@@ -8,11 +8,16 @@ scores are not held out. The run records the splits in ``config.json`` ->
 synthetic, to recognise the same data later); ``evaluate`` compares the split it scores
 with them (:func:`scored_selection`) and warns.
 
+The same data is recognised by the manifest's SHA-256 or, since the manifest also holds
+each image's scale and padding, by ``studies_sha256``: the studies, their splits and their
+reports, which stay the same when one world is prepared again at another ``--size``.
+
 Imports only ``checksum`` from the package.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -22,13 +27,38 @@ from cmcgns_cli.checksum import sha256_file
 MANIFEST = "manifest.parquet"
 
 
+def studies_sha256(root: Path) -> str | None:
+    """SHA-256 (hex) of the prepared data's studies: ``id``, ``split`` and ``sentences`` of
+    each manifest row in id order, one UTF-8 line each (tab and U+001E separated). Unlike the
+    manifest's own hash it does not change with the prepared image size. None when the
+    manifest cannot be read or has no ``id`` / ``split``."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = set(pq.read_schema(Path(root) / MANIFEST).names)
+        if not {"id", "split"} <= names:
+            return None
+        cols = ["id", "split", *(["sentences"] if "sentences" in names else [])]
+        table = pq.read_table(Path(root) / MANIFEST, columns=cols).to_pydict()
+    except (OSError, ValueError, ImportError):
+        return None
+    rows = sorted(zip(*(table[c] for c in cols), strict=True), key=lambda r: str(r[0]))
+    digest = hashlib.sha256()
+    for row in rows:
+        sentences = "\x1e".join(str(x) for x in (row[2] or [])) if len(row) > 2 else ""
+        digest.update(f"{row[0]}\t{row[1]}\t{sentences}\n".encode())
+    return digest.hexdigest()
+
+
 def selection_record(split: str, meta: dict[str, Any], root: Path) -> dict[str, Any]:
     """What pretraining records about its validation data, for ``config.json`` ->
     ``dataset``: ``selection_splits`` (``"validate+test"`` -> ``["validate", "test"]``),
-    ``manifest_sha256`` of ``root/manifest.parquet`` and ``synthetic`` (meta.json says)."""
+    ``manifest_sha256`` of ``root/manifest.parquet``, ``studies_sha256``
+    (:func:`studies_sha256`) and ``synthetic`` (meta.json says)."""
     return {
         "selection_splits": [s for s in str(split).split("+") if s],
         "manifest_sha256": sha256_file(Path(root) / MANIFEST),
+        "studies_sha256": studies_sha256(Path(root)),
         "synthetic": bool(meta.get("synthetic")),
     }
 
@@ -54,7 +84,8 @@ def run_selection(checkpoint: Path) -> dict[str, Any] | None:
 
 def same_data(recorded: dict[str, Any], meta: dict[str, Any], root: Path) -> bool:
     """Whether the prepared data at ``root`` (its ``meta``) holds the splits the run was
-    selected on: the same manifest (SHA-256), or the same public dataset by name (its
+    selected on: the same manifest (SHA-256), the same studies (:func:`studies_sha256`,
+    another prepared size), or the same public dataset by name (its
     official splits are the same studies whoever prepared it). Two synthetic worlds share a
     name but not their images, so synthetic data must be the same manifest."""
     try:
@@ -62,6 +93,9 @@ def same_data(recorded: dict[str, Any], meta: dict[str, Any], root: Path) -> boo
     except OSError:
         digest = None
     if digest is not None and digest == recorded.get("manifest_sha256"):
+        return True
+    # the same studies, splits and reports prepared again (e.g. at another --size)
+    if recorded.get("studies_sha256") and studies_sha256(Path(root)) == recorded["studies_sha256"]:
         return True
     if recorded.get("synthetic") or meta.get("synthetic"):
         return False

@@ -36,3 +36,19 @@ def test_long_interval_prints_only_the_finish(capsys):
             bar.advance(task)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "features, 10/10 (100%)" in lines[0]
+
+
+def test_kv_table_prints_a_list_of_plain_values_as_words() -> None:
+    # pretrain's table showed selection_splits as Python's ['validate', 'test']
+    from io import StringIO
+
+    from rich.console import Console
+
+    from cmcgns_cli.console import kv_table
+
+    buf = StringIO()
+    rows = {"selection_splits": ["validate", "test"], "ci": [0.25, 0.5], "none": []}
+    Console(file=buf, width=80).print(kv_table("t", rows))
+    text = buf.getvalue()
+    assert "validate, test" in text and "0.2500, 0.5000" in text and "[" not in text
+    assert text.splitlines()[-2].rstrip().endswith("- │")

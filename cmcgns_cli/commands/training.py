@@ -303,6 +303,13 @@ def evaluate(
     apply_threads(threads)
     from cmcgns_cli.downstream.run import run_evaluate
 
+    if not checkpoint.exists():  # before claim() makes CHECKPOINT/evaluate/TASK below it
+        raise BadInputError(f"--checkpoint {checkpoint}: not found")
+    if not checkpoint.is_dir():  # claim() said "CHECKPOINT/evaluate/TASK: cannot write there"
+        raise BadInputError(
+            f"--checkpoint {checkpoint}: a file, not a folder (give a pretrain run, an exported "
+            "bundle or a finetuned head)"
+        )
     # the folder evaluate writes into: --out, or beside the head (pretrain runs: below it)
     folder = out or (
         checkpoint / "evaluate" / task.value if task.value in EVAL_ONLY_TASKS else checkpoint

@@ -30,13 +30,22 @@ def check_split(task: str, data: Path, split: str) -> None:
     """Refuse (exit 2, one line) to score retrieval or zero-shot on a split the dataset does
     not have (``--split 5x200`` exists only in data prepared from CheXpert); other tasks pass.
 
+    A zero-shot task on another dataset than its own is refused first (before the split, and
+    before ``evaluate`` warns about the splits that selected the checkpoint).
+
     Raises:
-        BadInputError: ``split`` has no rows in ``data``; the message names the task, the
-            split and the splits the dataset has with their row counts.
+        BadInputError: a zero-shot task's wrong dataset (``zeroshot.check_dataset``); or
+            ``split`` has no rows in ``data``: the message names the task, the split and the
+            splits the dataset has with their row counts.
     """
     if task != "retrieval" and not task.startswith("zeroshot"):
         return
     prepared = open_prepared(data)
+    if task.startswith("zeroshot"):  # the wrong dataset first: its split is beside the point
+        from cmcgns_cli.downstream.zeroshot import DATASETS, check_dataset
+
+        if task in DATASETS:
+            check_dataset(task, prepared.meta, data)
     if len(prepared.split_indices(split)):
         return
     counts = prepared.manifest["split"].value_counts()

@@ -199,6 +199,22 @@ def _targets(kind: str, prepared: Any, task: str) -> tuple[np.ndarray, list[str]
     return y, list(cls_names), base.kind
 
 
+def check_dataset(task: str, meta: dict[str, Any], data: Path) -> None:
+    """Refuse (exit 2, one line) a prepared dataset (its ``meta.json`` as ``meta``) that the
+    zero-shot ``task`` cannot score: its classes come from that dataset's labels.
+
+    Raises:
+        BadInputError: naming ``data``'s meta.json, the task and both dataset names.
+    """
+    accepted = DATASETS[task][0]
+    found = meta.get("dataset")
+    if found not in (*accepted, "folder"):
+        raise BadInputError(
+            f"{Path(data) / 'meta.json'}: task {task} needs a prepared {accepted[0]} dataset, "
+            f"this one is {found!r}"
+        )
+
+
 def evaluate_zeroshot(
     task: str,
     data: Path,
@@ -212,15 +228,10 @@ def evaluate_zeroshot(
 ) -> dict[str, Any]:
     if task not in DATASETS:
         raise BadInputError(f"--task {task}: choose one of {', '.join(DATASETS)}")
-    accepted, kind = DATASETS[task]
+    kind = DATASETS[task][1]
     prompts = load_prompts(prompts_file)
     prepared = open_prepared(data)
-    found = prepared.meta.get("dataset")
-    if found not in (*accepted, "folder"):
-        raise BadInputError(
-            f"{Path(data) / 'meta.json'}: task {task} needs a prepared {accepted[0]} dataset, "
-            f"this one is {found!r}"
-        )
+    check_dataset(task, prepared.meta, data)
     y_all, classes, ykind = _targets(kind, prepared, task)
     rows = prepared.split_indices(split)
     if len(rows) == 0:

@@ -100,9 +100,17 @@ def select(
             continue
         theirs = source_state.get(key)
         if theirs is None:
+            # a run from before model.global_norm, or one pretrained with none (the paper
+            # presets' value), lacks only the batch normalisation's running statistics
+            hint = (
+                "; the source was pretrained without model.global_norm: add --set "
+                "model.global_norm=none to start from it"
+                if ".global_norm." in key
+                else ""
+            )
             raise BadInputError(
                 f"--init-from {where}: the architectures differ: tensor {key} {_shape(mine)} "
-                "is not in the source"
+                f"is not in the source{hint}"
             )
         if tuple(theirs.shape) != tuple(mine.shape):
             raise BadInputError(

@@ -241,7 +241,7 @@ def run_pretrain_text(
         record = {}
     corpus = read_corpus(data, reports)
     torch.manual_seed(int(cfg.train.seed))
-    created = not out.exists()
+    created = outdir.first_missing(out)
     out.mkdir(parents=True, exist_ok=True)
     try:
         summary = _start_or_resume(cfg, corpus, out, device, text_encoder, resume, record)
@@ -250,8 +250,8 @@ def run_pretrain_text(
         # folder as it found it: missing or empty, so the same command can run again
         if resume is None and not (out / RECORD).exists():
             outdir.clear(out)
-            if created and outdir.is_empty(out):
-                shutil.rmtree(out, ignore_errors=True)
+            if created is not None and outdir.is_empty(out):
+                outdir.remove_created(out, created)
         raise
     if as_json:
         emit_json(summary)

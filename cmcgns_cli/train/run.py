@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -249,17 +248,18 @@ def _run_pretrain(
         )
     if dist.world_size() == 1:
         device = resolve_device(cfg.train.device)
-    created, fresh = not run.exists(), not resuming and outdir.is_empty(run)
+    created, before = outdir.first_missing(run), outdir.entries(run)
     run.mkdir(parents=True, exist_ok=True)
     try:
         return _train(cfg, prepared, data, run, resuming, extra, device, as_json, init)
     except BaseException:
         # a run that stopped before it logged a step leaves its folder as it found it
-        # (missing or empty: the tokenizer written so far would make the next start refuse)
-        if fresh and dist.is_main() and not logged_a_step(run):
-            outdir.clear(run)
-            if created and outdir.is_empty(run):
-                shutil.rmtree(run, ignore_errors=True)
+        # (missing, empty, or the user's files alone: the tokenizer written so far would make
+        # the next start refuse)
+        if not resuming and dist.is_main() and not logged_a_step(run):
+            outdir.clear(run, keep=before)
+            if created is not None and outdir.is_empty(run):
+                outdir.remove_created(run, created)
         raise
 
 

@@ -112,7 +112,7 @@ def test_json_value_keys_are_numbers_and_stat_keys_are_dicts():
 def test_evaluate_split_the_data_lacks_is_named_in_evaluates_words(cli, tmp_path):
     images = np.zeros((120, 16, 16), dtype=np.uint8)
     data = write_cls_dataset(tmp_path / "mimic", "mimic", images, [[0.0]] * 120, ["x"])
-    for task in ("retrieval", "zeroshot-chexpert"):
+    for task in ("retrieval", "zeroshot-mimic"):
         res = cli("evaluate", "--task", task, "--data", data, "--checkpoint", tmp_path,
                   "--split", "5x200")  # fmt: skip
         assert res.exit_code == 2, res.stderr
@@ -121,6 +121,28 @@ def test_evaluate_split_the_data_lacks_is_named_in_evaluates_words(cli, tmp_path
         assert f"evaluate --task {task} --split 5x200" in lines[0]
         assert "train (80 rows), validate (20 rows), test (20 rows)" in lines[0]
         assert "cmcgns prepare chexpert" in lines[0]
+
+
+def test_zero_shot_on_another_dataset_is_one_line_before_any_split_talk(cli, tmp_path):
+    # zeroshot-chexpert on MIMIC data was told about 5x200 (--split 5x200), or warned that
+    # the test split selected the checkpoint and only then refused the dataset (--split test)
+    from cmcgns_cli.checksum import sha256_file
+
+    images = np.zeros((120, 16, 16), dtype=np.uint8)
+    data = write_cls_dataset(tmp_path / "mimic", "mimic", images, [[0.0]] * 120, ["x"])
+    run = tmp_path / "run"
+    run.mkdir()
+    dataset = {"name": "mimic", "selection_splits": ["validate", "test"], "synthetic": False,
+               "manifest_sha256": sha256_file(Path(data) / "manifest.parquet")}  # fmt: skip
+    (run / "config.json").write_text(json.dumps({"dataset": dataset}))
+    for split in ("5x200", "test"):
+        res = cli("evaluate", "--task", "zeroshot-chexpert", "--data", data, "--checkpoint",
+                  run, "--split", split)  # fmt: skip
+        assert res.exit_code == 2, res.stderr
+        assert res.stderr.strip().splitlines() == [
+            f"error: {Path(data) / 'meta.json'}: task zeroshot-chexpert needs a prepared "
+            "chexpert dataset, this one is 'mimic'"
+        ]
 
 
 def _finetune(cli, data: Path, out: Path, *extra: str):

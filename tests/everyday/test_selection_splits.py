@@ -153,3 +153,30 @@ def test_a_bundle_of_the_last_weights_was_not_selected(tmp_path) -> None:
         "selection_splits": None,
         "selection_overlap": [],
     }
+
+
+def test_the_same_world_prepared_at_another_size_is_the_run_s_data(tmp_path) -> None:
+    # prepare mimic --size 32 and --size 64 of one synthetic world: the manifests differ in
+    # scale / padding (so their SHA-256 do), the studies, splits and reports do not
+    from cmcgns_cli.selection import selection_record
+
+    def write(name: str, scale: float, reports: list[list[str]]) -> Path:
+        root = tmp_path / name
+        root.mkdir()
+        rows = {"id": ["b", "a"], "split": ["test", "train"], "scale": [scale, scale],
+                "sentences": reports}  # fmt: skip
+        pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
+        return root
+
+    reports = [["no effusion"], ["small left effusion", "tube in place"]]
+    at64 = write("m64", 0.125, reports)
+    at32 = write("m32", 0.0625, reports)
+    other = write("other", 0.0625, [["no effusion"], ["small right effusion", "tube in place"]])
+    meta = {"dataset": "mimic", "synthetic": True}
+    recorded = {"name": "mimic", **selection_record("validate+test", meta, at64)}
+    assert (at32 / "manifest.parquet").read_bytes() != (at64 / "manifest.parquet").read_bytes()
+    assert same_data(recorded, meta, at32)
+    assert not same_data(recorded, meta, other)  # one report differs: another world
+    # a run recorded before studies_sha256 existed: only its manifest counts
+    older = {k: v for k, v in recorded.items() if k != "studies_sha256"}
+    assert not same_data(older, meta, at32) and same_data(older, meta, at64)

@@ -57,3 +57,44 @@ def test_a_bad_omp_num_threads_is_one_line_as_a_bad_threads_is(monkeypatch, cli,
 def test_a_good_omp_num_threads_with_spaces_is_taken(monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", " 3 ")
     assert runtime.default_threads() == 3
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999", "3000000000", "4097"])
+def test_a_huge_thread_count_is_one_line_not_a_torch_overflow(monkeypatch, cli, value) -> None:
+    # torch.set_num_threads raised "ValueError: Overflow when unpacking long" (a traceback)
+    from cmcgns_cli import threads_env
+
+    monkeypatch.delenv(threads_env.ASIDE, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    res = cli("embed", "--checkpoint", "nowhere", "--reports", "-")
+    assert res.exit_code == 2
+    assert res.stderr.strip() == (
+        f"error: OMP_NUM_THREADS={value!r}: more than 4096 threads (as --threads needs); set it "
+        "to e.g. 4, unset it for the automatic count, or pass --threads N"
+    )
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # set aside by the first call
+    monkeypatch.delenv(threads_env.ASIDE, raising=False)
+    res = cli("embed", "--checkpoint", "nowhere", "--reports", "-", "--threads", value)
+    assert res.exit_code == 2
+    assert res.stderr.strip() == f"error: --threads {value}: at most 4096"
+
+
+def test_an_empty_omp_num_threads_means_unset_and_openmp_says_nothing(tmp_path) -> None:
+    # a fresh process: libgomp reads the variable when torch loads; it called "" invalid
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": ""}
+    env.pop("_CMCGNS_BAD_OMP_NUM_THREADS", None)
+    code = (
+        "import sys; sys.argv = ['cmcgns', 'embed', '--checkpoint', 'nowhere', '--reports', '-']"
+        "; from cmcgns_cli.cli import main; main()"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, input="", capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 2
+    assert "libgomp" not in res.stderr and "OMP_NUM_THREADS" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "nowhere" in res.stderr

@@ -114,6 +114,10 @@ def test_pretrain_text_failing_before_its_first_checkpoint_leaves_no_folder(
     args = ["pretrain-text", "--data", str(world), "--out", str(out), "--preset", "tiny"]
     assert cli(args, monkeypatch) == 2
     assert not out.exists()
+    # a nested new --out: the folders made above it go too (new/deeper was left behind)
+    args[4] = str(tmp_path / "new" / "deeper" / "bert")
+    assert cli(args, monkeypatch) == 2
+    assert not (tmp_path / "new").exists()
 
 
 def _weights_file(tmp_path: Path, kind: str) -> Path:
@@ -225,3 +229,53 @@ def test_resume_if_exists_counts_the_runs_own_tensorboard_folder_as_its_own(tmp_
     check_restartable(out, str(out / "tb"))  # an elastic restart with --tensorboard OUT/tb
     with pytest.raises(BadInputError, match=r"holds tb/, not a run of ours"):
         check_restartable(out, str(tmp_path / "elsewhere"))
+
+
+def test_pretrain_failing_in_a_folder_of_other_files_leaves_only_them(
+    world, tmp_path, monkeypatch, capsys
+):
+    # a folder holding the user's own files (not a run) is not refused by a plain start; a
+    # start that fails there left tokenizer/ and .cmcgns.lock beside them
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "keep").mkdir()
+    bad = tmp_path / "w.bin"
+    bad.write_bytes(b"hello")
+    args = ["pretrain", "--data", str(world), "--out", str(out), *TINY, "--max-steps", "1"]
+    assert cli([*args, "--image-weights", str(bad)], monkeypatch) == 2
+    assert "w.bin" in _one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in out.iterdir()) == ["keep", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_failed_starts_leave_no_parent_folders_they_made(world, tmp_path, monkeypatch, capsys):
+    # mkdir(parents=True) made a/b for --out a/b/c; only c was removed again
+    bad = tmp_path / "w.bin"
+    bad.write_bytes(b"hello")
+    (tmp_path / "kept").mkdir()
+    args = ["pretrain", "--data", str(world), *TINY, "--max-steps", "1", "--image-weights",
+            str(bad)]  # fmt: skip
+    assert cli([*args, "--out", str(tmp_path / "kept" / "a" / "b" / "run")], monkeypatch) == 2
+    args = ["finetune", "--task", "rsna-cls", "--data", str(world), "--checkpoint", "none",
+            "--image-weights", str(bad), "--out", str(tmp_path / "kept" / "x" / "ft")]  # fmt: skip
+    assert cli(args, monkeypatch) == 2
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
+def test_evaluate_with_a_missing_checkpoint_says_so_and_makes_nothing(
+    world, tmp_path, monkeypatch, capsys
+):
+    ghost = tmp_path / "ghost"
+    args = ["evaluate", "--task", "retrieval", "--data", str(world), "--checkpoint", str(ghost)]
+    assert cli(args, monkeypatch) == 2
+    assert _one_error_line(capsys.readouterr().err) == f"error: --checkpoint {ghost}: not found"
+    assert not ghost.exists()  # claim() made ghost/evaluate/retrieval and left ghost/evaluate
+    afile = tmp_path / "weights.pt"
+    afile.write_bytes(b"x")
+    args[-1] = str(afile)
+    assert cli(args, monkeypatch) == 2
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"error: --checkpoint {afile}: a file, not a folder (give a pretrain run, an exported "
+        "bundle or a finetuned head)"
+    )

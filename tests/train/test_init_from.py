@@ -104,3 +104,22 @@ def test_resume_and_init_from_are_exclusive(source, world, monkeypatch, capsys) 
     code = cli(["pretrain", "--data", str(world), "--out", "x", *TINY, "--init-parts", "image"],
                monkeypatch)  # fmt: skip
     assert code == 2 and "--init-parts needs --init-from" in capsys.readouterr().err
+
+
+def test_a_source_without_global_norm_is_told_how_to_start_from_it() -> None:
+    # a tiny run from before model.global_norm (or any run with none) lacks only the batch
+    # normalisation's running statistics; the line said "the architectures differ" alone
+    from cmcgns_cli.train.init_from import select
+
+    mine = {"text_encoder.global_norm.running_mean": torch.zeros(64)}
+    with pytest.raises(BadInputError) as info:
+        select(mine, {}, ("image", "text", "heads"), "OLD")
+    assert str(info.value) == (
+        "--init-from OLD: the architectures differ: tensor text_encoder.global_norm."
+        "running_mean (64) is not in the source; the source was pretrained without "
+        "model.global_norm: add --set model.global_norm=none to start from it"
+    )
+    # another missing tensor keeps the plain line
+    with pytest.raises(BadInputError) as info:
+        select({"text_encoder.token_proj.weight": torch.zeros(2, 2)}, {}, ("text",), "OLD")
+    assert str(info.value).endswith("(2, 2) is not in the source")
