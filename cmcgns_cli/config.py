@@ -381,6 +381,12 @@ def resolve(
         apply_overrides(cfg, overrides, source=source, set_before=frozenset(switches))
         switches |= set(overrides.get("loss") or ()) & set(VARIANTS["authors"])
         switches |= qualified_keys(overrides)
+    if cfg.data.crop_size > cfg.data.image_size:  # before any work: name where each came from
+        came = "given" if "data.crop_size" in switches else f"the {preset_name} preset's"
+        raise BadInputError(
+            f"data.crop_size {cfg.data.crop_size} ({came}) is larger than data.image_size "
+            f"{cfg.data.image_size}: set both, e.g. --set data.crop_size={cfg.data.image_size}"
+        )
     return cfg
 
 

@@ -210,3 +210,15 @@ def test_an_option_and_a_set_that_contradict_are_refused(cli) -> None:
         "error: --variant clean and --set loss.variant=authors contradict each other; "
         "give one of them"
     )
+
+
+def test_a_crop_larger_than_the_image_is_refused_naming_where_it_came_from():
+    from cmcgns_cli.errors import BadInputError
+
+    # the tiny preset crops 128 px; an image size below it alone leaves the preset's crop
+    with pytest.raises(BadInputError, match=r"crop_size 128 \(the tiny preset's\) is larger"):
+        resolve("tiny", sets=["data.image_size=48"])
+    with pytest.raises(BadInputError, match=r"crop_size 64 \(given\) is larger than .* 48"):
+        resolve("tiny", sets=["data.image_size=48", "data.crop_size=64"])
+    cfg = resolve("tiny", sets=["data.image_size=48", "data.crop_size=48"])
+    assert (cfg.data.image_size, cfg.data.crop_size) == (48, 48)

@@ -171,6 +171,9 @@ def pretrain(
         "init_parts": parts,
         "resume_if_exists": resume_if_exists,
     }
+    if resume is not None and not resume.is_dir():  # before claim() makes the folder
+        what = "a file, not a pretrain run directory" if resume.exists() else "not found"
+        raise BadInputError(f"--resume {resume}: {what}")
     folder = resume if resume is not None else out
     if folder is None or nproc > 1:  # the run reports what is missing, or prints torchrun
         run_pretrain(

@@ -82,6 +82,10 @@ def resolve_source(
         )
     run = Path(checkpoint)
     cfg_path, weights = run / "config.json", run / ENCODER_FILE
+    if not run.exists():
+        raise BadInputError(f"--checkpoint {run}: not found (a pretrain run or bundle folder)")
+    if not run.is_dir():
+        raise BadInputError(f"--checkpoint {run}: a file, not a pretrain run or bundle folder")
     if not cfg_path.is_file():
         raise BadInputError(f"{cfg_path}: not a pretrain run directory (no config.json)")
     if not weights.is_file():

@@ -61,8 +61,16 @@ def export_encoder(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
 
 
 def load_run_config(run: Path) -> tuple[Config, dict[str, Any]]:
-    """The Config saved in a run directory, and the rest of config.json (tokenizer, ...)."""
+    """The Config saved in a run directory, and the rest of config.json (tokenizer, ...).
+
+    Raises:
+        BadInputError: ``run`` missing, a file, or a folder without a readable config.json.
+    """
     path = Path(run) / ckpt.CONFIG
+    if not Path(run).exists():
+        raise BadInputError(f"{run}: not found (a pretrain run directory was expected)")
+    if not Path(run).is_dir():
+        raise BadInputError(f"{run}: a file, not a pretrain run directory")
     if not path.is_file():
         raise BadInputError(f"{path}: not a pretrain run directory (no config.json)")
     try:

@@ -279,3 +279,18 @@ def test_evaluate_with_a_missing_checkpoint_says_so_and_makes_nothing(
         f"error: --checkpoint {afile}: a file, not a folder (give a pretrain run, an exported "
         "bundle or a finetuned head)"
     )
+
+
+def test_a_missing_or_file_run_is_named_as_such(world, tmp_path, monkeypatch, capsys):
+    from cmcgns_cli.downstream.encoder import resolve_source
+    from cmcgns_cli.errors import BadInputError
+
+    ghost, afile = tmp_path / "ghost", tmp_path / "notes.txt"
+    afile.write_text("mine")
+    for run, what in ((ghost, "not found"), (afile, "a file, not a pretrain run")):
+        assert cli(["pretrain", "--resume", str(run)], monkeypatch) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert line.startswith(f"error: --resume {run}: {what}"), line
+        with pytest.raises(BadInputError, match=f"--checkpoint {run}: {what}"):
+            resolve_source(str(run), None, None)
+    assert not ghost.exists() and afile.read_text() == "mine"
