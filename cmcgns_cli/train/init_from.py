@@ -93,7 +93,9 @@ def select(
 
     Every key of the model's chosen parts must be in the source with the same shape; the
     first one (in the model's order) that is missing or differs raises BadInputError naming
-    it, with both shapes. Keys of the source outside the chosen parts are ignored."""
+    it, with both shapes; so does a source tensor of the chosen parts that the model lacks
+    (its weights would be dropped silently). Keys of the source outside the chosen parts are
+    ignored."""
     taken = {}
     for key, mine in model_state.items():
         if part_of(key) not in parts:
@@ -118,6 +120,18 @@ def select(
                 f"{_shape(theirs)} there, {_shape(mine)} here"
             )
         taken[key] = theirs
+    extra = [k for k in source_state if part_of(k) in parts and k not in model_state]
+    if extra:  # e.g. a batchnorm source into a none run: its statistics would be dropped
+        hint = (
+            "; the source was pretrained with model.global_norm=batchnorm: add --set "
+            "model.global_norm=batchnorm to start from it"
+            if ".global_norm." in extra[0]
+            else ""
+        )
+        raise BadInputError(
+            f"--init-from {where}: the architectures differ: tensor {extra[0]} "
+            f"{_shape(source_state[extra[0]])} of the source has no place here{hint}"
+        )
     if not taken:
         raise BadInputError(f"--init-from {where}: the model has no {'/'.join(parts)} tensors")
     return taken

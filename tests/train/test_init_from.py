@@ -123,3 +123,22 @@ def test_a_source_without_global_norm_is_told_how_to_start_from_it() -> None:
     with pytest.raises(BadInputError) as info:
         select({"text_encoder.token_proj.weight": torch.zeros(2, 2)}, {}, ("text",), "OLD")
     assert str(info.value).endswith("(2, 2) is not in the source")
+
+
+def test_a_source_with_global_norm_into_a_run_without_it_is_refused() -> None:
+    # the other direction: the source's running statistics had no place and were dropped
+    from cmcgns_cli.train.init_from import select
+
+    w = torch.ones(2, 2)
+    mine = {"text_encoder.token_proj.weight": torch.zeros(2, 2)}
+    theirs = {"text_encoder.token_proj.weight": w, "text_encoder.global_norm.running_mean": w[0]}
+    with pytest.raises(BadInputError) as info:
+        select(mine, theirs, ("text",), "NEW")
+    assert str(info.value) == (
+        "--init-from NEW: the architectures differ: tensor text_encoder.global_norm."
+        "running_mean (2) of the source has no place here; the source was pretrained with "
+        "model.global_norm=batchnorm: add --set model.global_norm=batchnorm to start from it"
+    )
+    # the same source without the extra tensor fills the part
+    del theirs["text_encoder.global_norm.running_mean"]
+    assert torch.equal(select(mine, theirs, ("text",), "NEW")["text_encoder.token_proj.weight"], w)
