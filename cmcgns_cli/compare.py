@@ -81,6 +81,35 @@ def compare_results(
     return {**head, **out, "comparable": True, "method": method}
 
 
+def _selection_overlap(task: str, data: Path, runs: dict[str, Path]) -> dict[str, list[str]]:
+    """As ``evaluate`` does for retrieval and zero-shot: the test split of ``data`` among the
+    splits that selected a run's checkpoint (``selection.scored_selection``); one warning
+    line on stderr per such run, and ``{"a": [...], "b": [...]}`` for the runs concerned."""
+    import json
+
+    from cmcgns_cli.data.prepared import META
+    from cmcgns_cli.selection import overlap_warning, scored_selection
+    from cmcgns_cli.task_names import EVAL_ONLY_TASKS
+
+    if task not in EVAL_ONLY_TASKS or task.startswith("grounding-"):
+        return {}
+    try:
+        meta = json.loads((Path(data) / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    found = {}
+    for side, run in runs.items():
+        selection = scored_selection(Path(run), Path(data), meta, "test")
+        warning = overlap_warning(selection, meta.get("dataset"), "test")
+        if warning:
+            line = warning.replace("warning: ", f"warning: run {side.upper()} ({run}): ", 1)
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+            found[side] = selection["selection_overlap"]
+    return found
+
+
 def _null_reason(result: dict[str, Any], metric: str) -> str:
     """Why ``result`` has no ``metric``: the scorer's own reason when it gave one."""
     known = result.get("null_reasons") or {}
@@ -135,6 +164,9 @@ def run_compare(
         }
     if differ:  # allowed, and said
         result["encoders_differ"] = differ
+    overlap = _selection_overlap(task, data, {"a": run_a, "b": run_b})
+    if overlap:
+        result["selection_overlap"] = overlap
     if out is not None:
         with atomic_file(Path(out) / "compare.json") as tmp:
             tmp.write_text(jsonio.dumps(result, indent=2) + "\n", encoding="utf-8")

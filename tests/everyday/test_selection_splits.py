@@ -180,3 +180,14 @@ def test_the_same_world_prepared_at_another_size_is_the_run_s_data(tmp_path) -> 
     # a run recorded before studies_sha256 existed: only its manifest counts
     older = {k: v for k, v in recorded.items() if k != "studies_sha256"}
     assert not same_data(older, meta, at32) and same_data(older, meta, at64)
+
+
+def test_compare_warns_for_each_run_the_test_split_selected(mgca_run, cli, tmp_path) -> None:
+    data, run = mgca_run
+    res = cli("compare", run, run, "--task", "retrieval", "--data", data, "--resamples", "50",
+              "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    warnings = [ln for ln in res.stderr.splitlines() if ln.startswith("warning: run")]
+    assert len(warnings) == 2 and warnings[0].startswith(f"warning: run A ({run}): split test")
+    assert warnings[1].startswith(f"warning: run B ({run}): split test of mimic selected")
+    assert json.loads(res.stdout)["selection_overlap"] == {"a": ["test"], "b": ["test"]}
