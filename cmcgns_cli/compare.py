@@ -83,30 +83,19 @@ def compare_results(
 
 def _selection_overlap(task: str, data: Path, runs: dict[str, Path]) -> dict[str, list[str]]:
     """As ``evaluate`` does for retrieval and zero-shot: the test split of ``data`` among the
-    splits that selected a run's checkpoint (``selection.scored_selection``); one warning
-    line on stderr per such run, and ``{"a": [...], "b": [...]}`` for the runs concerned."""
-    import json
-
-    from cmcgns_cli.data.prepared import META
-    from cmcgns_cli.selection import overlap_warning, scored_selection
+    splits that selected a run's checkpoint; one warning line on stderr per such run, and
+    ``{"a": [...], "b": [...]}`` for the runs concerned."""
+    from cmcgns_cli.downstream.run import selection_of
     from cmcgns_cli.task_names import EVAL_ONLY_TASKS
 
-    if task not in EVAL_ONLY_TASKS or task.startswith("grounding-"):
-        return {}
-    try:
-        meta = json.loads((Path(data) / META).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(meta, dict):
+    if task not in EVAL_ONLY_TASKS:
         return {}
     found = {}
     for side, run in runs.items():
-        selection = scored_selection(Path(run), Path(data), meta, "test")
-        warning = overlap_warning(selection, meta.get("dataset"), "test")
-        if warning:
-            line = warning.replace("warning: ", f"warning: run {side.upper()} ({run}): ", 1)
-            err.print(line, markup=False, highlight=False, soft_wrap=True)
-            found[side] = selection["selection_overlap"]
+        who = f"run {side.upper()} ({run}): "
+        overlap = selection_of(task, data, run, "test", who).get("selection_overlap")
+        if overlap:
+            found[side] = overlap
     return found
 
 

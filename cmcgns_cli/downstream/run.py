@@ -170,7 +170,7 @@ def _run_evaluate(task, data, checkpoint, seeds, save_examples, prompts, dev, as
         data_checks.check_split(task, Path(data), split)
         if seeds > 1:
             err.print(f"note: {task} has no training randomness; --seeds {seeds} ignored")
-        selection = _selection(task, data, checkpoint, split)
+        selection = selection_of(task, data, checkpoint, split)
         result = _with_ci(
             _evaluate_pretrained(task, data, checkpoint, dev, prompts, split, annotations)
         )
@@ -208,10 +208,13 @@ def _run_evaluate(task, data, checkpoint, seeds, save_examples, prompts, dev, as
     stdout.print(results_table(task, summary))
 
 
-def _selection(task: str, data: Path, checkpoint: Path, split: str) -> dict[str, Any]:
+def selection_of(
+    task: str, data: Path, checkpoint: Path, split: str, who: str = ""
+) -> dict[str, Any]:
     """``selection_splits`` / ``selection_overlap`` (``selection.scored_selection``) of a
     retrieval or zero-shot evaluation, with the one-line warning on stderr when the scored
-    split selected the checkpoint (grounding scores its own annotations: nothing to compare)."""
+    split selected the checkpoint (grounding scores its own annotations: nothing to compare).
+    ``who`` names the run in the warning when a command scores several (``compare``)."""
     import json
 
     from cmcgns_cli.data.prepared import META
@@ -228,7 +231,8 @@ def _selection(task: str, data: Path, checkpoint: Path, split: str) -> dict[str,
     selection = scored_selection(Path(checkpoint), Path(data), meta, split)
     warning = overlap_warning(selection, meta.get("dataset"), split)
     if warning:
-        err.print(warning, markup=False, highlight=False, soft_wrap=True)
+        line = warning.replace("warning: ", f"warning: {who}", 1)
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
     return selection
 
 
