@@ -171,9 +171,8 @@ def pretrain(
         "init_parts": parts,
         "resume_if_exists": resume_if_exists,
     }
-    if resume is not None and not resume.is_dir():  # before claim() makes the folder
-        what = "a file, not a pretrain run directory" if resume.exists() else "not found"
-        raise BadInputError(f"--resume {resume}: {what}")
+    if resume is not None:  # before claim() makes the folder
+        _existing_folder(resume, "--resume", "a file, not a pretrain run directory")
     folder = resume if resume is not None else out
     if folder is None or nproc > 1:  # the run reports what is missing, or prints torchrun
         run_pretrain(
@@ -306,13 +305,11 @@ def evaluate(
     apply_threads(threads)
     from cmcgns_cli.downstream.run import run_evaluate
 
-    if not checkpoint.exists():  # before claim() makes CHECKPOINT/evaluate/TASK below it
-        raise BadInputError(f"--checkpoint {checkpoint}: not found")
-    if not checkpoint.is_dir():  # claim() said "CHECKPOINT/evaluate/TASK: cannot write there"
-        raise BadInputError(
-            f"--checkpoint {checkpoint}: a file, not a folder (give a pretrain run, an exported "
-            "bundle or a finetuned head)"
-        )
+    # before claim() makes CHECKPOINT/evaluate/TASK below it (or says "cannot write there")
+    _existing_folder(
+        checkpoint, "--checkpoint",
+        "a file, not a folder (give a pretrain run, an exported bundle or a finetuned head)",
+    )  # fmt: skip
     # the folder evaluate writes into: --out, or beside the head (pretrain runs: below it)
     folder = out or (
         checkpoint / "evaluate" / task.value if task.value in EVAL_ONLY_TASKS else checkpoint
@@ -414,3 +411,12 @@ def parse_input_size(text: str | None) -> tuple[int, int] | None:
             f"--input-size {text!r}: give SIZE or SIZE,CROP as positive whole px, e.g. 64"
         )
     return int(parts[0]), int(parts[-1])
+
+
+def _existing_folder(path: Path, option: str, a_file: str) -> None:
+    """Refuse (BadInputError, one line) a missing ``path`` or one that is a file (``a_file``
+    says what was expected instead) before a command claims a folder inside it."""
+    if not path.exists():
+        raise BadInputError(f"{option} {path}: not found")
+    if not path.is_dir():
+        raise BadInputError(f"{option} {path}: {a_file}")
