@@ -1,7 +1,7 @@
 """The ``cmcgns`` command line: the app, its subcommands (``commands/``) and the entry point.
 
 The subcommands live in ``commands/data.py`` (prepare, synth, demo),
-``commands/training.py`` (pretrain, finetune, evaluate, compare),
+``commands/training.py`` (pretrain, finetune), ``commands/scoring.py`` (evaluate, compare),
 ``commands/text_training.py`` (pretrain-text) and ``commands/tools.py`` (embed, export,
 explain, clusters, plot); their shared choices and options in ``commands/options.py``.
 Each hands its arguments to the module that does the work. Errors derived from
@@ -22,9 +22,10 @@ import typer
 from cmcgns_cli import threads_env
 from cmcgns_cli.commands.data import demo, prepare, synth
 from cmcgns_cli.commands.options import TASKS
+from cmcgns_cli.commands.scoring import compare, evaluate
 from cmcgns_cli.commands.text_training import pretrain_text
 from cmcgns_cli.commands.tools import clusters, embed, explain, export, plot
-from cmcgns_cli.commands.training import compare, evaluate, finetune, pretrain
+from cmcgns_cli.commands.training import finetune, pretrain
 from cmcgns_cli.console import err
 from cmcgns_cli.errors import CmcgnsError
 

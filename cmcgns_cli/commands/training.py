@@ -1,4 +1,5 @@
-"""``cmcgns pretrain``, ``finetune``, ``evaluate`` and ``compare``: train and score.
+"""``cmcgns pretrain`` and ``finetune``: train (``evaluate`` and ``compare`` are in
+:mod:`cmcgns_cli.commands.scoring`).
 
 Each function parses its options and hands them to the module that does the work.
 """
@@ -15,19 +16,17 @@ from cmcgns_cli.baseline import like
 from cmcgns_cli.commands.options import (
     Device,
     DeviceOpt,
-    EvaluateTask,
     FinetuneTask,
     JsonOpt,
     Preset,
     SeedOpt,
-    Split,
     ThreadsOpt,
     Variant,
     apply_threads,
+    existing_folder,
 )
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.outdir import claim, command_line, keeps_nothing
-from cmcgns_cli.task_names import EVAL_ONLY_TASKS
 
 if TYPE_CHECKING:
     from cmcgns_cli.config import Config
@@ -172,7 +171,7 @@ def pretrain(
         "resume_if_exists": resume_if_exists,
     }
     if resume is not None:  # before claim() makes the folder
-        _existing_folder(resume, "--resume", "a file, not a pretrain run directory")
+        existing_folder(resume, "--resume", "a file, not a pretrain run directory")
     folder = resume if resume is not None else out
     if folder is None or nproc > 1:  # the run reports what is missing, or prints torchrun
         run_pretrain(
@@ -275,98 +274,6 @@ def finetune(
         )
 
 
-def evaluate(
-    task: EvaluateTask = typer.Option(..., "--task", help="Task to score."),
-    data: Path = typer.Option(..., "--data", help="Prepared dataset with a test split."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Finetuned (or pretrain) run."),
-    seeds: int = typer.Option(
-        1, "--seeds", min=1, help="Repeat finetuning with N seeds: mean, std."
-    ),
-    save_examples: int = typer.Option(0, "--save-examples", help="Write N example PNGs."),
-    prompts: Path | None = typer.Option(None, "--prompts", help="zero-shot prompts file."),
-    split: Split = typer.Option(
-        Split.test, "--split", help="retrieval / zeroshot-*: split to score (e.g. test, 5x200)."
-    ),
-    annotations: Path | None = typer.Option(
-        None, "--annotations", help="grounding-mscxr: the MS-CXR annotation CSV."
-    ),
-    device: Device = DeviceOpt,
-    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader workers."),
-    out: Path | None = typer.Option(
-        None,
-        "--out",
-        help="Folder for metrics.json (default: beside the finetuned head; retrieval and "
-        "zero-shot: CHECKPOINT/evaluate/TASK).",
-    ),
-    as_json: bool = JsonOpt,
-    threads: int | None = ThreadsOpt,
-) -> None:
-    """Score a checkpoint on the test split (AUROC, accuracy, mAP, Dice, recall)."""
-    apply_threads(threads)
-    from cmcgns_cli.downstream.run import run_evaluate
-
-    # before claim() makes CHECKPOINT/evaluate/TASK below it (or says "cannot write there")
-    _existing_folder(
-        checkpoint, "--checkpoint",
-        "a file, not a folder (give a pretrain run, an exported bundle or a finetuned head)",
-    )  # fmt: skip
-    # the folder evaluate writes into: --out, or beside the head (pretrain runs: below it)
-    folder = out or (
-        checkpoint / "evaluate" / task.value if task.value in EVAL_ONLY_TASKS else checkpoint
-    )
-    option = "--out" if out is not None else "--checkpoint"
-    with claim(folder, command_line(), option, started=keeps_nothing):
-        run_evaluate(
-            task=task.value,
-            data=data,
-            checkpoint=checkpoint,
-            seeds=seeds,
-            save_examples=save_examples,
-            prompts=prompts,
-            device=device.value,
-            workers=workers,
-            as_json=as_json,
-            split=split.value,
-            annotations=annotations,
-            out=out,
-        )
-
-
-def compare(
-    run_a: Path = typer.Argument(..., help="Run A (finetuned directory or pretrain run)."),
-    run_b: Path = typer.Argument(..., help="Run B, compared with A: diff = B - A."),
-    task: EvaluateTask = typer.Option(..., "--task", help="Task to score both runs on."),
-    data: Path = typer.Option(..., "--data", help="Prepared dataset with a test split."),
-    prompts: Path | None = typer.Option(None, "--prompts", help="zero-shot / grounding prompts."),
-    annotations: Path | None = typer.Option(
-        None, "--annotations", help="grounding-mscxr: the MS-CXR annotation CSV."
-    ),
-    resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples."),
-    seed: int = SeedOpt,
-    device: Device = DeviceOpt,
-    out: Path | None = typer.Option(
-        None, "--out", help="Folder for compare.json (without it, nothing is written)."
-    ),
-    allow_different: bool = typer.Option(
-        False,
-        "--allow-different",
-        help="Compare runs whose encoders differ in architecture or input size (refused "
-        "without it).",
-    ),
-    as_json: bool = JsonOpt,
-    threads: int | None = ThreadsOpt,
-) -> None:
-    """Paired comparison of two runs on the same test images: diff, 95% CI, p-value."""
-    apply_threads(threads)
-    from cmcgns_cli.compare import run_compare
-
-    run_compare(
-        run_a=run_a, run_b=run_b, task=task.value, data=data, prompts=prompts,
-        annotations=annotations, resamples=resamples, seed=seed, device=device.value,
-        as_json=as_json, out=out, allow_different=allow_different,
-    )  # fmt: skip
-
-
 PAPER_PRESETS = ("paper-resnet50", "paper-vit")
 
 
@@ -411,12 +318,3 @@ def parse_input_size(text: str | None) -> tuple[int, int] | None:
             f"--input-size {text!r}: give SIZE or SIZE,CROP as positive whole px, e.g. 64"
         )
     return int(parts[0]), int(parts[-1])
-
-
-def _existing_folder(path: Path, option: str, a_file: str) -> None:
-    """Refuse (BadInputError, one line) a missing ``path`` or one that is a file (``a_file``
-    says what was expected instead) before a command claims a folder inside it."""
-    if not path.exists():
-        raise BadInputError(f"{option} {path}: not found")
-    if not path.is_dir():
-        raise BadInputError(f"{option} {path}: {a_file}")
