@@ -7,11 +7,13 @@ for ``--epochs`` stage-1 epochs with the ``--set`` items of its row. A row may i
 ``pretrain-text`` folder (``text=DIR``) trained first on the same world's reports. Rows named
 ``*_none`` are the study as first run, on the authors' model (``model.global_norm=none``);
 ``base`` is the tiny preset as it is now (``batchnorm``); the ``fresh*`` rows are a plain
-``pretrain --preset tiny`` (its own 144 / 128 px, 16 clusters, 2 + 1 epochs) judged on its
-last stage.
+``pretrain --preset tiny`` (its own 144 / 128 px, 16 clusters and schedule) judged on its
+last stage: ``fresh`` is the preset as it is now, the other ``fresh_*`` rows start from the
+preset before it dropped its random crop and took a third stage-1 epoch.
 
     python bench/plateau_study.py --work /tmp/plateau            # all rows, resumable
     python bench/plateau_study.py --work /tmp/plateau --rows base_none,base,fresh_none,fresh
+    python bench/plateau_study.py --work /tmp/plateau --rows fresh,fresh_random_crop --seed 1
 
 Prints one table row per run: global loss and its plateau log(32), report and image vectors'
 mean pairwise cosine, clusters in use, the health status; the last line is the base row's
@@ -46,15 +48,37 @@ _BEFORE: dict[str, list[str]] = {
     "warm_text_2ep": ["text=2"],
     "warm_text_10ep": ["text=10"],
 }
+# the tiny preset's data and schedule before it dropped the random crop and took a third
+# stage-1 epoch (issue 26); the ``fresh_*`` rows pin them
+_FRESH_BEFORE = ["data.augment=random_crop", "train.stage1_epochs=2"]
+_FRESH: dict[str, list[str]] = {
+    "": [],  # the tiny preset as it is now
+    "_none": ["model.global_norm=none"],
+    "_random_crop": [],
+    "_stage1_4ep": ["train.stage1_epochs=4"],
+    "_stage1_5ep": ["train.stage1_epochs=5"],
+    "_lr_3e-3": ["train.lr=3e-3"],
+    "_warmup_0": ["train.warmup_epochs=0"],
+    "_64px": ["data.image_size=72", "data.crop_size=64"],
+    "_64px_nocrop": ["data.image_size=64", "data.crop_size=64"],
+    "_64px_nocrop_clean": ["data.image_size=64", "data.crop_size=64", "loss.variant=clean"],
+    "_64px_nocrop_mean": ["data.image_size=64", "data.crop_size=64", "loss.centroid_update=mean"],
+    "_no_augment": ["data.augment=none"],
+    "_no_augment_lr_2e-3": ["data.augment=none", "train.lr=2e-3"],
+    "_no_augment_stage1_4ep": ["data.augment=none", "train.stage1_epochs=4"],
+}
 ROWS: dict[str, list[str]] = {
     **{f"{name}_none": ["model.global_norm=none", *sets] for name, sets in _BEFORE.items()},
     # the tiny preset as it is now (model.global_norm = batchnorm)
     "base": [],
     # a fresh ``pretrain --preset tiny`` on the demo's world: the preset's own sizes (144 / 128
-    # px), 16 clusters and 2 + 1 epochs, not the demo's settings
-    "fresh_none": ["fresh", "model.global_norm=none"],
-    "fresh": ["fresh"],
-    "fresh_stage1_5ep": ["fresh", "train.stage1_epochs=5"],
+    # px), 16 clusters and schedule, not the demo's settings. ``fresh`` is the preset as it is
+    # now (no augmentation, 3 + 1 epochs); the other rows pin the preset as it was before that
+    # change (random 128 px crops of the 144 px image, 2 + 1 epochs) and change one thing
+    **{
+        f"fresh{name}": ["fresh", *([] if name == "" else _FRESH_BEFORE), *sets]
+        for name, sets in _FRESH.items()
+    },  # fmt: skip
 }
 
 
@@ -90,17 +114,17 @@ def text_tower(work: Path, data: Path, epochs: int) -> Path:
     return out
 
 
-def run_row(work: Path, data: Path, name: str, sets: list[str], epochs: int) -> dict:
+def run_row(work: Path, data: Path, name: str, sets: list[str], epochs: int, seed: int) -> dict:
     from cmcgns_cli.config import apply_overrides, preset
     from cmcgns_cli.config_values import parse_set
     from cmcgns_cli.train.run import run_pretrain
 
-    out = work / "runs" / name
+    out = work / "runs" / (name if seed == 0 else f"{name}_seed{seed}")
     done = out / "summary.json"
     if done.is_file():
         return json.loads(done.read_text())
     cfg = preset("tiny")
-    cfg.train.seed = 0
+    cfg.train.seed = seed
     if "fresh" not in sets:  # the demo's pretrain, stage 1 only
         cfg.data.image_size = cfg.data.crop_size = 64
         cfg.loss.num_clusters = 8
@@ -124,6 +148,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0, help="pretrain seed (the world stays seed 0)")
     args = ap.parse_args()
     import torch
 
@@ -133,7 +158,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     status = {}
     for name in args.rows.split(","):
-        h = run_row(args.work, data, name, ROWS[name], args.epochs)["health"]
+        h = run_row(args.work, data, name, ROWS[name], args.epochs, args.seed)["health"]
         g = h["stages"][str(h["stage"])]  # the last stage's verdict
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         print(f"| {name} | {fmt(g['global_loss'])} | {fmt(g['text_global_cos'])} | "

@@ -19,6 +19,7 @@ def parts(world, tmp_path_factory):
     tok = tk.train_wordpiece(sents, 300, tmp_path_factory.mktemp("tok") / "tok")
     cfg = preset("tiny")
     cfg.data.image_size, cfg.data.crop_size = 64, 48
+    cfg.data.augment = "random_crop"  # the authors' augmentation (the tiny preset has none)
     return prepared, tok, tk.token_cache(prepared, tok), cfg
 
 

@@ -41,7 +41,10 @@ def _recipe(cfg) -> dict:
 
 @pytest.mark.parametrize("name", ["tiny", "small", "paper-resnet50", "paper-vit"])
 def test_every_preset_defaults_to_the_authors_recipe_and_clean_selects_the_other(name):
-    assert _recipe(preset(name)) == AUTHORS
+    # the tiny preset's one exception: no augmentation (its short runs stayed above log(32)
+    # with the random crop); an explicit variant still sets its whole recipe
+    own = {**AUTHORS, "augment": "none"} if name == "tiny" else AUTHORS
+    assert _recipe(preset(name)) == _recipe(resolve(name)) == own
     assert _recipe(resolve(name, cli={"loss": {"variant": "clean"}})) == CLEAN
     assert _recipe(resolve(name, cli={"loss": {"variant": "authors"}})) == AUTHORS
 
