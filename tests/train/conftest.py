@@ -16,8 +16,8 @@ TINY = [
     "data.image_size=64",
     "--set",
     "data.crop_size=64",
-    "--set",
-    "train.stage1_epochs=2",
+    "--stage1-epochs",  # a later --stage1-epochs replaces it
+    "2",
     "--batch-size",
     "16",
 ]
