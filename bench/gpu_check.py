@@ -54,7 +54,7 @@ def resume(run: str, data: str) -> None:
     step 5, mid-stage: the optimizer state is restored), then resumed to the end."""
     from cmcgns_cli.config import preset
     from cmcgns_cli.interrupts import Interrupted
-    from cmcgns_cli.train import loop
+    from cmcgns_cli.train import steps
     from cmcgns_cli.train.run import run_pretrain
 
     def crash(trainer, record):  # noqa: ANN001
@@ -66,10 +66,10 @@ def resume(run: str, data: str) -> None:
     cfg.train.batch_size = 16
     cfg.train.stage1_epochs, cfg.train.stage2_epochs = 2, 1
     cfg.train.device = _device().type
-    loop._after_step = crash
+    steps._after_step = crash
     with contextlib.suppress(KeyboardInterrupt, Interrupted):
         run_pretrain(cfg, data=Path(data), out=Path(run), resume=None, nproc=1, as_json=True)
-    loop._after_step = lambda trainer, record: None
+    steps._after_step = lambda trainer, record: None
     progress = json.loads((Path(run) / "state" / "progress.json").read_text())
     figure("resume_from_step", progress["step"])
     summary = run_pretrain(preset("tiny"), data=None, out=None, resume=Path(run), nproc=1,

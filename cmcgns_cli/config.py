@@ -1,6 +1,7 @@
 """Typed configuration: dataclasses, presets, config-file and command-line overrides.
 
 Resolution order (later wins): preset -> config file (TOML or YAML) -> ``--set`` / CLI options.
+The preset and loss-variant tables are data in :mod:`cmcgns_cli.config_presets`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cmcgns_cli import jsonio
+from cmcgns_cli.config_presets import PRESET_OVERRIDES, PRESETS, VARIANTS
 from cmcgns_cli.config_recipe import (
     RECIPE_VARIANTS,
     apply_recipe_variant,
@@ -22,35 +24,6 @@ from cmcgns_cli.config_recipe import (
 )
 from cmcgns_cli.config_values import coerce, coerce_optional, load_config_file, parse_set
 from cmcgns_cli.errors import BadInputError
-
-# The places where the authors' code and the usual (ClusterNS / SimCSE) form of the method
-# differ. "authors" reproduces the authors' computation; "clean" is the textbook form.
-VARIANTS: dict[str, dict[str, Any]] = {
-    "authors": {
-        "centroid_update": "sum",
-        "hard_negative_mode": "multiply",
-        "false_negative_denominator": "keep",
-        "bml_reduction": "all_pairs",
-        "mask_mode": "channels",
-        "recon_region": "all",
-        "recon_final_relu": True,
-        "idle_centroid_restart": 0,
-        "cluster_gate": "init",
-        "local_text_scope": "rank",
-    },
-    "clean": {
-        "centroid_update": "mean",
-        "hard_negative_mode": "additive_block",
-        "false_negative_denominator": "remove",
-        "bml_reduction": "masked_pairs",
-        "mask_mode": "patches",
-        "recon_region": "masked",
-        "recon_final_relu": False,
-        "idle_centroid_restart": 50,
-        "cluster_gate": "spread",
-        "local_text_scope": "global",
-    },
-}
 
 # the model-wiring switches by variant (part of RECIPE_VARIANTS, set with it)
 MODEL_VARIANTS: dict[str, dict[str, Any]] = {v: t["model"] for v, t in RECIPE_VARIANTS.items()}
@@ -202,71 +175,12 @@ class Config:
         return jsonio.dumps(self.to_dict(), indent=2)
 
 
-_PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
-    "tiny": {
-        # no augmentation: a random 128 px crop of the 144 px image held a fresh 2 + 1 epoch
-        # run at or above log(batch) on the demo's world (bench/plateau_study.py)
-        "data": {
-            "image_size": 144,
-            "crop_size": 128,
-            "max_length": 96,
-            "workers": 0,
-            "augment": "none",
-        },
-        "model": {
-            "image_encoder": "resnet_tiny",
-            "text_encoder": "scratch",
-            "text_hidden": 64,
-            "text_layers": 2,
-            "text_heads": 2,
-            "text_intermediate": 128,
-            "vocab_size": 1000,
-            "embed_dim": 64,
-            "decoder_channels": 32,
-            "global_norm": "batchnorm",
-        },
-        "loss": {"num_clusters": 16},
-        "train": {
-            "stage1_epochs": 3,
-            "stage2_epochs": 1,
-            "batch_size": 32,
-            "lr": 1e-3,
-            "warmup_epochs": 0.2,
-            "warmup_start_lr": 1e-5,
-            "log_every": 5,
-            "amp": False,
-        },
-    },
-    "small": {
-        "data": {"image_size": 256, "crop_size": 224, "max_length": 128},
-        "model": {
-            "image_encoder": "resnet18",
-            "text_encoder": "scratch",
-            "text_hidden": 256,
-            "text_layers": 4,
-            "text_heads": 4,
-            "text_intermediate": 1024,
-            "vocab_size": 8000,
-            "embed_dim": 128,
-            "decoder_channels": 64,
-            "global_norm": "batchnorm",
-        },
-        "loss": {"num_clusters": 64},
-        "train": {"stage1_epochs": 5, "stage2_epochs": 5, "batch_size": 48, "lr": 2e-4},
-    },
-    "paper-resnet50": {},
-    "paper-vit": {"model": {"image_encoder": "vit_b16"}},
-}
-
-PRESETS: tuple[str, ...] = tuple(_PRESET_OVERRIDES)
-
-
 def preset(name: str) -> Config:
     """The config of a named preset."""
-    if name not in _PRESET_OVERRIDES:
+    if name not in PRESET_OVERRIDES:
         raise BadInputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     cfg = Config(preset=name)
-    apply_overrides(cfg, _PRESET_OVERRIDES[name], source=f"preset {name}")
+    apply_overrides(cfg, PRESET_OVERRIDES[name], source=f"preset {name}")
     return cfg
 
 

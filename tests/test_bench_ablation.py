@@ -1,5 +1,6 @@
-"""The ablation study's bookkeeping (bench/ablation_study.py): finished cells are skipped on a
-rerun, shards never share a cell, and the table's mean / sd over seeds."""
+"""The ablation study's bookkeeping (bench/ablation_grid.py, used by bench/ablation_study.py):
+finished cells are skipped on a rerun, shards never share a cell, and the table's mean / sd
+over seeds."""
 
 from __future__ import annotations
 
@@ -15,9 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location(
-        "ablation_study", ROOT / "bench/ablation_study.py"
-    )
+    spec = importlib.util.spec_from_file_location("ablation_grid", ROOT / "bench/ablation_grid.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -104,3 +103,28 @@ def test_a_claim_of_a_live_process_is_respected_a_dead_ones_taken_over(study, tm
     assert study.claim(tmp_path, "scratch/clean/seed0")  # our own claim
     study.unclaim(tmp_path, "scratch/clean/seed0")
     assert not (claims / "scratch__clean__seed0").exists()
+
+
+def test_the_study_finds_its_grid_run_or_loaded_from_its_file(tmp_path):
+    """``python bench/ablation_study.py`` from any working folder, and the study loaded from
+    its file (as a test or another script does, bench/ not on the path), both import the
+    grid beside it."""
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench/ablation_study.py"), "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "--arms" in res.stdout and "--references" in res.stdout
+    spec = importlib.util.spec_from_file_location(
+        "ablation_study", ROOT / "bench/ablation_study.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.cell_key("warm", "global", 2) == "warm/global/seed2"
+    assert mod.priority(["scratch"], ["default"], [0]) == [("scratch", "default", 0)]

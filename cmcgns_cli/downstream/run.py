@@ -1,4 +1,5 @@
-"""`cmcgns finetune` and `cmcgns evaluate`: dispatch by task, repeat over seeds, print."""
+"""`cmcgns finetune` and `cmcgns evaluate`: dispatch by task, repeat over seeds, print (the
+summary over seeds is ``seed_summary.py``'s)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from cmcgns_cli import interrupts, jsonio
 from cmcgns_cli.console import emit_json, err, kv_table
@@ -23,6 +22,7 @@ from cmcgns_cli.downstream.classification import (
     load_finetune_record,
 )
 from cmcgns_cli.downstream.results_table import results_table
+from cmcgns_cli.downstream.seed_summary import summarise_seeds
 from cmcgns_cli.downstream.tasks import CLS_TASKS, DENSE_TASKS
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.runtime import resolve_device
@@ -174,7 +174,7 @@ def _run_evaluate(task, data, checkpoint, seeds, save_examples, prompts, dev, as
         result = _with_ci(
             _evaluate_pretrained(task, data, checkpoint, dev, prompts, split, annotations)
         )
-        summary = _summarise([result])
+        summary = summarise_seeds([result])
         summary["protocol"] = result["protocol"]
         summary.update(result.get("extra", {}))
         summary.update(selection)
@@ -198,7 +198,7 @@ def _run_evaluate(task, data, checkpoint, seeds, save_examples, prompts, dev, as
         for k, result in enumerate(_other_seeds(task, data, checkpoint, seeds, dev), 2):
             interrupts.at(f"after seed {k} of {seeds}")
             results.append(result)
-        summary = _summarise(results)
+        summary = summarise_seeds(results)
         atomic_write_text(stage / "metrics.json", jsonio.dumps(summary, indent=2, default=str))
         _publish(stage, dest)
     err.print(f"metrics written to {dest / 'metrics.json'}", markup=False, highlight=False)
@@ -356,67 +356,3 @@ def _evaluate_pretrained(
     from cmcgns_cli.downstream.zeroshot import evaluate_zeroshot
 
     return evaluate_zeroshot(task, data, run, dev, prompts_file=prompts, split=split)
-
-
-def _is_count(results: list[dict[str, Any]], key: str) -> bool:
-    return all(
-        isinstance(r["metrics"][key], int) and not isinstance(r["metrics"][key], bool)
-        for r in results
-    )
-
-
-def seed_std(values: np.ndarray) -> float | None:
-    """Standard deviation over finetune seeds: the sample standard deviation (ddof = 1, the
-    n - 1 denominator), which is what papers report as "mean ± std over seeds". ``values``:
-    (n_seeds,) float; undefined (NaN) entries are left out. Returns None (JSON null) when
-    fewer than two seeds give a defined value, since one value has no spread to estimate."""
-    finite = values[np.isfinite(values)]
-    return float(np.std(finite, ddof=1)) if finite.size >= 2 else None
-
-
-def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = [k for k in results[0]["metrics"]]
-    values = {k: np.array([r["metrics"][k] for r in results], dtype=float) for k in keys}
-    # counts (test images, pairs) stay integers when every seed saw the same number
-    counts = {k for k in keys if _is_count(results, k) and (values[k] == values[k][0]).all()}
-    metric = results[0]["metric"]
-    mean = {
-        k: int(v[0]) if k in counts else float(np.nanmean(v)) if np.isfinite(v).any() else None
-        for k, v in values.items()
-    }  # fmt: skip
-    first = {k: v for k, v in results[0].items() if k not in ("per_image", "extra")}
-    std = {k: seed_std(v) for k, v in values.items()}
-    ci95 = results[0].get("ci95")
-    summary: dict[str, Any] = {
-        **first,  # the first seed's record (protocol, encoder, ...) under the summary
-        "task": results[0]["task"],
-        "metric": metric,
-        # one entry per seed: its seed, headline value and every metric
-        "seeds": [
-            {
-                "seed": r["protocol"].get("seed"),
-                "value": r["metrics"].get(metric),
-                "metrics": r["metrics"],
-                # this seed's own reasons for its null metrics (not the first seed's)
-                **({"null_reasons": r["null_reasons"]} if r.get("null_reasons") else {}),
-            }
-            for r in results
-        ],  # fmt: skip
-        "n_seeds": len(results),
-        # one shape each: `value*` keys are the headline metric's numbers (value: its mean
-        # over the seeds, one seed: its own); metrics / mean / std / ci95 are dicts keyed by
-        # metric name (metrics is mean under its older name)
-        "value": mean.get(metric),
-        "value_std": std.get(metric),
-        "value_ci95": (ci95 or {}).get(metric),
-        "metrics": mean,
-        "mean": mean,
-        "std": std,
-        "ci95": ci95,
-        "ci95_method": results[0].get("ci95_method"),
-        "ci95_method_per_metric": results[0].get("ci95_method_per_metric"),
-        "runs": [{k: v for k, v in r.items() if k not in ("per_image", "extra")} for r in results],
-    }
-    if len(results) > 1:
-        summary["ci95_scope"] = "the first seed's predictions (bootstrap over test images)"
-    return summary

@@ -13,8 +13,9 @@ include the reconstruction term, so stages are not compared with each other).
 
 Distributed (``train/ddp.py``, ``train/dist.py``): ``train.batch_size`` is per process, a step
 consumes ``batch_size * world`` pairs, rank 0 alone validates, logs and writes checkpoints.
-Beside it: ``feed.py`` (batches), ``records.py`` (progress, metrics.jsonl), ``validate.py``,
-``epoch_end.py`` (checkpoints, summary, non-finite stop), ``stop.py`` (signals), ``speed.py``.
+Beside it: ``steps.py`` (one epoch's optimizer steps), ``feed.py`` (batches), ``records.py``
+(progress, metrics.jsonl), ``validate.py``, ``epoch_end.py`` (checkpoints, summary, non-finite
+stop), ``stop.py`` (signals), ``speed.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from typing import Any
 
 import torch
 
-from cmcgns_cli import interrupts
 from cmcgns_cli.config import Config
 from cmcgns_cli.console import err, progress
 from cmcgns_cli.data.paired import PairedDataset
@@ -36,26 +36,16 @@ from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.outdir import check_space
 from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train import ddp, display, dist, health, speed, stop
-from cmcgns_cli.train.epoch_end import end_epoch, fail_nonfinite, summary
+from cmcgns_cli.train.epoch_end import end_epoch, summary
 from cmcgns_cli.train.feed import BatchFeed
-from cmcgns_cli.train.optim import build_optimizer, grad_norm_step
-from cmcgns_cli.train.records import (
-    TERMS,
-    MetricsLog,
-    Progress,
-    StepBuffer,
-    kmeans_initialized,
-    kmeans_keys,
-)
+from cmcgns_cli.train.optim import build_optimizer
+from cmcgns_cli.train.records import MetricsLog, Progress, kmeans_initialized, kmeans_keys
 from cmcgns_cli.train.retrieval import report_keys
-from cmcgns_cli.train.schedule import lr_at, warmup_steps_for
+from cmcgns_cli.train.schedule import warmup_steps_for
+from cmcgns_cli.train.steps import train_epoch
 from cmcgns_cli.train.validate import validate
 
 __all__ = ["Trainer"]
-
-
-def _after_step(trainer: Trainer, record: dict[str, Any]) -> None:
-    """Hook called after every logged optimizer step (tests use it to simulate a crash)."""
 
 
 class Trainer:
@@ -315,7 +305,7 @@ class Trainer:
                 f"stage {stage}", total=total, completed=self.prog.stage_step, info="", parts={}
             )
             while self.prog.stage_epoch < epochs and self.prog.stage_step < total:
-                self._train_epoch(stage, total, warmup, bar, task)
+                train_epoch(self, stage, total, warmup, bar, task)
                 val = validate(self.model, self.feed, self.val_ds, self.val_keys, stage)
                 self.prog.epoch_micro = 0
                 self.prog.stage_epoch += 1
@@ -341,111 +331,3 @@ class Trainer:
             highlight=False,
             soft_wrap=True,
         )
-
-    def _train_epoch(self, stage: int, total: int, warmup: int, bar: Any, task: Any) -> None:
-        model, net, opt = self.model, self.net, self.optimizer
-        assert opt is not None
-        model.train()
-        gepoch = self.prog.epoch
-        start = int(self.prog.epoch_micro)  # > 0 when resuming a mid-epoch checkpoint
-        skip = start * self.batch_size
-        loader = self.feed.loader(self.train_ds, train=True, epoch=gepoch, skip=skip)
-        n_micro = self.micro_per_epoch
-        buf = StepBuffer()
-        group_start = start
-        t0 = time.perf_counter()
-        pairs = 0
-        opt.zero_grad(set_to_none=True)
-        for i, batch in enumerate(loader, start=start):
-            if i >= n_micro:
-                break
-            if i % self.accumulate == 0:
-                group_start = i
-            group = min(self.accumulate, n_micro - group_start)
-            last_micro = i - group_start + 1 >= group
-            batch = self.feed.to_device(batch)
-            sync = (
-                net.no_sync() if (net is not model and not last_micro) else contextlib.nullcontext()
-            )
-            with sync:
-                with self.feed.autocast():
-                    out = net(batch, stage=stage)
-                loss = out["loss"]
-                if self.sync_every == 1:  # every rank stops, or none (see dist.any_rank)
-                    bad = not bool(torch.isfinite(loss.detach()).all())
-                    if dist.any_rank(bad, self.device):
-                        fail_nonfinite(self.log, self.prog, self.run, stage, out, "loss")
-                (loss.float() / group).backward()
-            buf.add(out)
-            pairs += int(batch["images"].shape[0]) * self.world
-            if not last_micro:
-                continue
-            grad_norm = grad_norm_step(model.parameters(), float(self.tc.grad_clip or 0.0))
-            if self.sync_every == 1 and not math.isfinite(float(grad_norm)):
-                fail_nonfinite(self.log, self.prog, self.run, stage, out, "gradient norm")
-            lr = lr_at(
-                self.prog.stage_step,
-                total_steps=total,
-                warmup_steps=warmup,
-                peak_lr=float(self.tc.lr),
-                start_lr=float(self.tc.warmup_start_lr),
-            )
-            for g in opt.param_groups:
-                g["lr"] = lr
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            self.prog.step += 1
-            self.prog.stage_step += 1
-            meta = {
-                "kind": "train",
-                "step": self.prog.step,
-                "stage": stage,
-                "epoch": gepoch + 1,
-                "stage_step": self.prog.stage_step,
-                "lr": lr,
-                "clipped": grad_norm is not None,
-            }
-            buf.close_step(meta, grad_norm)
-            done = self.prog.stage_step >= total or i + 1 >= n_micro
-            # one process reads the flag every step; several agree on it at flush points
-            halt = self.world == 1 and interrupts.requested() is not None
-            if len(buf.pending) >= self.sync_every or done or halt:
-                records = buf.flush()  # the one host read of this window
-                dt = time.perf_counter() - t0
-                for record in records:
-                    record["pairs_per_s"] = pairs / dt if dt > 0 else None
-                    self._check_record(stage, record)
-                    self.log.write(record)
-                    self._track(record)
-                    if dist.is_main():
-                        parts = display.info_parts(record, stage)
-                        info = " ".join(parts.values())
-                        bar.update(task, completed=record["stage_step"], info=info, parts=parts)
-                    _after_step(self, record)
-                pairs, t0 = 0, time.perf_counter()
-                if not done and stop.agreed(self.world, self.device):
-                    self.prog.epoch_micro = i + 1
-                    if dist.is_main():
-                        self.write_checkpoint()
-                    dist.barrier()
-                    stop.raise_interrupted(self.run, self.prog.step, stage, gepoch + 1)
-            if self.prog.stage_step >= total:
-                break
-
-    def _check_record(self, stage: int, record: dict[str, Any]) -> None:
-        for key, what in (("loss", "loss"), ("grad_norm", "gradient norm")):
-            v = record.get(key)
-            if v is not None and not math.isfinite(v):
-                self.prog.step = record["step"] - 1
-                self.prog.stage_step = record["stage_step"] - 1
-                fail_nonfinite(self.log, self.prog, self.run, stage, record, what)
-
-    def _track(self, record: dict[str, Any]) -> None:
-        if record["stage_step"] <= 3:  # the stage's starting loss: mean of its first 3 steps
-            n = record["stage_step"]
-            for k in TERMS:
-                if k in record and record[k] is not None:
-                    prev = self.prog.stage_first.get(f"{record['stage']}:{k}", 0.0)
-                    self.prog.stage_first[f"{record['stage']}:{k}"] = prev + (record[k] - prev) / n
-        self.recent.append(record)
-        self.recent = self.recent[-3:]

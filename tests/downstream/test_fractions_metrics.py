@@ -72,7 +72,7 @@ def test_accuracy_equals_sklearn() -> None:
 
 
 def test_seed_std_is_the_sample_standard_deviation() -> None:
-    from cmcgns_cli.downstream.run import _summarise, seed_std
+    from cmcgns_cli.downstream.seed_summary import seed_std, summarise_seeds
 
     # sqrt(((1-2.5)^2 + (2-2.5)^2 + (3-2.5)^2 + (4-2.5)^2) / 3) = sqrt(5/3)
     assert seed_std(np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx(1.2909944487358056)
@@ -83,7 +83,7 @@ def test_seed_std_is_the_sample_standard_deviation() -> None:
         {"task": "t", "metric": "m", "protocol": {"seed": s}, "metrics": {"m": v, "n": 8}}
         for s, v in enumerate([1.0, 2.0, 3.0, 4.0])
     ]
-    summary = _summarise(runs)
+    summary = summarise_seeds(runs)
     assert summary["mean"] == {"m": 2.5, "n": 8}
     assert summary["std"]["m"] == pytest.approx(1.2909944487358056)
     # four seeds: value and metrics are the mean (2.5, not the first seed's 1.0), every seed kept
@@ -91,7 +91,7 @@ def test_seed_std_is_the_sample_standard_deviation() -> None:
     assert summary["n_seeds"] == 4
     assert [(e["seed"], e["value"]) for e in summary["seeds"]] == [(0, 1.0), (1, 2.0), (2, 3.0),
                                                                    (3, 4.0)]  # fmt: skip
-    one = _summarise(runs[2:3])  # one seed: its value and protocol, no spread
+    one = summarise_seeds(runs[2:3])  # one seed: its value and protocol, no spread
     assert one["value"] == 3.0 and one["protocol"] == {"seed": 2} and one["std"]["m"] is None
 
 

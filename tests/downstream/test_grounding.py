@@ -211,10 +211,10 @@ def test_grounding_counts_are_ints_and_print_whole() -> None:
     assert all(type(m[k]) is int for k in ("n", "pointing_game_n", "cnr_n", "miou_n"))
     from rich.console import Console
 
-    from cmcgns_cli.downstream.run import _summarise
+    from cmcgns_cli.downstream.seed_summary import summarise_seeds
 
     result = {"task": "grounding-mscxr", "metric": "pointing_game", "metrics": m, "protocol": {}}
-    summary = _summarise([result])  # as evaluate builds what it prints
+    summary = summarise_seeds([result])  # as evaluate builds what it prints
     assert type(summary["metrics"]["cnr_n"]) is int
     table = results_table("grounding-mscxr", summary)
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from cmcgns_cli.downstream.grounding import summarise
 from cmcgns_cli.downstream.linear import fit_linear_head
 from cmcgns_cli.downstream.results_table import results_table
-from cmcgns_cli.downstream.run import _summarise
+from cmcgns_cli.downstream.seed_summary import summarise_seeds
 from cmcgns_cli.downstream.tasks import CLS_TASKS
 from tests.downstream.cls_data import write_cls_dataset
 
@@ -83,7 +83,7 @@ def test_grounding_counts_are_integers_in_json_and_on_screen():
     assert type(m["pointing_game_n"]) is int and m["pointing_game_n"] == 17
     result = {"task": "grounding-rsna", "metric": "pointing_game", "metrics": m,
               "protocol": {"seed": 0}}  # fmt: skip
-    summary = _summarise([result])
+    summary = summarise_seeds([result])
     assert json.loads(json.dumps(summary["mean"]))["n"] == 17  # an int in the JSON
     term = Console(width=120, file=StringIO(), color_system=None)
     term.print(results_table("grounding-rsna", summary))
@@ -99,7 +99,7 @@ def test_json_value_keys_are_numbers_and_stat_keys_are_dicts():
          "metrics": {"macro_auroc": v, "n_test": 20}, "ci95": {"macro_auroc": [0.5, 0.9]}}
         for s, v in ((0, 0.6), (1, 0.8))
     ]  # fmt: skip
-    s = _summarise(runs)
+    s = summarise_seeds(runs)
     assert s["value"] == pytest.approx(0.7)
     assert s["value_std"] == pytest.approx(math.sqrt(0.02))  # sample sd of 0.6, 0.8
     assert s["value_ci95"] == [0.5, 0.9]

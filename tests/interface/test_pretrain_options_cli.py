@@ -126,7 +126,7 @@ def test_seed_and_workers(cli, world: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_resume_through_the_cli_repeats_the_losses(cli, world: Path, tmp_path: Path,
                                                    monkeypatch) -> None:  # fmt: skip
-    from cmcgns_cli.train import loop
+    from cmcgns_cli.train import steps
 
     args = [*SMALL, "--stage1-epochs", "2", "--stage2-epochs", "1", "--seed", "3"]
     full = tmp_path / "full"
@@ -136,13 +136,13 @@ def test_resume_through_the_cli_repeats_the_losses(cli, world: Path, tmp_path: P
         if record["step"] == 3:  # mid stage-1 epoch 2
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(loop, "_after_step", interrupt)
+    monkeypatch.setattr(steps, "_after_step", interrupt)
     part = tmp_path / "part"
     res = cli("pretrain", "--data", world, "--out", part, *args)
     assert res.exit_code == 130, res.stderr
     assert f"cmcgns pretrain --resume {part}" in res.stderr
     assert len(_records(part)) == 3
-    monkeypatch.setattr(loop, "_after_step", lambda t, r: None)
+    monkeypatch.setattr(steps, "_after_step", lambda t, r: None)
     res = cli("pretrain", "--resume", part)
     assert res.exit_code == 0, res.stderr
     got, want = _records(part), _records(full)

@@ -50,6 +50,7 @@ def _first_step_grads(trained, tmp_path: Path, batch_size: int, accumulate: int)
     from cmcgns_cli.data.prepared import open_prepared
     from cmcgns_cli.data.tokenize import token_cache
     from cmcgns_cli.train.loop import Trainer
+    from cmcgns_cli.train.steps import train_epoch
 
     data, run = trained
     cfg = preset("tiny")
@@ -73,7 +74,7 @@ def _first_step_grads(trained, tmp_path: Path, batch_size: int, accumulate: int)
         return step(*args, **kwargs)
 
     trainer.optimizer.step = capture
-    trainer._train_epoch(1, 1, 0, _Bar(), 0)  # total 1: stop after the first optimizer step
+    train_epoch(trainer, 1, 1, 0, _Bar(), 0)  # total 1: stop after the first optimizer step
     trainer.close()
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(seen) == 1 and [r["step"] for r in records] == [1]

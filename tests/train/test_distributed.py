@@ -268,14 +268,14 @@ def _pretrain_worker(rank, world, port, world_dir, out):
     )
     os.environ["LOCAL_RANK"] = str(rank)
     torch.set_num_threads(1)
-    from cmcgns_cli.train import loop
+    from cmcgns_cli.train import steps
     from cmcgns_cli.train.run import run_pretrain
 
     def crash(trainer, record):
         if record["step"] == 6:
             raise KeyboardInterrupt
 
-    loop._after_step = crash
+    steps._after_step = crash
     cfg = preset("tiny")
     cfg.data.image_size = cfg.data.crop_size = 64
     cfg.train.batch_size = 8

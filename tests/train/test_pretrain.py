@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from cmcgns_cli.config import config_from_dict, preset
 from cmcgns_cli.errors import RunFailedError
 from cmcgns_cli.interrupts import Interrupted
-from cmcgns_cli.train import loop as loop_mod
 from cmcgns_cli.train import run as run_mod
+from cmcgns_cli.train import steps as steps_mod
 from cmcgns_cli.train.run import load_run_config, run_pretrain
 from tests.train.conftest import TINY, cli
 
@@ -132,7 +132,7 @@ def test_signals_mid_epoch_checkpoint_the_step_and_resume_repeats_the_losses(
         if record["step"] == stop_at["step"]:
             os.kill(os.getpid(), stop_at["sig"])
 
-    monkeypatch.setattr(loop_mod, "_after_step", signal_self)
+    monkeypatch.setattr(steps_mod, "_after_step", signal_self)
     part = tmp_path / "part"
     with pytest.raises(Interrupted) as info:
         run_pretrain(_cfg(), data=world, out=part, resume=None, nproc=1, as_json=True)
@@ -147,7 +147,7 @@ def test_signals_mid_epoch_checkpoint_the_step_and_resume_repeats_the_losses(
     with pytest.raises(Interrupted) as info:
         run_pretrain(_cfg(), data=None, out=None, resume=part, nproc=1, as_json=True)
     assert info.value.exit_code == 143 and "stage 2, epoch 3, step 10;" in str(info.value)
-    monkeypatch.setattr(loop_mod, "_after_step", lambda t, r: None)
+    monkeypatch.setattr(steps_mod, "_after_step", lambda t, r: None)
     run_pretrain(_cfg(), data=None, out=None, resume=part, nproc=1, as_json=True)
     _assert_same_run(full_run, part)
 
@@ -162,14 +162,14 @@ def test_resume_repeats_the_losses_step_for_step(world, full_run, tmp_path, monk
         if record["step"] == stop_at["step"]:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop_mod, "_after_step", crash)
+    monkeypatch.setattr(steps_mod, "_after_step", crash)
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
         run_pretrain(_cfg(), data=world, out=part, resume=None, nproc=1, as_json=True)
     stop_at["step"] = next(stops)
     with pytest.raises(KeyboardInterrupt):
         run_pretrain(_cfg(), data=world, out=None, resume=part, nproc=1, as_json=True)
-    monkeypatch.setattr(loop_mod, "_after_step", lambda t, r: None)
+    monkeypatch.setattr(steps_mod, "_after_step", lambda t, r: None)
     run_pretrain(_cfg(), data=None, out=None, resume=part, nproc=1, as_json=True)
     _assert_same_run(full, part)
     # resuming the finished run says so and trains nothing
