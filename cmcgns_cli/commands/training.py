@@ -23,9 +23,9 @@ from cmcgns_cli.commands.options import (
     ThreadsOpt,
     Variant,
     apply_threads,
-    existing_folder,
 )
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.input_folder import RUN_DIR, RUN_OR_BUNDLE, input_folder
 from cmcgns_cli.outdir import claim, command_line, keeps_nothing
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ def pretrain(
         "resume_if_exists": resume_if_exists,
     }
     if resume is not None:  # before claim() makes the folder
-        existing_folder(resume, "--resume", "a file, not a pretrain run directory")
+        input_folder(resume, RUN_DIR, option="--resume", needs=("config.json",))
     folder = resume if resume is not None else out
     if folder is None or nproc > 1:  # the run reports what is missing, or prints torchrun
         run_pretrain(
@@ -242,6 +242,8 @@ def finetune(
 
     if checkpoint is None and image_weights is None:
         raise BadInputError("give --checkpoint RUN|BUNDLE|none, or --image-weights FILE")
+    if checkpoint is not None and str(checkpoint).lower() != "none":  # before any data is read
+        input_folder(checkpoint, RUN_OR_BUNDLE, option="--checkpoint", needs=("config.json",))
     size = parse_input_size(input_size)
     if like_run is not None:
         if checkpoint is None or str(checkpoint).lower() != "none":
