@@ -25,7 +25,7 @@ from cmcgns_cli.commands.options import (
     apply_threads,
 )
 from cmcgns_cli.errors import BadInputError
-from cmcgns_cli.input_folder import RUN_DIR, RUN_OR_BUNDLE, input_folder
+from cmcgns_cli.input_folder import RUN_DIR, input_folder
 from cmcgns_cli.outdir import claim, command_line, keeps_nothing
 
 if TYPE_CHECKING:
@@ -242,8 +242,6 @@ def finetune(
 
     if checkpoint is None and image_weights is None:
         raise BadInputError("give --checkpoint RUN|BUNDLE|none, or --image-weights FILE")
-    if checkpoint is not None and str(checkpoint).lower() != "none":  # before any data is read
-        input_folder(checkpoint, RUN_OR_BUNDLE, option="--checkpoint", needs=("config.json",))
     size = parse_input_size(input_size)
     if like_run is not None:
         if checkpoint is None or str(checkpoint).lower() != "none":

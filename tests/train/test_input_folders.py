@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.downstream.test_classification_cli import _write_chexpert_like
 from tests.train.conftest import TINY, cli
 
 RUN = "a pretrain run directory"
@@ -19,7 +20,9 @@ def _commands(world: Path, tmp: Path) -> dict[str, tuple[list[str], str, str, st
     should be, the files of which it lacks every one)."""
     reports = tmp / "reports.txt"
     reports.write_text("no acute findings\n")
-    ft = ["finetune", "--task", "rsna-cls", "--data", str(world), "--out", str(tmp / "ft")]
+    # finetune reads its data first: a chexpert-like set its task accepts
+    cls_data = _write_chexpert_like(tmp / "cls")
+    ft = ["finetune", "--task", "chexpert-cls", "--data", str(cls_data), "--out", str(tmp / "ft")]
     return {
         "pretrain --resume": (["pretrain", "--resume", "P"], "--resume", RUN, "config.json"),
         "pretrain --init-from": (
