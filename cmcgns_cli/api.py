@@ -33,6 +33,7 @@ from cmcgns_cli.embedding.encode import image_embeddings, text_embeddings, to_de
 from cmcgns_cli.embedding.inputs import ImagePrep, TextPrep, prepared_size, text_sentences
 from cmcgns_cli.embedding.runs import LoadedRun, open_run
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.input_folder import RUN_OR_BUNDLE, input_folder
 
 ImageInput = str | Path | np.ndarray
 
@@ -263,12 +264,14 @@ def _run_extra(path: Path) -> dict[str, Any]:
         return {}
 
 
-def resolve_location(source: str | Path) -> Path:
+def resolve_location(source: str | Path, option: str | None = None) -> Path:
     """A run directory, a bundle directory, or a hub id (``org/name``) found in the local
-    Hugging Face cache (never the network). Raises ``BadInputError`` when none applies."""
+    Hugging Face cache (never the network). Raises ``BadInputError`` when none applies, or
+    when the path is a file or a folder without config.json (``option``, e.g.
+    ``"--checkpoint"``, is named in the message when given)."""
     path = Path(source).expanduser()
     if path.exists():
-        return path
+        return input_folder(path, RUN_OR_BUNDLE, option=option, needs=("config.json",))
     text = str(source)
     if text.count("/") == 1 and not text.startswith((".", "/", "~")):
         try:
@@ -280,7 +283,7 @@ def resolve_location(source: str | Path) -> Path:
                 f"{text}: not a local directory and not in the local Hugging Face cache "
                 "(no network at run time: download the bundle and pass its folder)"
             ) from None
-    raise BadInputError(f"{text}: no such run directory or bundle")
+    return input_folder(path, RUN_OR_BUNDLE, option=option)  # raises: not found
 
 
 def load(

@@ -16,35 +16,34 @@ from pathlib import Path
 from typing import Any
 
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.input_folder import input_folder
+
+SHAPED = "a finetuned head, a pretrain run or an exported bundle"
 
 
-def encoder_shape(path: str | Path) -> dict[str, Any]:
+def encoder_shape(path: str | Path, option: str | None = None) -> dict[str, Any]:
     """``{"arch", "image_size", "crop_size"}`` of the image encoder in ``path``: a finetuned
     folder (finetune.json's ``encoder``), or a pretrain run / exported bundle (config.json's
     ``model.image_encoder`` and ``data.image_size`` / ``data.crop_size``, in px).
 
     Raises:
-        BadInputError: ``path`` is none of these, naming it.
+        BadInputError: ``path`` is none of these, naming it (and ``option``, e.g. ``"--like"``,
+            when given).
     """
-    path = Path(path)
+    path = input_folder(path, SHAPED, option=option, needs=("finetune.json", "config.json"))
     finetuned, config = path / "finetune.json", path / "config.json"
     try:
         if finetuned.is_file():
             enc = json.loads(finetuned.read_text(encoding="utf-8"))["encoder"]
             return {k: enc[k] for k in ("arch", "image_size", "crop_size")}
-        if config.is_file():
-            cfg = json.loads(config.read_text(encoding="utf-8"))
-            return {
-                "arch": cfg["model"]["image_encoder"],
-                "image_size": int(cfg["data"]["image_size"]),
-                "crop_size": int(cfg["data"]["crop_size"]),
-            }
+        cfg = json.loads(config.read_text(encoding="utf-8"))  # input_folder found one of two
+        return {
+            "arch": cfg["model"]["image_encoder"],
+            "image_size": int(cfg["data"]["image_size"]),
+            "crop_size": int(cfg["data"]["crop_size"]),
+        }
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BadInputError(f"{path}: cannot read its encoder's shape ({exc})") from None
-    raise BadInputError(
-        f"{path}: neither a finetuned folder (finetune.json) nor a pretrain run or bundle "
-        "(config.json)"
-    )
 
 
 def like(
@@ -55,7 +54,7 @@ def like(
     Raises:
         BadInputError: ``--arch`` or ``--input-size`` given too and different from RUN's.
     """
-    shape = encoder_shape(run)
+    shape = encoder_shape(run, "--like")
     size = (int(shape["image_size"]), int(shape["crop_size"]))
     if arch is not None and arch != shape["arch"]:
         raise BadInputError(f"--like {run}: it uses {shape['arch']}, --arch says {arch}")

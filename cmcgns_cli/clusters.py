@@ -253,7 +253,7 @@ def run_clusters(
 ) -> dict[str, Any]:
     if truth is not None and not Path(truth).is_file():
         raise BadInputError(f"{truth}: truth file not found")
-    run = open_run(checkpoint, resolve_device(device))
+    run = open_run(checkpoint, resolve_device(device), option="--checkpoint")
     result = cluster_table(run, data, split, limit, top, truth=truth)
     if out is not None:
         write_csv(Path(out), result)

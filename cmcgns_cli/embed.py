@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from cmcgns_cli import interrupts, jsonio
-from cmcgns_cli.api import load
+from cmcgns_cli.api import load, resolve_location
 from cmcgns_cli.console import err, progress
 from cmcgns_cli.data.token_stats import TRUNCATION_WARN_SHARE
 from cmcgns_cli.embedding.inputs import read_reports, scan_images
@@ -129,7 +129,7 @@ def _embed(
     stdout: Any,
     reports_format: str,
 ) -> dict[str, int]:
-    model = load(checkpoint, device)
+    model = load(resolve_location(checkpoint, "--checkpoint"), device)
     paths, not_taken = scan_images(images, stdin) if images is not None else ([], [])
     for path, why in not_taken:  # every file of --images DIR is named: taken or why not
         err.print(f"not taken {path}: {why}", highlight=False)

@@ -369,7 +369,7 @@ def run_explain(
     as_json: bool,
     reports_format: str = "file",
 ) -> dict[str, Any]:
-    run = open_run(checkpoint, resolve_device(device))
+    run = open_run(checkpoint, resolve_device(device), option="--checkpoint")
     run.model.require_spatial_tokens("cmcgns explain")
     torch.manual_seed(seed)
     result = explain_image(run, image, report_text(report, reports_format), Path(out), seed=seed)

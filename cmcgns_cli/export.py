@@ -18,6 +18,7 @@ from cmcgns_cli.card import find_results, model_card, shareable
 from cmcgns_cli.console import emit_json, err, kv_table
 from cmcgns_cli.console import out as stdout
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.input_folder import RUN_DIR, input_folder
 from cmcgns_cli.outdir import RERUN, room_for
 from cmcgns_cli.train.health import run_health
 
@@ -73,7 +74,7 @@ def run_export(
     from cmcgns_cli.embedding.runs import open_run
     from cmcgns_cli.train import checkpoint as ckpt
 
-    run, out = Path(run), Path(out)
+    run, out = input_folder(run, RUN_DIR, needs=(ckpt.CONFIG,)), Path(out)
     if is_bundle(run):
         raise BadInputError(f"{run}: already an exported bundle; export reads a run directory")
     if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():

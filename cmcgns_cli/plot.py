@@ -21,6 +21,7 @@ from typing import Any
 
 from cmcgns_cli import jsonio
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.input_folder import input_folder
 
 INDEX_KEYS = {"kind", "step", "stage", "epoch", "stage_step"}
 COLS = 3
@@ -93,7 +94,9 @@ def _stage_marks(records: list[dict[str, Any]]) -> list[tuple[float, str]]:
 
 def plot_run(run: Path, out: Path) -> dict[str, Any]:
     """Write the figures of ``run`` into ``out``; return {kind, figures: [{file, panels}]}."""
-    run, out = Path(run), Path(out)
+    logs = ("metrics.jsonl", "history.jsonl")  # a pretrain run's, a finetuned directory's
+    run = input_folder(run, "a pretrain run or a finetuned directory", needs=logs)
+    out = Path(out)
     metrics, history = run / "metrics.jsonl", run / "history.jsonl"
     figures = []
     out.mkdir(parents=True, exist_ok=True)
@@ -128,11 +131,6 @@ def plot_run(run: Path, out: Path) -> dict[str, Any]:
         if series:
             panels = draw(series, out / "finetune.png", f"{run.name}: finetune", "epoch", marks)
             figures.append({"file": "finetune.png", "panels": panels, "points": len(records)})
-    else:
-        raise BadInputError(
-            f"{run}: neither metrics.jsonl (a pretrain run) nor history.jsonl (a finetuned "
-            "directory)"
-        )
     if not figures:
         raise BadInputError(f"{run}: the log holds no numeric series to plot")
     result = {"run": str(run), "kind": kind, "out": str(out), "figures": figures}

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from pathlib import Path
 
 import typer
 
 from cmcgns_cli.config import PRESETS
-from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.task_names import EVAL_ONLY_TASKS, FINETUNE_TASKS
 
 
@@ -95,12 +93,3 @@ def apply_threads(threads: int | None) -> int:
     from cmcgns_cli.runtime import set_threads
 
     return set_threads(threads)
-
-
-def existing_folder(path: Path, option: str, a_file: str) -> None:
-    """Refuse (BadInputError, one line) a missing ``path`` or one that is a file (``a_file``
-    says what was expected instead) before a command claims a folder inside it."""
-    if not path.exists():
-        raise BadInputError(f"{option} {path}: not found")
-    if not path.is_dir():
-        raise BadInputError(f"{option} {path}: {a_file}")

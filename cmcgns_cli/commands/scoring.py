@@ -18,8 +18,8 @@ from cmcgns_cli.commands.options import (
     Split,
     ThreadsOpt,
     apply_threads,
-    existing_folder,
 )
+from cmcgns_cli.input_folder import input_folder
 from cmcgns_cli.outdir import claim, command_line, keeps_nothing
 from cmcgns_cli.task_names import EVAL_ONLY_TASKS
 
@@ -55,9 +55,9 @@ def evaluate(
     from cmcgns_cli.downstream.run import run_evaluate
 
     # before claim() makes CHECKPOINT/evaluate/TASK below it (or says "cannot write there")
-    existing_folder(
-        checkpoint, "--checkpoint",
-        "a file, not a folder (give a pretrain run, an exported bundle or a finetuned head)",
+    input_folder(
+        checkpoint, "a pretrain run, an exported bundle or a finetuned head",
+        option="--checkpoint", needs=("config.json", "finetune.json"),
     )  # fmt: skip
     # the folder evaluate writes into: --out, or beside the head (pretrain runs: below it)
     folder = out or (

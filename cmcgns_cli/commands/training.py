@@ -23,9 +23,9 @@ from cmcgns_cli.commands.options import (
     ThreadsOpt,
     Variant,
     apply_threads,
-    existing_folder,
 )
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.input_folder import RUN_DIR, input_folder
 from cmcgns_cli.outdir import claim, command_line, keeps_nothing
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ def pretrain(
         "resume_if_exists": resume_if_exists,
     }
     if resume is not None:  # before claim() makes the folder
-        existing_folder(resume, "--resume", "a file, not a pretrain run directory")
+        input_folder(resume, RUN_DIR, option="--resume", needs=("config.json",))
     folder = resume if resume is not None else out
     if folder is None or nproc > 1:  # the run reports what is missing, or prints torchrun
         run_pretrain(

@@ -22,7 +22,7 @@ from cmcgns_cli.downstream.selectable import check_selectable
 from cmcgns_cli.downstream.tasks import get_cls_task
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.outdir import RERUN, check_space
-from cmcgns_cli.train.checkpoint import MARGIN, save_weights, tensor_bytes
+from cmcgns_cli.train.checkpoint import SLACK, safetensors_bytes, save_weights
 
 FINETUNE_FILE = "finetune.json"
 DEFAULTS = {"epochs": 50, "lr": 5e-4, "batch_size": 48}
@@ -66,9 +66,15 @@ def finetune_cls(
         "lr": lr if lr is not None else DEFAULTS["lr"],
         "batch_size": batch_size if batch_size is not None else DEFAULTS["batch_size"],
     }
-    # room for the weights this writes, before training rather than after it
-    saved = tensor_bytes(encoder.state_dict()) if full else 0
-    check_space(out, saved + 2 * MARGIN, "the finetuned weights", RERUN)
+    # room for what this writes, before training rather than after it; the linear head is
+    # Linear(encoder.out_dim, labels), made by the fit
+    head = {
+        "weight": torch.empty(len(names), encoder.out_dim, device="meta"),
+        "bias": torch.empty(len(names), device="meta"),
+    }
+    weights = [encoder.state_dict(), head] if full else [head]
+    needed = finetune_bytes(weights, prepared, chosen)
+    check_space(out, needed, "the finetuned weights", RERUN)
     out.mkdir(parents=True, exist_ok=True)
     if full:
         fit = fit_full(task, names, encoder, prepared, source, targets, chosen, val_rows,
@@ -177,6 +183,18 @@ def split_rows(prepared: Prepared, split: str) -> np.ndarray:
     if len(rows) == 0:
         raise BadInputError(f"{prepared.root / 'manifest.parquet'}: no rows in split {split!r}")
     return rows
+
+
+def finetune_bytes(
+    weights: list[dict[str, torch.Tensor]], prepared: Prepared, chosen: np.ndarray
+) -> int:
+    """Bytes a finetune writes into its folder: each safetensors file of ``weights``
+    (:func:`~cmcgns_cli.train.checkpoint.safetensors_bytes`, slack included), train_ids.txt
+    (the ids of the ``chosen`` rows, one a line: exact) and its slack, and finetune.json and
+    history.jsonl (a few KB each: their slack)."""
+    ids = prepared.manifest["id"].iloc[chosen].astype(str)
+    ids_bytes = len(("\n".join(ids) + "\n").encode("utf-8"))
+    return sum(safetensors_bytes(w) for w in weights) + ids_bytes + 3 * SLACK
 
 
 def write_subset_and_history(

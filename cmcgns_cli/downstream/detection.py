@@ -21,6 +21,7 @@ from cmcgns_cli import jsonio
 from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
 from cmcgns_cli.downstream import dense
 from cmcgns_cli.downstream.classification import (
+    finetune_bytes,
     load_finetune_record,
     write_metrics,
     write_subset_and_history,
@@ -36,7 +37,7 @@ from cmcgns_cli.downstream.yolo import STAGES, YoloHead, default_anchors, postpr
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.metrics import coco_detections, coco_ground_truth, mean_average_precision
 from cmcgns_cli.outdir import RERUN, check_space
-from cmcgns_cli.train.checkpoint import MARGIN, save_weights, tensor_bytes
+from cmcgns_cli.train.checkpoint import save_weights
 
 DEFAULTS = {"epochs": 50, "lr": 1e-3, "batch_size": 16}
 PRED_BATCH = 32
@@ -202,10 +203,9 @@ def finetune_det(
     module = det.module()
     params = [p for p in module.parameters() if p.requires_grad]
     keep_encoder = full or source.weights_file is None
-    # room for the weights this writes, before training rather than after it
-    saved = tensor_bytes(det.head.state_dict())
-    saved += tensor_bytes(det.encoder.state_dict()) if keep_encoder else 0
-    check_space(out, saved + 2 * MARGIN, "the finetuned weights", RERUN)
+    # room for what this writes, before training rather than after it
+    weights = [det.head.state_dict(), *([det.encoder.state_dict()] if keep_encoder else [])]
+    check_space(out, finetune_bytes(weights, prepared, chosen), "the finetuned weights", RERUN)
     fit = dense.train(module, params, chosen, step, validate, task.metric, seed=seed, **hp)
     out.mkdir(parents=True, exist_ok=True)
     save_weights(out / "head.safetensors", det.head.state_dict())

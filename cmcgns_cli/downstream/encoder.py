@@ -12,6 +12,7 @@ import torch
 from cmcgns_cli.bundle import sha256_file
 from cmcgns_cli.config import PRESETS, ModelConfig, preset
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.input_folder import RUN_OR_BUNDLE, input_folder
 
 ENCODER_FILE = "image_encoder.safetensors"
 
@@ -80,14 +81,8 @@ def resolve_source(
             f"--image-weights {image_weights} with --checkpoint {checkpoint}: give one encoder "
             "(--checkpoint none --image-weights FILE, or a run / bundle)"
         )
-    run = Path(checkpoint)
+    run = input_folder(checkpoint, RUN_OR_BUNDLE, option="--checkpoint", needs=("config.json",))
     cfg_path, weights = run / "config.json", run / ENCODER_FILE
-    if not run.exists():
-        raise BadInputError(f"--checkpoint {run}: not found (a pretrain run or bundle folder)")
-    if not run.is_dir():
-        raise BadInputError(f"--checkpoint {run}: a file, not a pretrain run or bundle folder")
-    if not cfg_path.is_file():
-        raise BadInputError(f"{cfg_path}: not a pretrain run directory (no config.json)")
     if not weights.is_file():
         raise BadInputError(f"{weights}: pretrain run has no exported image encoder")
     from cmcgns_cli.bundle import is_bundle, verify_sums
@@ -96,7 +91,7 @@ def resolve_source(
     if is_bundle(run):
         verify_sums(run)
 
-    cfg, _ = load_run_config(run)
+    cfg, _ = load_run_config(run, "--checkpoint")
     if arch and arch != cfg.model.image_encoder:
         raise BadInputError(f"{cfg_path}: run uses {cfg.model.image_encoder}, --arch says {arch}")
     return EncoderSource(

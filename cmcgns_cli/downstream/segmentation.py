@@ -27,6 +27,7 @@ from torchvision.ops import sigmoid_focal_loss
 from cmcgns_cli.data.prepared import Prepared, open_prepared
 from cmcgns_cli.downstream import dense
 from cmcgns_cli.downstream.classification import (
+    finetune_bytes,
     load_finetune_record,
     write_metrics,
     write_subset_and_history,
@@ -39,7 +40,7 @@ from cmcgns_cli.downstream.tasks import get_dense_task
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.metrics import dice, dice_batch_mean, dice_per_image
 from cmcgns_cli.outdir import RERUN, check_space
-from cmcgns_cli.train.checkpoint import MARGIN, save_weights, tensor_bytes
+from cmcgns_cli.train.checkpoint import save_weights
 
 DEFAULTS = {"epochs": 50, "lr": 5e-4, "batch_size": 16}
 FOCAL_WEIGHT = 10.0
@@ -236,9 +237,9 @@ def finetune_seg(
     # A random-init encoder is saved too: evaluate then does not depend on torch's init code
     # drawing the same weights from the recorded seed on another version.
     keep_encoder = full or source.weights_file is None
-    # room for the weights this writes, before training rather than after it
-    saved = tensor_bytes(seg.net.head_state(keep_encoder))
-    check_space(out, saved + MARGIN, "the finetuned weights", RERUN)
+    # room for what this writes, before training rather than after it
+    needed = finetune_bytes([seg.net.head_state(keep_encoder)], prepared, chosen)
+    check_space(out, needed, "the finetuned weights", RERUN)
     fit = dense.train(seg.net, params, chosen, step, validate, task.metric, seed=seed, **hp)
     out.mkdir(parents=True, exist_ok=True)
     save_weights(out / "segmenter.safetensors", seg.net.head_state(keep_encoder))

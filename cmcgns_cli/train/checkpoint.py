@@ -56,6 +56,9 @@ METRICS = "metrics.jsonl"
 # bytes on top of the tensors' own: safetensors' JSON header, torch.save's zip records
 # (64-byte aligned) and pickles, progress.json, rng.pt
 MARGIN = 2**20
+# bytes on top of a file's own: the file system allocates whole blocks (4 KiB on ext4 and
+# xfs) and extent records; a small JSON or JSON Lines file (finetune.json) fits in it whole
+SLACK = 64 * 2**10
 
 
 def tensor_bytes(obj: Any) -> int:
@@ -69,6 +72,26 @@ def tensor_bytes(obj: Any) -> int:
     if isinstance(obj, list | tuple):
         return sum(tensor_bytes(v) for v in obj)
     return 0
+
+
+def safetensors_bytes(
+    state_dict: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None
+) -> int:
+    """Bytes the safetensors file of ``state_dict`` takes on disk, an upper bound: its 8-byte
+    header length, the JSON header (every dtype written as wide as the widest, ``F8_E4M3``,
+    every offset as wide as the file's data size, padded to 8 bytes), the tensors' bytes
+    (:func:`tensor_bytes`), and :data:`SLACK`. The layout is safetensors' own (its format
+    description: u64 header size, a UTF-8 JSON header, the data). Tensors may be on the
+    ``meta`` device: only their shapes and dtypes are read."""
+    data = tensor_bytes(state_dict)
+    header: dict[str, Any] = {
+        name: {"dtype": "F8_E4M3", "shape": list(t.shape), "data_offsets": [data, data]}
+        for name, t in state_dict.items()
+    }
+    # safetensors writes the block even empty (save_weights always passes a dict)
+    header["__metadata__"] = {str(k): str(v) for k, v in (metadata or {}).items()}
+    text = json.dumps(header, separators=(",", ":"))  # ASCII: escapes only lengthen it
+    return 8 + len(text) + 7 + data + SLACK
 
 
 def resume_advice(run: Path) -> str:
@@ -114,12 +137,12 @@ def save_weights(
 ) -> None:
     """Write a safetensors file atomically; ``meta`` values are stored as strings.
 
-    Free space in the folder is checked first (the tensors' bytes + :data:`MARGIN`); a full
+    Free space in the folder is checked first (:func:`safetensors_bytes`); a full
     disk, before or during the write, raises :class:`~cmcgns_cli.outdir.DiskFullError` with
     ``path`` unchanged (the old file, or none) and no temporary file left."""
     tmp = path.with_name(f".{path.name}.tmp")
     metadata = {k: str(v) for k, v in (meta or {}).items()}
-    with room_for(path.parent, tensor_bytes(state_dict) + MARGIN, path.name, advice):
+    with room_for(path.parent, safetensors_bytes(state_dict, metadata), path.name, advice):
         try:
             save_file(_plain_state(state_dict), str(tmp), metadata=metadata)
             # safetensors creates its file owner-only (0600); give it the mode of any other

@@ -22,6 +22,7 @@ import torch
 
 from cmcgns_cli.checksum import is_bundle, sha256_file, verify_sums
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.input_folder import RUN_OR_BUNDLE, input_folder
 from cmcgns_cli.train import checkpoint as ckpt
 
 PARTS = ("image", "text", "heads")
@@ -57,9 +58,9 @@ def source_files(source: Path) -> dict[str, Any]:
     "weights": Path, "tokenizer": Path}``. A bundle's SHA256SUMS is verified first; a run
     gives its best/ weights when it has them, else its last ones.
 
-    Raises BadInputError when ``source`` is neither a run directory nor a bundle, or has no
-    weights."""
-    source = Path(source)
+    Raises BadInputError when ``source`` is missing, a file, neither a run directory nor a
+    bundle (no config.json), or has no weights."""
+    source = input_folder(source, RUN_OR_BUNDLE, option="--init-from", needs=(ckpt.CONFIG,))
     if is_bundle(source):
         verify_sums(source)
         return {
@@ -67,11 +68,6 @@ def source_files(source: Path) -> dict[str, Any]:
             "weights": source / ckpt.MODEL,
             "tokenizer": source / ckpt.TOKENIZER,
         }
-    if not (source / ckpt.CONFIG).is_file():
-        raise BadInputError(
-            f"--init-from {source}: not a pretrain run directory or an exported bundle "
-            "(no config.json)"
-        )
     best = source / ckpt.BEST / ckpt.MODEL
     weights = best if best.is_file() else source / ckpt.MODEL
     if not weights.is_file():

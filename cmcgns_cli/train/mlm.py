@@ -33,6 +33,7 @@ from cmcgns_cli.config import Config
 from cmcgns_cli.console import emit_json, err, kv_table, progress
 from cmcgns_cli.console import out as stdout
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.input_folder import input_folder
 from cmcgns_cli.outdir import RERUN, check_space, room_for
 from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train.mlm_data import MASK_PROB, mask_tokens, pad_batches, read_corpus
@@ -219,10 +220,8 @@ def run_pretrain_text(
 
     Raises BadInputError: both or neither corpus, an occupied ``out``, a bad ``resume``."""
     if resume is not None:
-        out = Path(resume)
+        out = input_folder(resume, "a pretrain-text folder", option="--resume", needs=(RECORD,))
         rec_path = out / RECORD
-        if not rec_path.is_file():
-            raise BadInputError(f"{rec_path}: not a pretrain-text folder to resume")
         record = json.loads(rec_path.read_text(encoding="utf-8"))
         from cmcgns_cli.config import config_from_dict
 

@@ -29,6 +29,7 @@ from cmcgns_cli.data.tokenize import (
     train_wordpiece,
 )
 from cmcgns_cli.errors import BadInputError, NotBuiltError, UnhealthyRunError
+from cmcgns_cli.input_folder import RUN_DIR, input_folder
 from cmcgns_cli.runtime import resolve_device
 from cmcgns_cli.selection import selection_record
 from cmcgns_cli.train import checkpoint as ckpt
@@ -60,19 +61,15 @@ def export_encoder(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     return None if encoder is None else export_image_encoder_state(encoder)
 
 
-def load_run_config(run: Path) -> tuple[Config, dict[str, Any]]:
+def load_run_config(run: Path, option: str | None = None) -> tuple[Config, dict[str, Any]]:
     """The Config saved in a run directory, and the rest of config.json (tokenizer, ...).
+    ``option`` (e.g. ``"--resume"``) is named in the messages when given.
 
     Raises:
-        BadInputError: ``run`` missing, a file, or a folder without a readable config.json.
+        BadInputError: ``run`` missing, a file, or a folder without a readable config.json
+            (:func:`~cmcgns_cli.input_folder.input_folder`'s wording).
     """
-    path = Path(run) / ckpt.CONFIG
-    if not Path(run).exists():
-        raise BadInputError(f"{run}: not found (a pretrain run directory was expected)")
-    if not Path(run).is_dir():
-        raise BadInputError(f"{run}: a file, not a pretrain run directory")
-    if not path.is_file():
-        raise BadInputError(f"{path}: not a pretrain run directory (no config.json)")
+    path = input_folder(run, RUN_DIR, option=option, needs=(ckpt.CONFIG,)) / ckpt.CONFIG
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -229,7 +226,7 @@ def _run_pretrain(
                 f"--out {out} differs from --resume {resume}; a resumed run "
                 "continues in its own directory"
             )
-        saved_cfg, extra = load_run_config(run)
+        saved_cfg, extra = load_run_config(run, "--resume")
         if cfg.train.device != "auto":  # an explicit --device may move the run
             saved_cfg.train.device = cfg.train.device
         cfg = saved_cfg

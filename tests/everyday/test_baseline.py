@@ -44,4 +44,11 @@ def test_like_refuses_contradictions(cli, head, tmp_path) -> None:
     res = cli(*base, "--checkpoint", "none", "--arch", "resnet18")
     assert res.exit_code == 2 and "it uses resnet_tiny, --arch says resnet18" in res.stderr
     res = cli(*base, "--checkpoint", "none", "--like", tmp_path)
-    assert res.exit_code == 2 and "neither a finetuned folder" in res.stderr
+    assert (
+        res.exit_code == 2
+        and (
+            f"--like {tmp_path}: not a finetuned head, a pretrain run or an exported bundle (no "
+            "finetune.json or config.json)"
+        )
+        in res.stderr
+    )

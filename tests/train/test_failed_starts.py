@@ -276,8 +276,8 @@ def test_evaluate_with_a_missing_checkpoint_says_so_and_makes_nothing(
     args[-1] = str(afile)
     assert cli(args, monkeypatch) == 2
     assert _one_error_line(capsys.readouterr().err) == (
-        f"error: --checkpoint {afile}: a file, not a folder (give a pretrain run, an exported "
-        "bundle or a finetuned head)"
+        f"error: --checkpoint {afile}: a file, not a pretrain run, an exported bundle or a "
+        "finetuned head"
     )
 
 

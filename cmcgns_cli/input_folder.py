@@ -1,0 +1,50 @@
+"""One check for the run folders a command reads (``pretrain --resume``, ``--init-from``,
+``finetune`` / ``evaluate --checkpoint``, ``embed`` / ``explain`` / ``clusters``, ``export RUN``,
+``finetune --like``): the path is there, is a folder, and holds the file that makes it one.
+
+Every reader words the three problems the same way, naming the option when it knows it::
+
+    --resume runs/a: not found
+    --resume runs/a: a file, not a pretrain run directory
+    --resume runs/a: not a pretrain run directory (no config.json)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cmcgns_cli.errors import BadInputError
+
+# what the folder should be, as the messages name it
+RUN_DIR = "a pretrain run directory"
+RUN_OR_BUNDLE = "a pretrain run or an exported bundle"
+
+
+def input_folder(
+    path: str | os.PathLike[str],
+    what: str = RUN_DIR,
+    *,
+    option: str | None = None,
+    needs: tuple[str, ...] = (),
+) -> Path:
+    """``path`` as a :class:`~pathlib.Path` once it is an existing folder holding at least one
+    of the files ``needs`` (any one will do; none asked: any folder).
+
+    ``what`` names what the folder should be (e.g. :data:`RUN_DIR`); ``option`` (e.g.
+    ``"--resume"``) prefixes the path in the message where the caller knows which option
+    gave it.
+
+    Raises:
+        BadInputError: one line, ``[OPTION ]PATH: not found``, ``...: a file, not WHAT`` or
+            ``...: not WHAT (no NEED[ or NEED...])``.
+    """
+    folder = Path(path)
+    where = f"{option} {folder}" if option else str(folder)
+    if not folder.exists():
+        raise BadInputError(f"{where}: not found")
+    if not folder.is_dir():
+        raise BadInputError(f"{where}: a file, not {what}")
+    if needs and not any((folder / name).is_file() for name in needs):
+        raise BadInputError(f"{where}: not {what} (no {' or '.join(needs)})")
+    return folder
