@@ -112,8 +112,11 @@ def test_json_value_keys_are_numbers_and_stat_keys_are_dicts():
 def test_evaluate_split_the_data_lacks_is_named_in_evaluates_words(cli, tmp_path):
     images = np.zeros((120, 16, 16), dtype=np.uint8)
     data = write_cls_dataset(tmp_path / "mimic", "mimic", images, [[0.0]] * 120, ["x"])
+    run = tmp_path / "run"  # passes the --checkpoint folder check; the split is refused first
+    run.mkdir()
+    (run / "config.json").write_text("{}")
     for task in ("retrieval", "zeroshot-mimic"):
-        res = cli("evaluate", "--task", task, "--data", data, "--checkpoint", tmp_path,
+        res = cli("evaluate", "--task", task, "--data", data, "--checkpoint", run,
                   "--split", "5x200")  # fmt: skip
         assert res.exit_code == 2, res.stderr
         lines = res.stderr.strip().splitlines()
