@@ -79,6 +79,10 @@ ROWS: dict[str, list[str]] = {
         f"fresh{name}": ["fresh", *([] if name == "" else _FRESH_BEFORE), *sets]
         for name, sets in _FRESH.items()
     },  # fmt: skip
+    # a fresh ``pretrain --preset small`` (ResNet-18, 256 / 224 px, 5 + 5 epochs), as it is
+    # (``batchnorm``) and with the authors' model
+    "small": ["small"],
+    "small_none": ["small", "model.global_norm=none"],
 }
 
 
@@ -123,16 +127,16 @@ def run_row(work: Path, data: Path, name: str, sets: list[str], epochs: int, see
     done = out / "summary.json"
     if done.is_file():
         return json.loads(done.read_text())
-    cfg = preset("tiny")
+    cfg = preset("small" if "small" in sets else "tiny")
     cfg.train.seed = seed
-    if "fresh" not in sets:  # the demo's pretrain, stage 1 only
+    if "fresh" not in sets and "small" not in sets:  # the demo's pretrain, stage 1 only
         cfg.data.image_size = cfg.data.crop_size = 64
         cfg.loss.num_clusters = 8
         cfg.train.stage1_epochs, cfg.train.stage2_epochs = epochs, 0
     text = [s for s in sets if s.startswith("text=")]
     if text:
         cfg.model.text_encoder = str(text_tower(work, data, int(text[0].split("=")[1])))
-    rest = [s for s in sets if not s.startswith("text=") and s != "fresh"]
+    rest = [s for s in sets if not s.startswith("text=") and s not in ("fresh", "small")]
     if rest:
         apply_overrides(cfg, parse_set(rest), source="--set")
     if out.exists():
