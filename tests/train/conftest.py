@@ -8,7 +8,9 @@ import pytest
 from tests.train.worlds import make_world
 
 # small, fast settings on top of the tiny preset for the 64 px test worlds; 2 + 1 epochs, the
-# preset's schedule before it took a third stage-1 epoch (the step counts below assume it)
+# preset's schedule before it took a third stage-1 epoch (the step counts below assume it).
+# An option, not a --set item: a test's own --stage1-epochs then replaces it (the last one
+# given wins), where a --set item and the option would contradict each other (exit 2)
 TINY = [
     "--preset",
     "tiny",
@@ -16,8 +18,8 @@ TINY = [
     "data.image_size=64",
     "--set",
     "data.crop_size=64",
-    "--set",
-    "train.stage1_epochs=2",
+    "--stage1-epochs",
+    "2",
     "--batch-size",
     "16",
 ]
