@@ -3,8 +3,10 @@ another run's or an exported bundle's weights, nothing else (no optimizer, sched
 
 The model's state dict splits into three parts by key:
 
-- ``image``: the image encoder and its two projections (``image_encoder.``,
-  ``image_global_proj.``, ``image_local_proj.``);
+- ``image``: the image encoder, the attention pool of its feature map, its two projections
+  and the global vectors' batch normalisation (``image_encoder.``, ``image_pool.``,
+  ``image_global_proj.``, ``image_local_proj.``, ``image_global_norm.``): everything between
+  the pixels and the image vectors, as ``text`` is for the reports;
 - ``text``: the text tower (``text_encoder.``: the BERT, the token projection, the report
   pooling); taking it also takes the source's tokenizer, since a BERT's embedding rows mean
   the source vocabulary's tokens;
@@ -26,7 +28,13 @@ from cmcgns_cli.train import checkpoint as ckpt
 
 PARTS = ("image", "text", "heads")
 PREFIXES = {
-    "image": ("image_encoder.", "image_global_proj.", "image_local_proj."),
+    "image": (
+        "image_encoder.",
+        "image_pool.",
+        "image_global_proj.",
+        "image_local_proj.",
+        "image_global_norm.",
+    ),
     "text": ("text_encoder.",),
 }
 
@@ -52,13 +60,13 @@ def parse_parts(text: str) -> tuple[str, ...]:
     return tuple(p for p in PARTS if p in names)
 
 
-def source_files(source: Path) -> dict[str, Any]:
+def source_files(source: Path, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
     """Where the weights and tokenizer of ``source`` are: ``{"kind": "bundle" | "run",
     "weights": Path, "tokenizer": Path}``. A bundle's SHA256SUMS is verified first; a run
     gives its best/ weights when it has them, else its last ones.
 
-    Raises BadInputError when ``source`` is neither a run directory nor a bundle, or has no
-    weights."""
+    Raises BadInputError when ``source`` is neither a run directory nor a bundle, has no
+    weights, or (``parts`` with ``text``) a run has no tokenizer folder."""
     source = Path(source)
     if is_bundle(source):
         verify_sums(source)
@@ -76,7 +84,20 @@ def source_files(source: Path) -> dict[str, Any]:
     weights = best if best.is_file() else source / ckpt.MODEL
     if not weights.is_file():
         raise BadInputError(f"--init-from {source}: the run has no weights ({weights})")
-    return {"kind": "run", "weights": weights, "tokenizer": source / ckpt.TOKENIZER}
+    tokenizer = source / ckpt.TOKENIZER
+    if "text" in parts and not tokenizer.is_dir():
+        # the BERT's embedding rows are that tokenizer's ids: its text part needs it
+        raise BadInputError(
+            f"--init-from {source}: the run has no tokenizer ({tokenizer}), which its text "
+            "part needs; --init-parts image,heads leaves the text tower out"
+        )
+    return {"kind": "run", "weights": weights, "tokenizer": tokenizer}
+
+
+def _is_global_norm(key: str) -> bool:
+    """Whether ``key`` is a running statistic of ``model.global_norm`` (``image_global_norm.*``
+    or ``text_encoder.global_norm.*``)."""
+    return key.startswith("image_global_norm.") or ".global_norm." in key
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -107,7 +128,7 @@ def select(
             hint = (
                 "; the source was pretrained without model.global_norm: add --set "
                 "model.global_norm=none to start from it"
-                if ".global_norm." in key
+                if _is_global_norm(key)
                 else ""
             )
             raise BadInputError(
@@ -125,7 +146,7 @@ def select(
         hint = (
             "; the source was pretrained with model.global_norm=batchnorm: add --set "
             "model.global_norm=batchnorm to start from it"
-            if ".global_norm." in extra[0]
+            if _is_global_norm(extra[0])
             else ""
         )
         raise BadInputError(
