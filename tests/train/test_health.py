@@ -126,3 +126,16 @@ def test_forced_collapse_fires_and_strict_health_exits_3(tmp_path, monkeypatch, 
     assert "report_vectors" in summary["health"]["collapsed"]
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["kind"] == "summary" and last["health"] == summary["health"]
+
+
+def test_plateau_is_log_of_the_pairs_a_small_train_split_has(tmp_path, monkeypatch, capsys):
+    # fewer train pairs than one batch (16) make one batch of all of them: the uniform loss
+    # is log(pairs), not log(16); the check used log(16) (e.g. log 32 for 29 pairs)
+    data = make_world(tmp_path / "small", n=20, size=64, seed=2)
+    args = ["pretrain", "--data", str(data), "--out", str(tmp_path / "run"), *TINY,
+            "--stage1-epochs", "1", "--stage2-epochs", "0", "--json"]  # fmt: skip
+    assert cli(args, monkeypatch) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    pairs = summary["train_pairs"]
+    assert 2 <= pairs < 16, pairs
+    assert summary["health"]["stages"]["1"]["plateau"] == pytest.approx(math.log(pairs))
