@@ -17,6 +17,7 @@ The model's state dict splits into three parts by key:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,12 @@ def source_files(source: Path, parts: tuple[str, ...] = PARTS) -> dict[str, Any]
             f"--init-from {source}: not a pretrain run directory or an exported bundle "
             "(no config.json)"
         )
+    model_type = _hugging_face_model_type(source / ckpt.CONFIG)
+    if model_type is not None:  # e.g. a pretrain-text folder or a downloaded BERT
+        raise BadInputError(
+            f"--init-from {source}: a Hugging Face {model_type} folder (a text encoder alone), "
+            f"not a pretrain run or an exported bundle; give it as --text-encoder {source}"
+        )
     best = source / ckpt.BEST / ckpt.MODEL
     weights = best if best.is_file() else source / ckpt.MODEL
     if not weights.is_file():
@@ -92,6 +99,17 @@ def source_files(source: Path, parts: tuple[str, ...] = PARTS) -> dict[str, Any]
             "part needs; --init-parts image,heads leaves the text tower out"
         )
     return {"kind": "run", "weights": weights, "tokenizer": tokenizer}
+
+
+def _hugging_face_model_type(config: Path) -> str | None:
+    """The ``model_type`` of a Hugging Face ``config.json`` (``"bert"``), None for any other
+    file (a pretrain run's config.json has sections, no ``model_type``)."""
+    try:
+        saved = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    found = saved.get("model_type") if isinstance(saved, dict) else None
+    return str(found) if found else None
 
 
 def _is_global_norm(key: str) -> bool:

@@ -199,3 +199,22 @@ def test_damaged_source_weights_are_one_line_exit_2(source, world, tmp_path, mon
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert err.startswith(f"error: {best}: truncated or damaged safetensors file ("), err
     assert not run.exists()
+
+
+def test_a_bert_folder_is_pointed_to_text_encoder(tmp_path) -> None:
+    # a pretrain-text output (config.json + model.safetensors) passed for a run: the line
+    # said "the run has no tokenizer", or with --init-parts image "tensor image_encoder...
+    # is not in the source"
+    from cmcgns_cli.train.init_from import source_files
+
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 64}))
+    (bert / "model.safetensors").write_bytes(b"")
+    for parts in (("image", "text", "heads"), ("image",)):
+        with pytest.raises(BadInputError) as info:
+            source_files(bert, parts)
+        assert str(info.value) == (
+            f"--init-from {bert}: a Hugging Face bert folder (a text encoder alone), not a "
+            f"pretrain run or an exported bundle; give it as --text-encoder {bert}"
+        )
