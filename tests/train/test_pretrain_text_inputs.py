@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 
 from cmcgns_cli.train import mlm
@@ -124,3 +125,29 @@ def test_resume_refuses_another_out_and_a_changed_corpus(tmp_path, monkeypatch, 
         "(its sha256 differs); restore it, or start a new --out"
     )
     assert (out / mlm.RECORD).read_bytes() == before
+
+
+def test_a_binary_file_is_not_read_as_reports(tmp_path, monkeypatch, capsys) -> None:
+    from cmcgns_cli.data.report_files import read_reports
+    from cmcgns_cli.errors import BadInputError
+
+    # every byte decodes in a single-byte code page: 256 bytes x 40 gave 80 "reports" of
+    # noise and a BERT trained on them (exit 0); a JPEG given as --reports did the same
+    noise = tmp_path / "scan.txt"
+    noise.write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(BadInputError) as info:
+        read_reports(str(noise))
+    assert str(info.value) == (
+        f"{noise}: binary data, not report text (1080 control characters in 10240); give a "
+        "CSV, JSON Lines or plain text file"
+    )  # 27 C0 controls (32 less tab, LF, VT, FF, CR) per 256 bytes, 40 times
+    code = cli(["pretrain-text", "--reports", str(noise), "--out", str(tmp_path / "b"), *ARGS],
+               monkeypatch)  # fmt: skip
+    assert code == 2 and "binary data, not report text" in capsys.readouterr().err
+    # text in UTF-16 (NUL bytes before decoding) and with tabs and CRLF stays text
+    wide = tmp_path / "wide.txt"
+    wide.write_text("No effusion.\tClear lungs.\r\nSmall left effusion.\r\n", encoding="utf-16")
+    assert [t for _, t in read_reports(str(wide))] == [
+        "No effusion.\tClear lungs.",
+        "Small left effusion.",
+    ]
