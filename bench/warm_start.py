@@ -47,6 +47,27 @@ def backbone_state(encoder_state: dict) -> dict:
     return out
 
 
+def check_same_settings(rec: dict, out: Path, seed: int, normal_share: float | None,
+                        image_epochs: int, text_epochs: int) -> None:  # fmt: skip
+    """Refuse to reuse the steps recorded in ``rec`` (``OUT/warm_start.json``) under other
+    settings: the steps already done are not redone, so the record would name settings its
+    world and weights were not built with.
+
+    Raises ValueError naming the first setting that differs, both values and the folder."""
+    asked = {"--seed": (rec.get("seed"), seed),
+             "--normal-share": (rec.get("normal_share"), normal_share),
+             "--image-epochs": ((rec.get("image") or {}).get("epochs"), image_epochs),
+             "--text-epochs": ((rec.get("text") or {}).get("epochs"), text_epochs)}  # fmt: skip
+    for option, (was, now) in asked.items():
+        if option in ("--seed", "--normal-share") and "seed" not in rec:
+            continue  # nothing built yet
+        if was is not None and was != now:
+            raise ValueError(
+                f"{out} was built with {option} {was}, not {now}: its steps are not redone; "
+                "use a new --out"
+            )
+
+
 def build(out: Path, seed: int, normal_share: float | None, image_epochs: int,
           text_epochs: int) -> dict:  # fmt: skip
     """Run the three steps into ``out``; return the timing record."""
@@ -61,6 +82,7 @@ def build(out: Path, seed: int, normal_share: float | None, image_epochs: int,
 
     rec_path = out / "warm_start.json"
     rec = json.loads(rec_path.read_text()) if rec_path.is_file() else {}
+    check_same_settings(rec, out, seed, normal_share, image_epochs, text_epochs)
     rec |= {"seed": seed, "normal_share": normal_share}
     quiet = contextlib.redirect_stdout(io.StringIO())
     t = time.time()
@@ -113,18 +135,32 @@ def build(out: Path, seed: int, normal_share: float | None, image_epochs: int,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True)
+    ap = argparse.ArgumentParser(
+        description=" ".join(__doc__.split("\n\n")[0].split()),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ap.add_argument("--out", type=Path, required=True,
+                    help="folder for the world, image_weights.safetensors, bert/ and "
+                    "warm_start.json; steps already done there are not redone")  # fmt: skip
     ap.add_argument("--seed", type=int, default=1, help="the warm-up world's synth seed")
-    ap.add_argument("--normal-share", type=float, default=0.65)
-    ap.add_argument("--image-epochs", type=int, default=10)
-    ap.add_argument("--text-epochs", type=int, default=10)
+    ap.add_argument(
+        "--normal-share",
+        type=float,
+        default=0.65,
+        help="share of normal studies in the warm-up world (synth --normal-share)",
+    )
+    ap.add_argument("--image-epochs", type=int, default=10,
+                    help="epochs of the supervised image encoder")  # fmt: skip
+    ap.add_argument("--text-epochs", type=int, default=10, help="epochs of pretrain-text")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    rec = build(args.out, args.seed, args.normal_share, args.image_epochs, args.text_epochs)
+    try:
+        rec = build(args.out, args.seed, args.normal_share, args.image_epochs, args.text_epochs)
+    except ValueError as exc:
+        ap.exit(2, f"error: {exc}\n")
     print(json.dumps(rec, indent=1, default=str))
 
 

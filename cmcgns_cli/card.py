@@ -61,8 +61,13 @@ def non_default_switches(cfg: Config) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _image_init(cfg: Config) -> str:
-    """Where the image encoder started: the weights file and its SHA-256, or random init."""
+def _image_init(cfg: Config, config: dict[str, Any] | None = None) -> str:
+    """Where the image encoder started: another run's or bundle's weights (``--init-from``
+    with its image part, as config.json's ``init_from`` records it), the weights file and its
+    SHA-256, or random init."""
+    init = (config or {}).get("init_from") or {}
+    if "image" in (init.get("parts") or []):
+        return f"its image part of `--init-from {Path(str(init.get('path'))).name}` (below)"
     if not cfg.model.image_weights:
         return "random (no image weights)"
     digest = cfg.model.image_weights_sha256 or "not recorded"
@@ -259,7 +264,16 @@ def model_card(
         f"- image encoder: `{cfg.model.image_encoder}`; text encoder: "
         f"`{cfg.model.text_encoder}`; embedding dimension {cfg.model.embed_dim}",
         f"- weights: the run's `{bundle['weights']}` weights",
-        f"- image encoder init: {_image_init(cfg)}",
+        f"- image encoder init: {_image_init(cfg, config)}",
+        *(
+            [
+                f"- started from: `{Path(str(config['init_from'].get('path'))).name}` "
+                f"({', '.join(config['init_from'].get('parts') or [])}; weights sha256 "
+                f"`{config['init_from'].get('sha256')}`)"
+            ]
+            if config.get("init_from")
+            else []
+        ),
         f"- training pairs: {bundle['train_pairs']} (ids in `train_ids.txt`)",
         f"- training manifest sha256: `{bundle['manifest_sha256']}`",
         *_selection_lines(config),

@@ -22,7 +22,13 @@ from cmcgns_cli.config_recipe import (
     old_recipe,
     qualified_keys,
 )
-from cmcgns_cli.config_values import coerce, coerce_optional, load_config_file, parse_set
+from cmcgns_cli.config_values import (
+    check_ranges,
+    coerce,
+    coerce_optional,
+    load_config_file,
+    parse_set,
+)
 from cmcgns_cli.errors import BadInputError
 
 # the model-wiring switches by variant (part of RECIPE_VARIANTS, set with it)
@@ -309,6 +315,7 @@ def resolve(
             f"data.crop_size {cfg.data.crop_size} ({came}) is larger than data.image_size "
             f"{cfg.data.image_size}: set both, e.g. --set data.crop_size={cfg.data.image_size}"
         )
+    check_ranges(cfg)
     return cfg
 
 

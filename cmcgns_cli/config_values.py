@@ -92,3 +92,34 @@ def _parse_scalar(text: str) -> Any:
     if text.lower() in {"none", "null"}:
         return None
     return text
+
+
+SCRATCH_POSITIONS = 512  # the scratch BERT's max_position_embeddings (model/text.py)
+
+
+def check_ranges(cfg: Any) -> None:
+    """Refuse settings no run can train with, in one line naming the key, before any work.
+
+    ``cfg`` is a resolved :class:`~cmcgns_cli.config.Config`. ``train.lr`` must be a finite
+    number above 0 (torch's optimizers raise ValueError on a negative one and a NaN trains
+    nothing); ``data.max_length`` at least 3 tokens ([CLS], one word piece, [SEP]: with 2 a
+    report is its special tokens alone) and, for the scratch BERT, at most its 512 position
+    embeddings (more fails inside the BERT's forward).
+
+    Raises BadInputError."""
+    import math
+
+    lr = float(cfg.train.lr)
+    if not math.isfinite(lr) or lr <= 0:
+        raise BadInputError(f"--lr (train.lr) {lr}: the learning rate must be a number above 0")
+    length = int(cfg.data.max_length)
+    if length < 3:
+        raise BadInputError(
+            f"data.max_length {length}: a report needs at least 3 tokens ([CLS], a word "
+            "piece, [SEP])"
+        )
+    if cfg.model.text_encoder == "scratch" and length > SCRATCH_POSITIONS:
+        raise BadInputError(
+            f"data.max_length {length}: the scratch BERT has {SCRATCH_POSITIONS} positions; "
+            f"give at most {SCRATCH_POSITIONS}"
+        )

@@ -88,3 +88,18 @@ def test_pretrain_image_weights_takes_the_recipe_file(recipe, tmp_path, monkeypa
     ref = load_file(str(wfile))
     for key in ("conv1.weight", "layer4.0.conv2.weight"):
         assert torch.allclose(enc[key], ref[key], atol=1e-6), key
+
+
+def test_a_second_call_with_other_settings_is_refused(recipe, tmp_path):
+    # the steps already done are not redone: the record said seed 2 / 0.3 normal over a
+    # world and weights built with seed 1 / 0.65 and 1 image epoch
+    done = {"seed": 1, "normal_share": 0.65, "image": {"epochs": 1}, "text": {"epochs": 1}}
+    (tmp_path / "warm_start.json").write_text(json.dumps(done))
+    with pytest.raises(ValueError) as info:
+        recipe.build(tmp_path, 2, 0.3, 1, 1)
+    assert str(info.value) == (
+        f"{tmp_path} was built with --seed 1, not 2: its steps are not redone; use a new --out"
+    )
+    with pytest.raises(ValueError, match="built with --image-epochs 1, not 10"):
+        recipe.build(tmp_path, 1, 0.65, 10, 1)
+    assert json.loads((tmp_path / "warm_start.json").read_text()) == done

@@ -222,3 +222,24 @@ def test_a_crop_larger_than_the_image_is_refused_naming_where_it_came_from():
         resolve("tiny", sets=["data.image_size=48", "data.crop_size=64"])
     cfg = resolve("tiny", sets=["data.image_size=48", "data.crop_size=48"])
     assert (cfg.data.image_size, cfg.data.crop_size) == (48, 48)
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["train.lr=-1"], "--lr (train.lr) -1.0: the learning rate must be a number above 0"),
+        (["train.lr=nan"], "--lr (train.lr) nan: the learning rate must be a number above 0"),
+        (["train.lr=0"], "--lr (train.lr) 0.0: the learning rate must be a number above 0"),
+        (["data.max_length=2"], "data.max_length 2: a report needs at least 3 tokens"),
+        (["data.max_length=513"], "data.max_length 513: the scratch BERT has 512 positions"),
+    ],
+)
+def test_values_no_run_can_train_with_are_one_line(sets, message) -> None:
+    # a negative or NaN lr was torch's ValueError traceback at the optimizer; max_length 2
+    # trained on [CLS] [SEP] alone (pretrain-text: "non-finite MLM loss"); 513+ failed inside
+    # the scratch BERT's position embeddings
+    with pytest.raises(BadInputError) as info:
+        resolve("tiny", sets=sets)
+    assert str(info.value).startswith(message)
+    ok = resolve("tiny", sets=["data.max_length=512", "train.lr=1e-9"])
+    assert ok.data.max_length == 512 and ok.train.lr == 1e-9

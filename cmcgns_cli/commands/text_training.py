@@ -5,6 +5,7 @@ The function parses its options and hands them to :mod:`cmcgns_cli.train.mlm`.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -17,7 +18,10 @@ from cmcgns_cli.commands.options import (
     ThreadsOpt,
     apply_threads,
 )
+from cmcgns_cli.console import err
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.input_folder import input_folder
+from cmcgns_cli.outdir import claim, command_line
 
 
 def pretrain_text(
@@ -61,12 +65,28 @@ def pretrain_text(
     from cmcgns_cli.config import resolve
     from cmcgns_cli.config_values import parse_set
     from cmcgns_cli.runtime import resolve_device
-    from cmcgns_cli.train.mlm import ADAPT_LR, run_pretrain_text
+    from cmcgns_cli.train.mlm import ADAPT_LR, RECORD, run_pretrain_text
 
     if preset_name is None and resume is None:
         raise BadInputError("--preset is required (tiny, small, ...), or --resume DIR")
     if resume is not None and (data or reports or text_encoder):
         raise BadInputError("--resume continues with the folder's own corpus and BERT")
+    if resume is not None and out is not None and Path(out).resolve() != Path(resume).resolve():
+        raise BadInputError(
+            f"--out {out} differs from --resume {resume}; a resumed run continues in its own folder"
+        )
+    if resume is not None:  # as pretrain: the saved config wins, and the line says so
+        input_folder(resume, "a pretrain-text folder", option="--resume", needs=(RECORD,))
+        given = {"--preset": preset_name, "--epochs": epochs, "--batch-size": batch_size,
+                 "--lr": lr, "--set": sets, "--seed": seed, "--max-steps": max_steps}  # fmt: skip
+        ignored = [name for name, value in given.items() if value]
+        if ignored:
+            err.print(
+                f"note: {resume} continues with its own {RECORD}; not applied: "
+                f"{', '.join(ignored)} (start a new --out to change them)",
+                highlight=False,
+                soft_wrap=True,
+            )
     if text_encoder is not None and not Path(text_encoder).is_dir():
         raise BadInputError(f"--text-encoder {text_encoder}: not a local BERT folder")
     # a warm BERT adapts at ADAPT_LR unless a learning rate is given (--lr or --set train.lr)
@@ -85,8 +105,17 @@ def pretrain_text(
             }
         },
     )
-    run_pretrain_text(
-        cfg, data=data, reports=Path(reports) if reports is not None else None, out=out,
-        resume=resume, as_json=as_json, text_encoder=text_encoder,
-        device=resolve_device(device.value),
-    )  # fmt: skip
+    folder = resume if resume is not None else out
+    if folder is None:  # the run names what is missing
+        claimed = contextlib.nullcontext()
+    else:  # writable, no other command in it; a start that failed leaves it as it found it
+        claimed = claim(
+            folder, command_line(), "--resume" if resume is not None else "--out",
+            started=lambda f: (f / RECORD).exists(),
+        )  # fmt: skip
+    with claimed:
+        run_pretrain_text(
+            cfg, data=data, reports=Path(reports) if reports is not None else None, out=out,
+            resume=resume, as_json=as_json, text_encoder=text_encoder,
+            device=resolve_device(device.value),
+        )  # fmt: skip

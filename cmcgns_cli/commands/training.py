@@ -86,8 +86,9 @@ def pretrain(
     init_parts: str = typer.Option(
         "image,text,heads",
         "--init-parts",
-        help="With --init-from: which weights to take: image (encoder + projections), text "
-        "(BERT + pooling, with its tokenizer), heads (the rest, k-means state included).",
+        help="With --init-from: which weights to take: image (encoder, pool, projections, "
+        "global norm), text (BERT + pooling, with its tokenizer), heads (the rest, k-means "
+        "state included).",
     ),
     resume_if_exists: bool = typer.Option(
         False,

@@ -46,6 +46,7 @@ def read_reports(
             raise BadInputError(f"{spec}: no such reports file")
         text = read_text(path, name=spec).text  # detected encoding, no byte-order mark
         name = str(path)
+        check_not_binary(text, spec)
     if fmt == "file":
         return [("0" if spec == "-" else Path(name).name, text)] if text.strip() else []
     if name.lower().endswith(".csv"):
@@ -53,6 +54,26 @@ def read_reports(
     if name.lower().endswith((".jsonl", ".ndjson")):
         return _jsonl_reports(text, name)
     return [(str(i), ln) for i, ln in enumerate(text.splitlines()) if ln.strip()]
+
+
+# C0 control characters that text files hold (tab, line feed, vertical tab, form feed, CR)
+TEXT_CONTROLS = frozenset("\t\n\x0b\x0c\r")
+BINARY_SHARE = 0.01  # more control characters than this share of the text: not text
+
+
+def check_not_binary(text: str, name: str) -> None:
+    """Refuse a file that decoded to binary data (an image, an archive given as reports):
+    any NUL, or more than 1 % of its characters C0 controls other than tab / line breaks.
+    Every byte decodes in some single-byte code page, so without this a JPEG gave dozens
+    of "reports" of noise.
+
+    Raises BadInputError naming the file and the count."""
+    controls = sum(1 for ch in text if ch < " " and ch not in TEXT_CONTROLS)
+    if "\x00" in text or controls > BINARY_SHARE * len(text):
+        raise BadInputError(
+            f"{name}: binary data, not report text ({controls} control characters in "
+            f"{len(text)}); give a CSV, JSON Lines or plain text file"
+        )
 
 
 def _csv_reports(text: str, name: str) -> list[tuple[str, str]]:

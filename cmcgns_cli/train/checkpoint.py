@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from cmcgns_cli import jsonio
@@ -174,9 +174,18 @@ def weights_meta(path: Path) -> dict[str, str]:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint's safetensors file ``path`` (CPU).
+
+    Raises:
+        BadInputError: the file is missing, or truncated or damaged (safetensors cannot read
+            its header or data), in one line naming the file."""
     if not path.is_file():
         raise BadInputError(f"{path}: checkpoint weights not found")
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BadInputError(f"{path}: truncated or damaged safetensors file ({why})") from None
 
 
 def _swap_dir(tmp: Path, final: Path) -> None:

@@ -3,8 +3,10 @@ another run's or an exported bundle's weights, nothing else (no optimizer, sched
 
 The model's state dict splits into three parts by key:
 
-- ``image``: the image encoder and its two projections (``image_encoder.``,
-  ``image_global_proj.``, ``image_local_proj.``);
+- ``image``: the image encoder, the attention pool of its feature map, its two projections
+  and the global vectors' batch normalisation (``image_encoder.``, ``image_pool.``,
+  ``image_global_proj.``, ``image_local_proj.``, ``image_global_norm.``): everything between
+  the pixels and the image vectors, as ``text`` is for the reports;
 - ``text``: the text tower (``text_encoder.``: the BERT, the token projection, the report
   pooling); taking it also takes the source's tokenizer, since a BERT's embedding rows mean
   the source vocabulary's tokens;
@@ -15,6 +17,7 @@ The model's state dict splits into three parts by key:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,13 @@ from cmcgns_cli.train import checkpoint as ckpt
 
 PARTS = ("image", "text", "heads")
 PREFIXES = {
-    "image": ("image_encoder.", "image_global_proj.", "image_local_proj."),
+    "image": (
+        "image_encoder.",
+        "image_pool.",
+        "image_global_proj.",
+        "image_local_proj.",
+        "image_global_norm.",
+    ),
     "text": ("text_encoder.",),
 }
 
@@ -53,13 +62,14 @@ def parse_parts(text: str) -> tuple[str, ...]:
     return tuple(p for p in PARTS if p in names)
 
 
-def source_files(source: Path) -> dict[str, Any]:
+def source_files(source: Path, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
     """Where the weights and tokenizer of ``source`` are: ``{"kind": "bundle" | "run",
     "weights": Path, "tokenizer": Path}``. A bundle's SHA256SUMS is verified first; a run
     gives its best/ weights when it has them, else its last ones.
 
     Raises BadInputError when ``source`` is missing, a file, neither a run directory nor a
-    bundle (no config.json), or has no weights."""
+    bundle (no config.json; a Hugging Face text-encoder folder is named as such), has no
+    weights, or (``parts`` with ``text``) a run has no tokenizer folder."""
     source = input_folder(source, RUN_OR_BUNDLE, option="--init-from", needs=(ckpt.CONFIG,))
     if is_bundle(source):
         verify_sums(source)
@@ -68,11 +78,41 @@ def source_files(source: Path) -> dict[str, Any]:
             "weights": source / ckpt.MODEL,
             "tokenizer": source / ckpt.TOKENIZER,
         }
+    model_type = _hugging_face_model_type(source / ckpt.CONFIG)
+    if model_type is not None:  # e.g. a pretrain-text folder or a downloaded BERT
+        raise BadInputError(
+            f"--init-from {source}: a Hugging Face {model_type} folder (a text encoder alone), "
+            f"not a pretrain run or an exported bundle; give it as --text-encoder {source}"
+        )
     best = source / ckpt.BEST / ckpt.MODEL
     weights = best if best.is_file() else source / ckpt.MODEL
     if not weights.is_file():
         raise BadInputError(f"--init-from {source}: the run has no weights ({weights})")
-    return {"kind": "run", "weights": weights, "tokenizer": source / ckpt.TOKENIZER}
+    tokenizer = source / ckpt.TOKENIZER
+    if "text" in parts and not tokenizer.is_dir():
+        # the BERT's embedding rows are that tokenizer's ids: its text part needs it
+        raise BadInputError(
+            f"--init-from {source}: the run has no tokenizer ({tokenizer}), which its text "
+            "part needs; --init-parts image,heads leaves the text tower out"
+        )
+    return {"kind": "run", "weights": weights, "tokenizer": tokenizer}
+
+
+def _hugging_face_model_type(config: Path) -> str | None:
+    """The ``model_type`` of a Hugging Face ``config.json`` (``"bert"``), None for any other
+    file (a pretrain run's config.json has sections, no ``model_type``)."""
+    try:
+        saved = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    found = saved.get("model_type") if isinstance(saved, dict) else None
+    return str(found) if found else None
+
+
+def _is_global_norm(key: str) -> bool:
+    """Whether ``key`` is a running statistic of ``model.global_norm`` (``image_global_norm.*``
+    or ``text_encoder.global_norm.*``)."""
+    return key.startswith("image_global_norm.") or ".global_norm." in key
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -103,7 +143,7 @@ def select(
             hint = (
                 "; the source was pretrained without model.global_norm: add --set "
                 "model.global_norm=none to start from it"
-                if ".global_norm." in key
+                if _is_global_norm(key)
                 else ""
             )
             raise BadInputError(
@@ -121,7 +161,7 @@ def select(
         hint = (
             "; the source was pretrained with model.global_norm=batchnorm: add --set "
             "model.global_norm=batchnorm to start from it"
-            if ".global_norm." in extra[0]
+            if _is_global_norm(extra[0])
             else ""
         )
         raise BadInputError(

@@ -99,6 +99,9 @@ class Trainer:
                 f"({self.batch_size} x {self.world} processes); lower --batch-size"
             )
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / self.accumulate)
+        # pairs in one global InfoNCE: the health check's plateau is log of it (a train split
+        # smaller than one batch is one batch of all its pairs)
+        self.global_batch = global_batch if drop_last else len(train_ds)
         cuda = device.type == "cuda"
         self.feed = BatchFeed(
             device=device,
@@ -258,7 +261,7 @@ class Trainer:
         if dist.is_main():  # the gauges are in rank 0's metrics.jsonl
             result["health"] = health.judge_run(
                 health.read_train_records(self.log.path),
-                self.batch_size * self.world,
+                self.global_batch,
                 health.run_warm_starts(self.run, self.cfg.model, self.cfg.loss.variant),
             )
             if ran:
@@ -321,7 +324,7 @@ class Trainer:
     def _report_health(self, stage: int) -> None:
         """Print one line judging the finished ``stage``'s health (``train/health.py``)."""
         records = [r for r in health.read_train_records(self.log.path) if r["stage"] == stage]
-        verdict = health.judge_stage(records, self.batch_size * self.world)
+        verdict = health.judge_stage(records, self.global_batch)
         err.print(
             health.describe(
                 verdict,

@@ -55,11 +55,14 @@ class TextPretrainer:
         self.cfg, self.out, self.device, self.corpus = cfg, Path(out), device, corpus
         mc = cfg.model
         if resuming or text_encoder is not None:
-            self.tok = load_tokenizer(self.out if resuming else text_encoder)
-            with quiet_transformers():
-                self.model = BertForMaskedLM.from_pretrained(
-                    str(self.out if resuming else text_encoder), local_files_only=True
-                )
+            source = str(self.out if resuming else text_encoder)
+            self.tok = load_tokenizer(source)
+            try:
+                with quiet_transformers():
+                    self.model = BertForMaskedLM.from_pretrained(source, local_files_only=True)
+            except Exception as exc:  # noqa: BLE001 - missing, truncated or foreign weights
+                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise BadInputError(f"{source}: cannot load a BERT from it: {why}") from None
         else:
             tok_dir = self.out / ".tokenizer.tmp"
             self.tok = train_wordpiece(corpus["train"], mc.vocab_size, tok_dir)
@@ -235,10 +238,18 @@ def run_pretrain_text(
         out = Path(out)
         if (out / RECORD).exists() or (out / "config.json").exists():
             raise BadInputError(f"{out}: already holds a model; pass --resume {out} or a new --out")
-        if out.is_dir() and any(p.name != ".cmcgns.lock" for p in out.iterdir()):
+        if not outdir.is_empty(out):  # claim()'s lock files are no work
             raise BadInputError(f"{out}: exists and is not empty; choose a new --out folder")
         record = {}
     corpus = read_corpus(data, reports)
+    if resume is not None and record["corpus"].get("sha256") != corpus["source"]["sha256"]:
+        # the same batches need the same reports: a changed corpus would silently train on
+        # other reports with the first corpus's vocabulary and step counts
+        named = record["corpus"].get("reports") or record["corpus"].get("data")
+        raise BadInputError(
+            f"--resume {out}: the corpus {named} changed since this run started (its sha256 "
+            "differs); restore it, or start a new --out"
+        )
     torch.manual_seed(int(cfg.train.seed))
     created = outdir.first_missing(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -284,9 +295,10 @@ def _start_or_resume(
                 "mask_prob": MASK_PROB,
                 "val_loss_start": trainer.validate(),
             }
+        steps = f"{trainer.steps_per_epoch} step{'' if trainer.steps_per_epoch == 1 else 's'}"
         err.print(
             f"pretrain-text: {len(corpus['train'])} train / {len(corpus['validate'])} "
-            f"held-out reports, {trainer.steps_per_epoch} steps per epoch of "
+            f"held-out reports, {steps} per epoch of "
             f"{trainer.batch_size}, device {device}, out {out}"
         )
         summary = _fit(trainer, record)

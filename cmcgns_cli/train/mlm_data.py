@@ -70,8 +70,20 @@ def mask_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking of a padded batch ``ids`` long (B, L); ``special`` bool (B, L) marks
     [CLS] / [SEP] / padding (never chosen). Returns ``(inputs, labels)``: labels are -100
-    except at the chosen positions. Draws from ``gen`` only (CPU generator)."""
+    except at the chosen positions. Draws from ``gen`` only (CPU generator).
+
+    A batch whose 15 % draw chose no token at all (a few short reports: two words are left
+    unchosen with probability 0.85^2 = 0.72) gets one of its maskable tokens chosen, drawn
+    uniformly: without any label the cross-entropy is 0 / 0 = NaN and the run stopped on a
+    "non-finite loss". Other batches are drawn exactly as before."""
     chosen = (torch.rand(ids.shape, generator=gen) < MASK_PROB) & ~special
+    maskable = ~special
+    if not bool(chosen.any()) and bool(maskable.any()):
+        weights = maskable.reshape(-1).float()
+        pick = int(torch.multinomial(weights, 1, generator=gen))
+        chosen = chosen.reshape(-1).clone()
+        chosen[pick] = True
+        chosen = chosen.reshape(ids.shape)
     labels = torch.where(chosen, ids, torch.full_like(ids, -100))
     roll = torch.rand(ids.shape, generator=gen)
     inputs = ids.clone()

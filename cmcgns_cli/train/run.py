@@ -205,7 +205,8 @@ def _init_source(
         raise BadInputError(
             "--init-from starts a new run; --resume continues one with its own weights"
         )
-    return {"source": Path(source), "parts": tuple(parts), **init_weights.source_files(source)}
+    files = init_weights.source_files(source, tuple(parts))
+    return {"source": Path(source), "parts": tuple(parts), **files}
 
 
 def _run_pretrain(

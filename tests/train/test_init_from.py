@@ -37,6 +37,12 @@ def test_part_names() -> None:
     assert part_of("text_encoder.bert.embeddings.word_embeddings.weight") == "text"
     assert part_of("text_encoder.pool.q_proj.weight") == "text"
     assert part_of("local_text_loss.kmeans.centroids") == "heads"
+    # the image vector's whole path, as the text side's pooling and normalisation are text:
+    # the authors' attention pool over the feature map and the batch normalisation after
+    # the projection were left to "heads", so --init-parts image took half of it
+    assert part_of("image_pool.c_proj.bias") == "image"
+    assert part_of("image_global_norm.running_var") == "image"
+    assert part_of("text_encoder.global_norm.running_var") == "text"
     assert part_of("logit_scale") == "heads"
     assert parse_parts("text,image") == ("image", "text")
     with pytest.raises(BadInputError, match="--init-parts"):
@@ -142,3 +148,73 @@ def test_a_source_with_global_norm_into_a_run_without_it_is_refused() -> None:
     # the same source without the extra tensor fills the part
     del theirs["text_encoder.global_norm.running_mean"]
     assert torch.equal(select(mine, theirs, ("text",), "NEW")["text_encoder.token_proj.weight"], w)
+
+
+def test_an_image_global_norm_mismatch_names_the_setting_too() -> None:
+    # the image side's statistics are image_global_norm.*, not *.global_norm.*: the hint
+    # was missing for them, in both directions
+    from cmcgns_cli.train.init_from import select
+
+    stats = {"image_global_norm.running_mean": torch.zeros(4)}
+    with pytest.raises(BadInputError, match="add --set model.global_norm=none to start"):
+        select(stats, {}, ("image",), "OLD")
+    with pytest.raises(BadInputError, match="add --set model.global_norm=batchnorm to start"):
+        select({}, stats, ("image",), "NEW")
+
+
+def _copy_run(source, to):
+    import shutil
+
+    shutil.copytree(source, to, ignore=shutil.ignore_patterns(".cmcgns*"))
+    return to
+
+
+def test_a_run_without_its_tokenizer_is_refused_for_its_text_part(source, tmp_path) -> None:
+    import shutil
+
+    from cmcgns_cli.train.init_from import source_files
+
+    bare = _copy_run(source, tmp_path / "bare")
+    shutil.rmtree(bare / ckpt.TOKENIZER)
+    # the line said "--text-encoder .../tokenizer: not a local directory", an option never given
+    with pytest.raises(BadInputError) as info:
+        source_files(bare, ("image", "text"))
+    assert str(info.value) == (
+        f"--init-from {bare}: the run has no tokenizer ({bare / ckpt.TOKENIZER}), which its "
+        "text part needs; --init-parts image,heads leaves the text tower out"
+    )
+    assert source_files(bare, ("image", "heads"))["kind"] == "run"
+
+
+def test_damaged_source_weights_are_one_line_exit_2(source, world, tmp_path, monkeypatch,
+                                                     capsys) -> None:  # fmt: skip
+    bad = _copy_run(source, tmp_path / "bad")
+    best = bad / ckpt.BEST / ckpt.MODEL
+    best.write_bytes(best.read_bytes()[:1000])  # a copy cut short
+    run = tmp_path / "new"
+    code = cli(["pretrain", "--data", str(world), "--out", str(run), *TINY,
+                "--init-from", str(bad)], monkeypatch)  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: {best}: truncated or damaged safetensors file ("), err
+    assert not run.exists()
+
+
+def test_a_bert_folder_is_pointed_to_text_encoder(tmp_path) -> None:
+    # a pretrain-text output (config.json + model.safetensors) passed for a run: the line
+    # said "the run has no tokenizer", or with --init-parts image "tensor image_encoder...
+    # is not in the source"
+    from cmcgns_cli.train.init_from import source_files
+
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 64}))
+    (bert / "model.safetensors").write_bytes(b"")
+    for parts in (("image", "text", "heads"), ("image",)):
+        with pytest.raises(BadInputError) as info:
+            source_files(bert, parts)
+        assert str(info.value) == (
+            f"--init-from {bert}: a Hugging Face bert folder (a text encoder alone), not a "
+            f"pretrain run or an exported bundle; give it as --text-encoder {bert}"
+        )

@@ -8,7 +8,7 @@ from tests.train.conftest import TINY, cli
 
 def test_a_two_stage_pretrain_prints_the_legend_once(world, tmp_path, monkeypatch, capsys):
     args = ["pretrain", "--data", str(world), "--out", str(tmp_path / "run"), *TINY,
-            "--stage1-epochs", "1", "--set", "train.stage2_epochs=1",
+            "--stage1-epochs", "1", "--stage2-epochs", "1",
             "--set", "train.max_steps=1"]  # fmt: skip
     assert cli(args, monkeypatch) == 0
     lines = capsys.readouterr().err.splitlines()
