@@ -89,3 +89,11 @@ def columns() -> list[tuple[ProgressColumn, int]]:
     """The pretrain progress columns as ``(column, priority)`` pairs for
     :func:`cmcgns_cli.console.progress`."""
     return [(PartColumn(key), priority) for key, priority in PARTS]
+
+
+def batch_words(per_process: int, world: int, pairs: int) -> str:
+    """The batch of the start line: ``32 x 1 pairs``, or the whole split where it is smaller
+    than one batch (``29 pairs (the whole train split; --batch-size 32)``)."""
+    if pairs < per_process * world:
+        return f"{pairs} pairs (the whole train split; --batch-size {per_process})"
+    return f"{per_process} x {world} pairs"

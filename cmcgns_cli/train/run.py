@@ -35,6 +35,7 @@ from cmcgns_cli.selection import selection_record
 from cmcgns_cli.train import checkpoint as ckpt
 from cmcgns_cli.train import dist
 from cmcgns_cli.train import init_from as init_weights
+from cmcgns_cli.train.display import batch_words
 from cmcgns_cli.train.health import card_line
 from cmcgns_cli.train.loop import Trainer
 from cmcgns_cli.train.run_dir import check_restartable, check_shared_run_dir, logged_a_step
@@ -373,8 +374,8 @@ def _train(
     dist.print0(
         f"pretrain: {len(train_ds)} train / {len(val_ds)} validate pairs, "
         f"{trainer.steps_per_epoch} step{'s' if trainer.steps_per_epoch != 1 else ''} per "
-        f"epoch of {trainer.batch_size} x {dist.world_size()} "
-        f"pairs, device {device}, run {run}"
+        f"epoch of {batch_words(trainer.batch_size, dist.world_size(), trainer.global_batch)}, "
+        f"device {device}, run {run}"
     )
     summary = trainer.fit()
     summary["train_pairs"] = len(train_ds)

@@ -135,7 +135,10 @@ def test_plateau_is_log_of_the_pairs_a_small_train_split_has(tmp_path, monkeypat
     args = ["pretrain", "--data", str(data), "--out", str(tmp_path / "run"), *TINY,
             "--stage1-epochs", "1", "--stage2-epochs", "0", "--json"]  # fmt: skip
     assert cli(args, monkeypatch) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out, err = capsys.readouterr()
+    summary = json.loads(out.strip().splitlines()[-1])
     pairs = summary["train_pairs"]
     assert 2 <= pairs < 16, pairs
     assert summary["health"]["stages"]["1"]["plateau"] == pytest.approx(math.log(pairs))
+    # the start line names the batch it really trains on (it said "16 x 1 pairs")
+    assert f"1 step per epoch of {pairs} pairs (the whole train split; --batch-size 16)" in err
