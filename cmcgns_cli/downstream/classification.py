@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from cmcgns_cli import jsonio
 from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
@@ -21,8 +19,9 @@ from cmcgns_cli.downstream.pools import cls_subset, resolve_sampler
 from cmcgns_cli.downstream.selectable import check_selectable
 from cmcgns_cli.downstream.tasks import get_cls_task
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.input_folder import read_json_object
 from cmcgns_cli.outdir import RERUN, check_space
-from cmcgns_cli.train.checkpoint import SLACK, safetensors_bytes, save_weights
+from cmcgns_cli.train.checkpoint import SLACK, load_weights, safetensors_bytes, save_weights
 
 FINETUNE_FILE = "finetune.json"
 DEFAULTS = {"epochs": 50, "lr": 5e-4, "batch_size": 48}
@@ -123,8 +122,8 @@ def evaluate_cls(
     source = EncoderSource(**record["encoder"])
     encoder = build_encoder(source)
     if record["full"]:
-        encoder.load_state_dict(load_file(str(finetuned / "encoder.safetensors")))
-    state = load_file(str(finetuned / "head.safetensors"))
+        encoder.load_state_dict(load_weights(finetuned / "encoder.safetensors"))
+    state = load_weights(finetuned / "head.safetensors")
     head = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
     head.load_state_dict(state)
     if record["full"]:
@@ -172,7 +171,7 @@ def load_finetune_record(finetuned: Path, task_name: str) -> dict[str, Any]:
     path = Path(finetuned) / FINETUNE_FILE
     if not path.is_file():
         raise BadInputError(f"{path}: not a finetuned directory (run cmcgns finetune first)")
-    record = json.loads(path.read_text(encoding="utf-8"))
+    record = read_json_object(path)
     if record.get("task") != task_name:
         raise BadInputError(f"{path}: finetuned for task {record.get('task')!r}, not {task_name!r}")
     return record

@@ -168,15 +168,36 @@ def _umask() -> int:
     return mask
 
 
+def _damaged(path: Path, exc: Exception) -> BadInputError:
+    # safetensors' errors (SafetensorError, OSError) carry their reason on the first line
+    why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return BadInputError(f"{path}: truncated or damaged safetensors file ({why})")
+
+
 def weights_meta(path: Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as fh:
-        return dict(fh.metadata() or {})
+    """The string metadata of the safetensors file ``path``.
+
+    Raises:
+        BadInputError: the file is not a whole safetensors file (one line naming it)."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except Exception as exc:  # noqa: BLE001 - any read failure is a damaged input file
+        raise _damaged(path, exc) from None
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file ``path`` (a run's or a head's weights), on CPU.
+
+    Raises:
+        BadInputError: the file is missing, or truncated / damaged (one line naming it,
+            instead of safetensors' own error and traceback)."""
     if not path.is_file():
         raise BadInputError(f"{path}: checkpoint weights not found")
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - any read failure is a damaged input file
+        raise _damaged(path, exc) from None
 
 
 def _swap_dir(tmp: Path, final: Path) -> None:

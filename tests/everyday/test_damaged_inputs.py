@@ -1,0 +1,116 @@
+"""Damaged files inside an input folder (a run, a bundle, a finetuned head): a truncated or
+empty safetensors file, a config.json / finetune.json that is not a JSON object or not
+UTF-8 text. Each is one line naming the file and the problem, exit 2, no traceback, and
+nothing is written into the folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.input_folder import read_json_object
+from cmcgns_cli.train import checkpoint as ckpt
+from cmcgns_cli.train.run import load_run_config
+
+
+def _listing(folder: Path) -> dict[str, int]:
+    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*")}
+
+
+def _one_line(res) -> str:
+    assert res.exit_code == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def weights(tmp_path) -> Path:
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.arange(6, dtype=torch.float32).reshape(2, 3)}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("size", [0, 4, 20, 60])  # empty, inside the length, the header, data
+def test_a_truncated_safetensors_file_is_one_bad_input_line(weights, size) -> None:
+    with open(weights, "r+b") as fh:
+        fh.truncate(size)
+    for read in (ckpt.load_weights, ckpt.weights_meta):
+        with pytest.raises(BadInputError) as info:
+            read(weights)
+        assert str(info.value).startswith(f"{weights}: truncated or damaged safetensors file (")
+        assert "\n" not in str(info.value)
+
+
+def test_a_whole_safetensors_file_still_loads(weights) -> None:
+    assert ckpt.load_weights(weights)["a"].tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"[1, 2]", "not a JSON object (holds a list)"),
+        (b'"run"', "not a JSON object (holds a str)"),
+        (b"\xff\xfe\x00{}", "not UTF-8 text (damaged?)"),
+        (b"", "not valid JSON (Expecting value: line 1 column 1 (char 0))"),
+    ],
+)
+def test_a_config_that_is_not_a_json_object_names_the_file(tmp_path, body, says) -> None:
+    (tmp_path / "config.json").write_bytes(body)
+    with pytest.raises(BadInputError) as info:
+        load_run_config(tmp_path, "--resume")
+    assert str(info.value) == f"{tmp_path / 'config.json'}: {says}"
+    with pytest.raises(BadInputError) as info:
+        read_json_object(tmp_path / "config.json", "--checkpoint")
+    assert str(info.value) == f"--checkpoint {tmp_path / 'config.json'}: {says}"
+
+
+def test_a_config_with_a_bad_section_names_the_runs_file(tmp_path) -> None:
+    (tmp_path / "config.json").write_text('{"model": 5}', encoding="utf-8")
+    with pytest.raises(BadInputError) as info:
+        load_run_config(tmp_path)
+    assert str(info.value) == f"{tmp_path / 'config.json'}: section 'model' must be a table of keys"
+
+
+def test_export_of_a_run_whose_config_is_a_list_is_one_line(cli, tmp_path, weights) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(weights, run / "model.safetensors")
+    (run / "config.json").write_text("[1, 2]", encoding="utf-8")
+    before = _listing(run)
+    res = cli("export", run, "--out", tmp_path / "bundle")
+    line = _one_line(res)
+    assert line == f"error: {run / 'config.json'}: not a JSON object (holds a list)"
+    assert _listing(run) == before
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_evaluate_and_plot_of_a_head_with_damaged_files(head, cli, tmp_path) -> None:
+    data, done = head
+    bad = tmp_path / "head"
+    shutil.copytree(done, bad)
+    (bad / "head.safetensors").write_bytes((done / "head.safetensors").read_bytes()[:100])
+    before = _listing(bad)
+    line = _one_line(cli("evaluate", "--task", "chexpert-cls", "--data", data, "--checkpoint", bad))
+    assert line.startswith(f"error: {bad / 'head.safetensors'}: truncated or damaged safetensors")
+    assert _listing(bad) == before
+
+    (bad / "finetune.json").write_text("{not json", encoding="utf-8")
+    before = _listing(bad)
+    line = _one_line(cli("evaluate", "--task", "chexpert-cls", "--data", data, "--checkpoint", bad))
+    assert line.startswith(f"error: {bad / 'finetune.json'}: not valid JSON (")
+    line = _one_line(cli("plot", bad, "--out", tmp_path / "fig"))
+    assert line.startswith(f"error: {bad / 'finetune.json'}: not valid JSON (")
+    assert _listing(bad) == before
+
+    # the undamaged head still evaluates
+    res = cli("evaluate", "--task", "chexpert-cls", "--data", data, "--checkpoint", done,
+              "--out", tmp_path / "ok")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    assert (tmp_path / "ok" / "metrics.json").is_file()
