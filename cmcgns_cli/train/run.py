@@ -89,6 +89,13 @@ def _tokenizer(
     cfg: Config, prepared: Any, run: Path, resuming: bool, source: Path | None = None
 ) -> tuple[Any, dict[str, Any]]:
     tok_dir = run / ckpt.TOKENIZER
+    # a run's own tokenizer folder missing is a damaged run, not a --text-encoder to look up
+    # (load_tokenizer's message would name --text-encoder, which was not given)
+    saved, option = (tok_dir, "--resume") if resuming else (source, "--init-from")
+    if saved is not None and not saved.is_dir():
+        raise BadInputError(
+            f"{option} {saved.parent}: not a whole pretrain run (no {saved.name}/ folder)"
+        )
     if resuming:
         tok = load_tokenizer(tok_dir)
         kind = "saved"

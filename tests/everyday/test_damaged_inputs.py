@@ -114,3 +114,35 @@ def test_evaluate_and_plot_of_a_head_with_damaged_files(head, cli, tmp_path) -> 
               "--out", tmp_path / "ok")  # fmt: skip
     assert res.exit_code == 0, res.stderr
     assert (tmp_path / "ok" / "metrics.json").is_file()
+
+
+def test_a_run_without_its_tokenizer_folder_names_the_run_not_text_encoder(trained, cli, tmp_path):
+    data, run = trained
+    part = tmp_path / "part"
+    part.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(run / name, part / name)
+    before = _listing(part)
+    line = _one_line(cli("pretrain", "--resume", part, "--data", data))
+    assert line == f"error: --resume {part}: not a whole pretrain run (no tokenizer/ folder)"
+    out = tmp_path / "new"
+    line = _one_line(
+        cli(
+            "pretrain",
+            "--data",
+            data,
+            "--out",
+            out,
+            "--preset",
+            "tiny",
+            "--init-from",
+            part,
+            "--set",
+            "data.image_size=64",
+            "--set",
+            "data.crop_size=64",
+        )  # fmt: skip
+    )
+    assert line == f"error: --init-from {part}: not a whole pretrain run (no tokenizer/ folder)"
+    assert _listing(part) == before
+    assert not out.exists()
