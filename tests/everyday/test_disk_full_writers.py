@@ -283,3 +283,36 @@ def test_export_checks_the_bundle_size_first(trained, cli, tmp_path, monkeypatch
     weights = (run / ckpt.BEST / ckpt.MODEL).stat().st_size
     assert int(found.group(1).replace(",", "")) > weights + 4 * MIB
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_counts_train_ids_of_a_large_training_set(trained, cli, tmp_path, monkeypatch):
+    # a run trained on 217,000 pairs with MIMIC-CXR's 44-character image ids: train_ids.txt
+    # alone is 9.8 MB, more than the 4 MiB margin of the other small files
+    from cmcgns_cli import export
+
+    data, run = trained
+    real = export.training_pairs
+
+    def many(*args, **kwargs):
+        pairs = real(*args, **kwargs)
+        pairs["train_ids"] = [
+            f"{i:08x}-72e8d15b-f1512865-09397726-82467da0" for i in range(217_000)
+        ]
+        return pairs
+
+    monkeypatch.setattr(export, "training_pairs", many)
+    res = cli("export", run, "--out", tmp_path / "roomy", "--data", data)
+    assert res.exit_code == 0, res.stderr
+    written = sum(p.stat().st_size for p in (tmp_path / "roomy").rglob("*") if p.is_file())
+    assert (tmp_path / "roomy" / "train_ids.txt").stat().st_size == 217_000 * 45
+    # one byte short of what the bundle takes: refused before anything is written
+    _free(monkeypatch, written - 1)
+    out = tmp_path / "short"
+    res = cli("export", run, "--out", out, "--data", data)
+    assert res.exit_code == 1, res.stderr
+    assert "not enough free space for the bundle" in res.stderr.strip().splitlines()[-1]
+    assert not out.exists() and not (tmp_path / ".short.export.tmp").exists()
+    # and with room to spare (the bundle and 8 MiB) it is not refused
+    _free(monkeypatch, written + 8 * MIB)
+    res = cli("export", run, "--out", tmp_path / "spare", "--data", data)
+    assert res.exit_code == 0, res.stderr
