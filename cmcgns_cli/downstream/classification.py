@@ -80,7 +80,7 @@ def finetune_cls(
                        device=device, seed=seed, **hp)  # fmt: skip
         save_weights(out / "encoder.safetensors", encoder.state_dict())
     else:
-        feats = cached_features(encoder, prepared, source, device)
+        feats = cached_features(encoder, prepared, source, device, keep_free=needed)
         fit = fit_linear_head(
             task, names, (feats[chosen], targets[chosen]), (feats[val_rows], targets[val_rows]),
             seed=seed, **hp,

@@ -316,3 +316,34 @@ def test_export_counts_train_ids_of_a_large_training_set(trained, cli, tmp_path,
     _free(monkeypatch, written + 8 * MIB)
     res = cli("export", run, "--out", tmp_path / "spare", "--data", data)
     assert res.exit_code == 0, res.stderr
+
+
+def test_a_feature_cache_that_fills_the_disk_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
+    from cmcgns_cli.downstream import features
+
+    disk = _free(monkeypatch, 10 * MIB)
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        return FullFile(path, 100, disk, 0)
+
+    monkeypatch.setattr(features, "open", fake_open, raising=False)
+    path = tmp_path / ".cache" / "features-x.npy"
+    features._try_save(path, np.ones((50, 64), np.float32))
+    assert "note: cannot cache features" in capsys.readouterr().err
+    assert list((tmp_path / ".cache").iterdir()) == []  # the partial .tmp is gone too
+
+
+def test_the_feature_cache_leaves_the_heads_room(head, cli, tmp_path, monkeypatch) -> None:
+    # a linear probe caches the features of every image beside the data; with room for the
+    # head but not for the cache and the head, it finetunes without the cache
+    src, done = head
+    data = tmp_path / "prep"
+    shutil.copytree(src, data, ignore=shutil.ignore_patterns(".cache"))
+    needed = sum(p.stat().st_size for p in done.iterdir()) + 4 * 64 * KIB
+    _free(monkeypatch, needed)
+    res = cli("finetune", "--task", "chexpert-cls", "--data", data, "--checkpoint", "none",
+              "--arch", "resnet_tiny", "--out", tmp_path / "ft", "--epochs", "1")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    assert "note: not caching features in" in res.stderr
+    assert not (data / ".cache").exists()
+    assert (tmp_path / "ft" / "head.safetensors").is_file()
