@@ -38,12 +38,15 @@ def input_folder(
     gave it.
 
     Raises:
-        BadInputError: one line, ``[OPTION ]PATH: not found``, ``...: a file, not WHAT`` or
-            ``...: not WHAT (no NEED[ or NEED...])``.
+        BadInputError: one line, ``[OPTION ]PATH: not found``, ``...: a symbolic link to
+            nothing (dangling, or a loop)``, ``...: a file, not WHAT`` or ``...: not WHAT (no
+            NEED[ or NEED...])``.
     """
     folder = Path(path)
     where = f"{option} {folder}" if option else str(folder)
     if not folder.exists():
+        if folder.is_symlink():  # exists() follows links: a dangling or looping one is "not found"
+            raise BadInputError(f"{where}: a symbolic link to nothing (dangling, or a loop)")
         raise BadInputError(f"{where}: not found")
     if not folder.is_dir():
         raise BadInputError(f"{where}: a file, not {what}")

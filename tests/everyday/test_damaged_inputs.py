@@ -146,3 +146,14 @@ def test_a_run_without_its_tokenizer_folder_names_the_run_not_text_encoder(train
     assert line == f"error: --init-from {part}: not a whole pretrain run (no tokenizer/ folder)"
     assert _listing(part) == before
     assert not out.exists()
+
+
+@pytest.mark.parametrize("target", ["loop", "gone"])  # a link to itself, a link to nothing
+def test_a_dangling_or_looping_link_is_named_a_link(cli, tmp_path, target) -> None:
+    link = tmp_path / "loop"
+    link.symlink_to(tmp_path / target)
+    line = _one_line(cli("export", link, "--out", tmp_path / "bundle"))
+    assert line == f"error: {link}: a symbolic link to nothing (dangling, or a loop)"
+    line = _one_line(cli("embed", "--checkpoint", link, "--reports", "-"))
+    assert line == f"error: --checkpoint {link}: a symbolic link to nothing (dangling, or a loop)"
+    assert link.is_symlink() and not (tmp_path / "bundle").exists()
