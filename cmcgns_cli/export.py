@@ -151,6 +151,8 @@ def _write_bundle(
         )
         with quiet_transformers():
             loaded.model.text_encoder.bert.save_pretrained(str(tmp / TEXT_ENCODER))
+        for path in (tmp / TEXT_ENCODER).iterdir():  # its model.safetensors: owner-only
+            ckpt.share_mode(path)
         loaded.tok.save_pretrained(str(tmp / TOKENIZER))
         (tmp / TRAIN_IDS).write_text("".join(f"{i}\n" for i in pairs["train_ids"]), "utf-8")
         bundle = {

@@ -147,7 +147,7 @@ def save_weights(
             save_file(_plain_state(state_dict), str(tmp), metadata=metadata)
             # safetensors creates its file owner-only (0600); give it the mode of any other
             # file the run writes (0666 minus the umask), so a shared run or bundle is readable
-            os.chmod(tmp, 0o666 & ~_umask())
+            share_mode(tmp)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -160,6 +160,13 @@ def torch_save(obj: Any, path: Path) -> None:
     torch's error, so :func:`~cmcgns_cli.outdir.is_disk_full` recognises it."""
     with open(path, "wb") as fh:
         torch.save(obj, fh)
+
+
+def share_mode(path: Path) -> None:
+    """Give the file ``path`` the mode of any other file a command writes (0666 minus the
+    umask): safetensors creates its files owner-only (0600), which a shared run or a
+    bundle for others to download must not be."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _umask() -> int:

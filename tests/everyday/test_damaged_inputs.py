@@ -157,3 +157,24 @@ def test_a_dangling_or_looping_link_is_named_a_link(cli, tmp_path, target) -> No
     line = _one_line(cli("embed", "--checkpoint", link, "--reports", "-"))
     assert line == f"error: --checkpoint {link}: a symbolic link to nothing (dangling, or a loop)"
     assert link.is_symlink() and not (tmp_path / "bundle").exists()
+
+
+def test_every_file_of_a_bundle_is_readable_by_others(trained, cli, tmp_path) -> None:
+    # a bundle is made to be shared: no file in it owner-only (safetensors writes 0600)
+    import os
+    import stat
+
+    data, run = trained
+    old = os.umask(0o022)
+    try:
+        res = cli("export", run, "--out", tmp_path / "bundle", "--data", data)
+    finally:
+        os.umask(old)
+    assert res.exit_code == 0, res.stderr
+    modes = {
+        p.relative_to(tmp_path / "bundle").as_posix(): stat.S_IMODE(p.stat().st_mode)
+        for p in (tmp_path / "bundle").rglob("*")
+        if p.is_file()
+    }
+    assert "text_encoder/model.safetensors" in modes
+    assert {name: mode for name, mode in modes.items() if mode != 0o644} == {}
