@@ -347,3 +347,35 @@ def test_the_feature_cache_leaves_the_heads_room(head, cli, tmp_path, monkeypatc
     assert "note: not caching features in" in res.stderr
     assert not (data / ".cache").exists()
     assert (tmp_path / "ft" / "head.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("n", "dim", "local"), [(1, 128, False), (1000, 128, False), (40, 16, True)]
+)
+def test_embed_parquet_needs_no_more_than_it_asks(tmp_path, monkeypatch, n, dim, local) -> None:
+    # the bytes the refusal asks for bound the file written with room: random float32
+    # vectors (incompressible, all distinct), as embeddings are
+    from cmcgns_cli.embed import write_parquet
+    from cmcgns_cli.outdir import DiskFullError
+
+    rng = np.random.default_rng(0)
+    rows = [
+        {"id": f"s5{i:07d}/img.png", "kind": "image", "error": None,
+         "embedding": rng.random(dim, dtype=np.float32)}
+        for i in range(n)
+    ]  # fmt: skip
+    if local:
+        for r in rows:
+            r.update(local=rng.random((9, dim), dtype=np.float32), sentences=["a b"])
+    path = tmp_path / "vec.parquet"
+    _free(monkeypatch, 0)
+    with pytest.raises(DiskFullError) as info:
+        write_parquet(path, rows, local)
+    needed = int(re.search(r"needs ([\d,]+) bytes", str(info.value)).group(1).replace(",", ""))
+    _free(monkeypatch, 10**12)
+    write_parquet(path, rows, local)
+    assert path.stat().st_size <= needed
+    import pyarrow.parquet as pq
+
+    back = pq.read_table(path).to_pylist()
+    assert np.allclose(back[-1]["embedding"], rows[-1]["embedding"])
