@@ -106,16 +106,30 @@ def resume_advice(run: Path) -> str:
     )
 
 
-def first_checkpoint_bytes(model: torch.nn.Module, moments: int = 2) -> int:
+def first_checkpoint_bytes(
+    model: torch.nn.Module, moments: int = 2, run: Path | None = None
+) -> int:
     """Bytes the first checkpoint of a pretrain run writes: model.safetensors and
     best/model.safetensors (every state-dict tensor), the image encoder's copy, and the
     optimizer's ``moments`` tensors per trainable parameter (Adam / AdamW: 2), plus
-    :data:`MARGIN` per file."""
+    :data:`MARGIN` per file.
+
+    A resumed ``run`` (it holds model.safetensors) replaces its files, and each old one goes
+    once its new one is whole (:func:`save_checkpoint`, :func:`save_best`): it needs room for
+    a new model.safetensors and state/ at once, plus best/ and the image encoder only where
+    the run lacks them."""
     state = tensor_bytes(model.state_dict())
     trainable = sum(tensor_bytes(p) for p in model.parameters() if p.requires_grad)
     image = getattr(model, "image_encoder", None)
     encoder = tensor_bytes(image.state_dict()) if isinstance(image, torch.nn.Module) else 0
-    return 2 * state + encoder + moments * trainable + 4 * MARGIN
+    if run is None or not (run / MODEL).is_file():
+        return 2 * state + encoder + moments * trainable + 4 * MARGIN
+    needed = state + moments * trainable + 4 * MARGIN
+    if not (run / BEST / MODEL).is_file():
+        needed += state + MARGIN
+    if encoder and not (run / IMAGE_ENCODER).is_file():
+        needed += encoder + MARGIN
+    return needed
 
 
 def atomic_write_json(path: Path, payload: Any) -> None:

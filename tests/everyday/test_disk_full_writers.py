@@ -379,3 +379,46 @@ def test_embed_parquet_needs_no_more_than_it_asks(tmp_path, monkeypatch, n, dim,
 
     back = pq.read_table(path).to_pylist()
     assert np.allclose(back[-1]["embedding"], rows[-1]["embedding"])
+
+
+def test_a_resume_needs_room_for_one_checkpoint_not_a_first_one(
+    trained, cli, tmp_path, monkeypatch
+):
+    # a resumed run already holds best/ and the image encoder; its next checkpoint replaces
+    # model.safetensors and state/ (the old files go once the new are whole): the files it
+    # holds and 4 MiB are room enough, without a second copy of the weights and the encoder
+    import os
+    import signal
+
+    from cmcgns_cli.train import steps
+
+    data, _ = trained
+    run = tmp_path / "run"
+
+    def interrupt(trainer, record):
+        if record["epoch"] == 2:  # after epoch 1 wrote best/ and the image encoder
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(steps, "_after_step", interrupt)
+    res = cli("pretrain", "--data", data, "--out", run, "--preset", "tiny", "--stage1-epochs", "2",
+              "--stage2-epochs", "0", "--set", "data.image_size=64", "--set", "data.crop_size=64",
+              "--set", "train.batch_size=64")  # fmt: skip
+    assert res.exit_code == 130, res.stderr
+    monkeypatch.setattr(steps, "_after_step", lambda t, r: None)
+    assert (run / ckpt.BEST / ckpt.MODEL).is_file() and (run / ckpt.IMAGE_ENCODER).is_file()
+    state = sum(p.stat().st_size for p in (run / ckpt.STATE).iterdir())
+    # the files it replaces, 4 MiB of margin, and 1 MiB for the optimizer moments of the
+    # parameters that have none yet (stage 1 leaves CM-MIR's unused)
+    model = (run / ckpt.MODEL).stat().st_size
+    room = model + state + 5 * MIB
+    # what a first checkpoint needs: a second copy of the weights, and the image encoder
+    assert room < 2 * model + (run / ckpt.IMAGE_ENCODER).stat().st_size + state
+    # short of a new model.safetensors it is refused before a step
+    _free(monkeypatch, room - model)
+    res = cli("pretrain", "--resume", run)
+    assert res.exit_code == 1, res.stderr
+    assert "not enough free space for the checkpoints" in res.stderr.strip().splitlines()[-1]
+    _free(monkeypatch, room)
+    res = cli("pretrain", "--resume", run)
+    assert res.exit_code == 0, res.stderr
+    assert ckpt.weights_meta(run / ckpt.MODEL)["step"] == str(2 * 280 // 64)  # both epochs
