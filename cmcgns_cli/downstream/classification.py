@@ -167,13 +167,31 @@ def write_metrics(folder: Path, result: dict[str, Any]) -> None:
     atomic_write_text(Path(folder) / "metrics.json", jsonio.dumps(body, indent=2))
 
 
+class _Record(dict[str, Any]):
+    """finetune.json's keys; a key the file lacks is a damaged head, said in one line."""
+
+    path: Path
+
+    def __missing__(self, key: str) -> Any:
+        raise BadInputError(f"{self.path}: no {key!r} (damaged, or not written by finetune)")
+
+
 def load_finetune_record(finetuned: Path, task_name: str) -> dict[str, Any]:
+    """The finetune.json of the head in ``finetuned``, finetuned for ``task_name``.
+
+    Raises:
+        BadInputError: no finetune.json, one that is not a JSON object, another task, an
+            ``encoder`` that is not an object; later, any key the evaluation reads and the
+            file lacks (one line naming the file and the key)."""
     path = Path(finetuned) / FINETUNE_FILE
     if not path.is_file():
         raise BadInputError(f"{path}: not a finetuned directory (run cmcgns finetune first)")
-    record = read_json_object(path)
+    record = _Record(read_json_object(path))
+    record.path = path
     if record.get("task") != task_name:
         raise BadInputError(f"{path}: finetuned for task {record.get('task')!r}, not {task_name!r}")
+    if not isinstance(record["encoder"], dict):
+        raise BadInputError(f"{path}: 'encoder' is not an object (damaged?)")
     return record
 
 

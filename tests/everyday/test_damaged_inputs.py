@@ -178,3 +178,21 @@ def test_every_file_of_a_bundle_is_readable_by_others(trained, cli, tmp_path) ->
     }
     assert "text_encoder/model.safetensors" in modes
     assert {name: mode for name, mode in modes.items() if mode != 0o644} == {}
+
+
+@pytest.mark.parametrize("key", ["encoder", "full"])
+def test_evaluate_of_a_head_record_without_a_key_names_the_key(head, cli, tmp_path, key) -> None:
+    import json
+
+    data, done = head
+    bad = tmp_path / "head"
+    shutil.copytree(done, bad)
+    record = json.loads((bad / "finetune.json").read_text(encoding="utf-8"))
+    del record[key]
+    (bad / "finetune.json").write_text(json.dumps(record), encoding="utf-8")
+    res = cli("evaluate", "--task", "chexpert-cls", "--data", data, "--checkpoint", bad)
+    assert res.exit_code == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: {bad / 'finetune.json'}: no '{key}' (damaged, or not written by finetune)"
+    )
