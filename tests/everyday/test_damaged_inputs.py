@@ -196,3 +196,23 @@ def test_evaluate_of_a_head_record_without_a_key_names_the_key(head, cli, tmp_pa
     assert res.stderr.strip().splitlines()[-1] == (
         f"error: {bad / 'finetune.json'}: no '{key}' (damaged, or not written by finetune)"
     )
+
+
+def test_compare_checks_run_b_is_a_head_before_scoring_run_a(head, cli, tmp_path, monkeypatch):
+    import json
+
+    from cmcgns_cli.downstream import run as dispatch
+
+    data, done = head
+    other = tmp_path / "other"
+    shutil.copytree(done, other)
+    record = json.loads((other / "finetune.json").read_text(encoding="utf-8"))
+    (other / "finetune.json").write_text(json.dumps({**record, "task": "rsna-cls"}), "utf-8")
+    scored = []
+    monkeypatch.setattr(dispatch, "_evaluate_task", lambda *a, **k: scored.append(a[2]))
+    res = cli("compare", done, other, "--task", "chexpert-cls", "--data", data)
+    line = _one_line(res)
+    assert line == (
+        f"error: {other / 'finetune.json'}: finetuned for task 'rsna-cls', not 'chexpert-cls'"
+    )
+    assert scored == []
