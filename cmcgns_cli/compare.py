@@ -38,6 +38,19 @@ def _score(
     return dispatch._evaluate_task(task, data, run, dev, 0, scratch)
 
 
+def _check_heads(task: str, *runs: Path) -> None:
+    """A task scored through a finetuned head: each run's finetune.json is read before either
+    run is scored, so a run B that is no head for ``task`` is refused before the minutes
+    that scoring A takes (load_finetune_record's one-line errors)."""
+    from cmcgns_cli.downstream import run as dispatch
+    from cmcgns_cli.downstream.classification import load_finetune_record
+
+    dispatch._check_task(task)
+    if task not in dispatch.EVAL_ONLY_TASKS:
+        for run in runs:
+            load_finetune_record(run, task)
+
+
 def compare_results(
     a: dict[str, Any], b: dict[str, Any], n_boot: int = bootstrap.N_BOOT, seed: int = 0
 ) -> dict[str, Any]:
@@ -142,6 +155,7 @@ def run_compare(
     if out is not None:
         check_writable(out)
     differ = check_comparable(run_a, run_b, allow_different)
+    _check_heads(task, run_a, run_b)
     dev = resolve_device(device)
     with interrupts.handle(deferred=False), tempfile.TemporaryDirectory() as scratch:
         a = _score(task, data, run_a, dev, prompts, annotations, Path(scratch) / "a")

@@ -23,6 +23,7 @@ from cmcgns_cli.data.token_stats import TRUNCATION_WARN_SHARE
 from cmcgns_cli.embedding.inputs import read_reports, scan_images
 from cmcgns_cli.errors import BadInputError, RunFailedError
 from cmcgns_cli.outdir import RERUN, atomic_file, check_space, check_writable, room_for
+from cmcgns_cli.train.checkpoint import SLACK
 
 FORMATS = ("jsonl", "parquet", "npy")
 
@@ -229,9 +230,15 @@ def write_parquet(path: Path, rows: list[dict[str, Any]], local: bool) -> None:
     cols["sentences_lost"] = pa.array([r.get("sentences_lost", 0) for r in rows], pa.int32())
     cols["error"] = pa.array([r["error"] for r in rows], pa.string())
     table = pa.table(cols)
-    # the uncompressed columns: float32 vectors barely compress, so about the file's size
-    with room_for(path.parent, int(table.nbytes), path.name, RERUN), atomic_file(path) as tmp:
-        pq.write_table(table, tmp)
+    # Dictionaries for the text columns only: a dictionary of distinct float32 values is as
+    # large as the values, and pyarrow writes it beside its indices until it gives up (a
+    # 1000 x 128 table of 598,015 bytes made a 797,139-byte file). Without them the file is
+    # the columns' bytes, the lists' repetition levels (at most 2 bits a float value: 1/16
+    # of its 4 bytes) and a footer and page headers (in the slack).
+    text = [c for c in ("id", "kind", "sentences", "error") if c in table.column_names]
+    needed = int(table.nbytes) + int(table.nbytes) // 16 + SLACK
+    with room_for(path.parent, needed, path.name, RERUN), atomic_file(path) as tmp:
+        pq.write_table(table, tmp, use_dictionary=text)
 
 
 def npy_paths(path: Path) -> tuple[Path, Path]:

@@ -11,8 +11,10 @@ Every reader words the three problems the same way, naming the option when it kn
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from cmcgns_cli.errors import BadInputError
 
@@ -36,15 +38,43 @@ def input_folder(
     gave it.
 
     Raises:
-        BadInputError: one line, ``[OPTION ]PATH: not found``, ``...: a file, not WHAT`` or
-            ``...: not WHAT (no NEED[ or NEED...])``.
+        BadInputError: one line, ``[OPTION ]PATH: not found``, ``...: a symbolic link to
+            nothing (dangling, or a loop)``, ``...: a file, not WHAT`` or ``...: not WHAT (no
+            NEED[ or NEED...])``.
     """
     folder = Path(path)
     where = f"{option} {folder}" if option else str(folder)
     if not folder.exists():
+        if folder.is_symlink():  # exists() follows links: a dangling or looping one is "not found"
+            raise BadInputError(f"{where}: a symbolic link to nothing (dangling, or a loop)")
         raise BadInputError(f"{where}: not found")
     if not folder.is_dir():
         raise BadInputError(f"{where}: a file, not {what}")
     if needs and not any((folder / name).is_file() for name in needs):
         raise BadInputError(f"{where}: not {what} (no {' or '.join(needs)})")
     return folder
+
+
+def read_json_object(path: str | os.PathLike[str], option: str | None = None) -> dict[str, Any]:
+    """The JSON object (a dict) in the file ``path`` of an input folder (a run's config.json,
+    a head's finetune.json).
+
+    ``option`` (e.g. ``"--checkpoint"``) prefixes the path in the message when given.
+
+    Raises:
+        BadInputError: one line, ``[OPTION ]PATH: ...`` when the file cannot be read, is not
+            UTF-8 text, is not JSON, or holds a JSON value other than an object.
+    """
+    path = Path(path)
+    where = f"{option} {path}" if option else str(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise BadInputError(f"{where}: not UTF-8 text (damaged?)") from None
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"{where}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise BadInputError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    if not isinstance(value, dict):
+        raise BadInputError(f"{where}: not a JSON object (holds a {type(value).__name__})")
+    return value

@@ -14,14 +14,13 @@ lists each figure's panels.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from cmcgns_cli import jsonio
 from cmcgns_cli.errors import BadInputError
-from cmcgns_cli.input_folder import input_folder
+from cmcgns_cli.input_folder import input_folder, read_json_object
 
 INDEX_KEYS = {"kind", "step", "stage", "epoch", "stage_step"}
 COLS = 3
@@ -125,7 +124,7 @@ def plot_run(run: Path, out: Path) -> dict[str, Any]:
         marks = []
         record_file = run / "finetune.json"
         if record_file.is_file():
-            best = json.loads(record_file.read_text(encoding="utf-8")).get("best_epoch")
+            best = read_json_object(record_file).get("best_epoch")
             if isinstance(best, int | float):
                 marks = [(float(best), "kept epoch")]
         if series:

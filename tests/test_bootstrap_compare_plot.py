@@ -197,6 +197,7 @@ def test_compare_says_it_cannot_compare_a_null_metric(monkeypatch, capsys):
     assert res["null_reasons"]["a"] == why and "b" not in res["null_reasons"]
     # the printed table: no None anywhere, the reason's first clause in A's cell
     monkeypatch.setattr(compare, "check_comparable", lambda *args: None)
+    monkeypatch.setattr(compare, "_check_heads", lambda *args: None)
     monkeypatch.setattr(compare, "_score", lambda task, data, run, *rest: a if run == "A" else b)
     compare.run_compare(run_a="A", run_b="B", task="rsna-det", data=Path("."), prompts=None,
                         annotations=None, resamples=50, seed=0, device="cpu",

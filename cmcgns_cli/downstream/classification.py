@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from cmcgns_cli import jsonio
 from cmcgns_cli.data.prepared import Prepared, atomic_write_text, open_prepared
@@ -21,8 +19,9 @@ from cmcgns_cli.downstream.pools import cls_subset, resolve_sampler
 from cmcgns_cli.downstream.selectable import check_selectable
 from cmcgns_cli.downstream.tasks import get_cls_task
 from cmcgns_cli.errors import BadInputError
+from cmcgns_cli.input_folder import read_json_object
 from cmcgns_cli.outdir import RERUN, check_space
-from cmcgns_cli.train.checkpoint import SLACK, safetensors_bytes, save_weights
+from cmcgns_cli.train.checkpoint import SLACK, load_weights, safetensors_bytes, save_weights
 
 FINETUNE_FILE = "finetune.json"
 DEFAULTS = {"epochs": 50, "lr": 5e-4, "batch_size": 48}
@@ -81,7 +80,7 @@ def finetune_cls(
                        device=device, seed=seed, **hp)  # fmt: skip
         save_weights(out / "encoder.safetensors", encoder.state_dict())
     else:
-        feats = cached_features(encoder, prepared, source, device)
+        feats = cached_features(encoder, prepared, source, device, keep_free=needed)
         fit = fit_linear_head(
             task, names, (feats[chosen], targets[chosen]), (feats[val_rows], targets[val_rows]),
             seed=seed, **hp,
@@ -123,8 +122,8 @@ def evaluate_cls(
     source = EncoderSource(**record["encoder"])
     encoder = build_encoder(source)
     if record["full"]:
-        encoder.load_state_dict(load_file(str(finetuned / "encoder.safetensors")))
-    state = load_file(str(finetuned / "head.safetensors"))
+        encoder.load_state_dict(load_weights(finetuned / "encoder.safetensors"))
+    state = load_weights(finetuned / "head.safetensors")
     head = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
     head.load_state_dict(state)
     if record["full"]:
@@ -168,13 +167,31 @@ def write_metrics(folder: Path, result: dict[str, Any]) -> None:
     atomic_write_text(Path(folder) / "metrics.json", jsonio.dumps(body, indent=2))
 
 
+class _Record(dict[str, Any]):
+    """finetune.json's keys; a key the file lacks is a damaged head, said in one line."""
+
+    path: Path
+
+    def __missing__(self, key: str) -> Any:
+        raise BadInputError(f"{self.path}: no {key!r} (damaged, or not written by finetune)")
+
+
 def load_finetune_record(finetuned: Path, task_name: str) -> dict[str, Any]:
+    """The finetune.json of the head in ``finetuned``, finetuned for ``task_name``.
+
+    Raises:
+        BadInputError: no finetune.json, one that is not a JSON object, another task, an
+            ``encoder`` that is not an object; later, any key the evaluation reads and the
+            file lacks (one line naming the file and the key)."""
     path = Path(finetuned) / FINETUNE_FILE
     if not path.is_file():
         raise BadInputError(f"{path}: not a finetuned directory (run cmcgns finetune first)")
-    record = json.loads(path.read_text(encoding="utf-8"))
+    record = _Record(read_json_object(path))
+    record.path = path
     if record.get("task") != task_name:
         raise BadInputError(f"{path}: finetuned for task {record.get('task')!r}, not {task_name!r}")
+    if not isinstance(record["encoder"], dict):
+        raise BadInputError(f"{path}: 'encoder' is not an object (damaged?)")
     return record
 
 

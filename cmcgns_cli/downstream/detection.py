@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torchvision.ops import box_convert
 
 from cmcgns_cli import jsonio
@@ -37,7 +36,7 @@ from cmcgns_cli.downstream.yolo import STAGES, YoloHead, default_anchors, postpr
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.metrics import coco_detections, coco_ground_truth, mean_average_precision
 from cmcgns_cli.outdir import RERUN, check_space
-from cmcgns_cli.train.checkpoint import save_weights
+from cmcgns_cli.train.checkpoint import load_weights, save_weights
 
 DEFAULTS = {"epochs": 50, "lr": 1e-3, "batch_size": 16}
 PRED_BATCH = 32
@@ -249,11 +248,11 @@ def evaluate_det(task_name: str, data: Path, finetuned: Path, device: torch.devi
     source = EncoderSource(**record["encoder"])
     encoder = build_encoder(source)
     if record["saved_encoder"]:
-        encoder.load_state_dict(load_file(str(finetuned / "encoder.safetensors")))
+        encoder.load_state_dict(load_weights(finetuned / "encoder.safetensors"))
     det = Detector(encoder, source, len(names), False, prepared, device)
     if record.get("anchors") is not None:  # decode with the anchors the head was trained on
         det.anchors = torch.tensor(record["anchors"], dtype=torch.float32, device=device)
-    det.head.load_state_dict(load_file(str(finetuned / "head.safetensors")))
+    det.head.load_state_dict(load_weights(finetuned / "head.safetensors"))
     det.head.to(device)
     preds = det.predict(test_rows)
     coco, gt, dets = score_detections(prepared, test_rows, preds, boxes, labels, names)

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from cmcgns_cli.console import err, progress
 from cmcgns_cli.data.prepared import Prepared
 from cmcgns_cli.downstream.encoder import EncoderSource
+from cmcgns_cli.outdir import free_bytes
+from cmcgns_cli.train.checkpoint import SLACK
 
 
 def to_model_input(
@@ -68,8 +70,12 @@ def cached_features(
     prepared: Prepared,
     source: EncoderSource,
     device: torch.device,
+    keep_free: int = 0,
 ) -> np.ndarray:
-    """Features of every row of ``prepared``, from ``PREPARED/.cache`` when present."""
+    """Features of every row of ``prepared``, from ``PREPARED/.cache`` when present.
+
+    The cache is written only when ``keep_free`` bytes (what the caller still has to write,
+    e.g. a finetune's head) stay free beside it: it is optional, the results are not."""
     key = hashlib.sha256(
         f"{source.arch}|{source.weights_key}|{source.image_size}|{source.crop_size}|"
         f"{prepared.meta.get('count')}|{prepared.images.shape}".encode()
@@ -78,16 +84,28 @@ def cached_features(
     if path.is_file():
         return np.load(path)
     feats = extract(encoder, prepared, np.arange(len(prepared)), source, device)
-    _try_save(path, feats)
+    _try_save(path, feats, keep_free)
     return feats
 
 
-def _try_save(path: Path, array: np.ndarray) -> None:
+def _try_save(path: Path, array: np.ndarray, keep_free: int = 0) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        # the .npy header is 128 bytes for a 2-D float array; SLACK for the file's blocks
+        needed = int(array.nbytes) + 128 + SLACK + int(keep_free)
+        free = free_bytes(path.parent)
+        if free < needed:
+            err.print(
+                f"note: not caching features in {path.parent} ({free:,} bytes free, "
+                f"{needed:,} needed with the results)"
+            )
+            return
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
             np.save(fh, array)
         os.replace(tmp, path)
-    except OSError as exc:  # a read-only dataset: carry on, just without the cache
+    except OSError as exc:  # a read-only dataset or a full disk: carry on without the cache
         err.print(f"note: cannot cache features in {path.parent} ({exc.strerror})")
+    finally:
+        # a partial cache left by a full disk would take the room the results were given
+        tmp.unlink(missing_ok=True)

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
@@ -40,7 +39,7 @@ from cmcgns_cli.downstream.tasks import get_dense_task
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.metrics import dice, dice_batch_mean, dice_per_image
 from cmcgns_cli.outdir import RERUN, check_space
-from cmcgns_cli.train.checkpoint import save_weights
+from cmcgns_cli.train.checkpoint import load_weights, save_weights
 
 DEFAULTS = {"epochs": 50, "lr": 5e-4, "batch_size": 16}
 FOCAL_WEIGHT = 10.0
@@ -291,7 +290,7 @@ def evaluate_seg(task_name: str, data: Path, finetuned: Path, device: torch.devi
     source = EncoderSource(**record["encoder"])
     net = SegNet(build_encoder(source), source)
     missing, unexpected = net.load_state_dict(
-        load_file(str(finetuned / "segmenter.safetensors")), strict=False
+        load_weights(finetuned / "segmenter.safetensors"), strict=False
     )
     bad = [k for k in missing if record["saved_encoder"] or not k.startswith(net.encoder_prefix)]
     if bad or unexpected:

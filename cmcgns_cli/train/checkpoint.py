@@ -106,16 +106,30 @@ def resume_advice(run: Path) -> str:
     )
 
 
-def first_checkpoint_bytes(model: torch.nn.Module, moments: int = 2) -> int:
+def first_checkpoint_bytes(
+    model: torch.nn.Module, moments: int = 2, run: Path | None = None
+) -> int:
     """Bytes the first checkpoint of a pretrain run writes: model.safetensors and
     best/model.safetensors (every state-dict tensor), the image encoder's copy, and the
     optimizer's ``moments`` tensors per trainable parameter (Adam / AdamW: 2), plus
-    :data:`MARGIN` per file."""
+    :data:`MARGIN` per file.
+
+    A resumed ``run`` (it holds model.safetensors) replaces its files, and each old one goes
+    once its new one is whole (:func:`save_checkpoint`, :func:`save_best`): it needs room for
+    a new model.safetensors and state/ at once, plus best/ and the image encoder only where
+    the run lacks them."""
     state = tensor_bytes(model.state_dict())
     trainable = sum(tensor_bytes(p) for p in model.parameters() if p.requires_grad)
     image = getattr(model, "image_encoder", None)
     encoder = tensor_bytes(image.state_dict()) if isinstance(image, torch.nn.Module) else 0
-    return 2 * state + encoder + moments * trainable + 4 * MARGIN
+    if run is None or not (run / MODEL).is_file():
+        return 2 * state + encoder + moments * trainable + 4 * MARGIN
+    needed = state + moments * trainable + 4 * MARGIN
+    if not (run / BEST / MODEL).is_file():
+        needed += state + MARGIN
+    if encoder and not (run / IMAGE_ENCODER).is_file():
+        needed += encoder + MARGIN
+    return needed
 
 
 def atomic_write_json(path: Path, payload: Any) -> None:
@@ -147,7 +161,7 @@ def save_weights(
             save_file(_plain_state(state_dict), str(tmp), metadata=metadata)
             # safetensors creates its file owner-only (0600); give it the mode of any other
             # file the run writes (0666 minus the umask), so a shared run or bundle is readable
-            os.chmod(tmp, 0o666 & ~_umask())
+            share_mode(tmp)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -162,30 +176,49 @@ def torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, fh)
 
 
+def share_mode(path: Path) -> None:
+    """Give the file ``path`` the mode of any other file a command writes (0666 minus the
+    umask): safetensors creates its files owner-only (0600), which a shared run or a
+    bundle for others to download must not be."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
     os.umask(mask)
     return mask
 
 
+def _damaged(path: Path, exc: Exception) -> BadInputError:
+    # safetensors' errors (SafetensorError, OSError) carry their reason on the first line
+    why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return BadInputError(f"{path}: truncated or damaged safetensors file ({why})")
+
+
 def weights_meta(path: Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as fh:
-        return dict(fh.metadata() or {})
+    """The string metadata of the safetensors file ``path``.
+
+    Raises:
+        BadInputError: the file is not a whole safetensors file (one line naming it)."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except (SafetensorError, OSError) as exc:  # a truncated or foreign file
+        raise _damaged(path, exc) from None
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint's safetensors file ``path`` (CPU).
+    """The tensors of the safetensors file ``path`` (a run's or a head's weights), on CPU.
 
     Raises:
-        BadInputError: the file is missing, or truncated or damaged (safetensors cannot read
-            its header or data), in one line naming the file."""
+        BadInputError: the file is missing, or truncated / damaged (one line naming it,
+            instead of safetensors' own error and traceback)."""
     if not path.is_file():
         raise BadInputError(f"{path}: checkpoint weights not found")
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BadInputError(f"{path}: truncated or damaged safetensors file ({why})") from None
+    except (SafetensorError, OSError) as exc:  # a truncated or foreign file
+        raise _damaged(path, exc) from None
 
 
 def _swap_dir(tmp: Path, final: Path) -> None:

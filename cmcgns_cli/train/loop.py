@@ -246,7 +246,7 @@ class Trainer:
                     # room for a checkpoint before the first step, not after an epoch
                     check_space(
                         self.run,
-                        ckpt.first_checkpoint_bytes(self.model),
+                        ckpt.first_checkpoint_bytes(self.model, run=self.run),
                         "the checkpoints",
                         ckpt.resume_advice(self.run),
                     )

@@ -5,7 +5,6 @@ See ``checkpoint.py`` for the run-directory layout and ``loop.py`` for the sched
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from cmcgns_cli.data.tokenize import (
     train_wordpiece,
 )
 from cmcgns_cli.errors import BadInputError, NotBuiltError, UnhealthyRunError
-from cmcgns_cli.input_folder import RUN_DIR, input_folder
+from cmcgns_cli.input_folder import RUN_DIR, input_folder, read_json_object
 from cmcgns_cli.runtime import resolve_device
 from cmcgns_cli.selection import selection_record
 from cmcgns_cli.train import checkpoint as ckpt
@@ -71,11 +70,11 @@ def load_run_config(run: Path, option: str | None = None) -> tuple[Config, dict[
             (:func:`~cmcgns_cli.input_folder.input_folder`'s wording).
     """
     path = input_folder(run, RUN_DIR, option=option, needs=(ckpt.CONFIG,)) / ckpt.CONFIG
+    saved = read_json_object(path)
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"{path}: not valid JSON ({exc})") from None
-    cfg = config_from_dict({k: v for k, v in saved.items() if k in CONFIG_SECTIONS})
+        cfg = config_from_dict({k: v for k, v in saved.items() if k in CONFIG_SECTIONS})
+    except BadInputError as exc:  # its messages say "config.json: ...": name the run's file
+        raise BadInputError(f"{path}: {str(exc).removeprefix(ckpt.CONFIG + ': ')}") from None
     return cfg, {k: v for k, v in saved.items() if k not in CONFIG_SECTIONS}
 
 
@@ -91,6 +90,13 @@ def _tokenizer(
     cfg: Config, prepared: Any, run: Path, resuming: bool, source: Path | None = None
 ) -> tuple[Any, dict[str, Any]]:
     tok_dir = run / ckpt.TOKENIZER
+    # a run's own tokenizer folder missing is a damaged run, not a --text-encoder to look up
+    # (load_tokenizer's message would name --text-encoder, which was not given)
+    saved, option = (tok_dir, "--resume") if resuming else (source, "--init-from")
+    if saved is not None and not saved.is_dir():
+        raise BadInputError(
+            f"{option} {saved.parent}: not a whole pretrain run (no {saved.name}/ folder)"
+        )
     if resuming:
         tok = load_tokenizer(tok_dir)
         kind = "saved"

@@ -283,3 +283,142 @@ def test_export_checks_the_bundle_size_first(trained, cli, tmp_path, monkeypatch
     weights = (run / ckpt.BEST / ckpt.MODEL).stat().st_size
     assert int(found.group(1).replace(",", "")) > weights + 4 * MIB
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_counts_train_ids_of_a_large_training_set(trained, cli, tmp_path, monkeypatch):
+    # a run trained on 217,000 pairs with MIMIC-CXR's 44-character image ids: train_ids.txt
+    # alone is 9.8 MB, more than the 4 MiB margin of the other small files
+    from cmcgns_cli import export
+
+    data, run = trained
+    real = export.training_pairs
+
+    def many(*args, **kwargs):
+        pairs = real(*args, **kwargs)
+        pairs["train_ids"] = [
+            f"{i:08x}-72e8d15b-f1512865-09397726-82467da0" for i in range(217_000)
+        ]
+        return pairs
+
+    monkeypatch.setattr(export, "training_pairs", many)
+    res = cli("export", run, "--out", tmp_path / "roomy", "--data", data)
+    assert res.exit_code == 0, res.stderr
+    written = sum(p.stat().st_size for p in (tmp_path / "roomy").rglob("*") if p.is_file())
+    assert (tmp_path / "roomy" / "train_ids.txt").stat().st_size == 217_000 * 45
+    # one byte short of what the bundle takes: refused before anything is written
+    _free(monkeypatch, written - 1)
+    out = tmp_path / "short"
+    res = cli("export", run, "--out", out, "--data", data)
+    assert res.exit_code == 1, res.stderr
+    assert "not enough free space for the bundle" in res.stderr.strip().splitlines()[-1]
+    assert not out.exists() and not (tmp_path / ".short.export.tmp").exists()
+    # and with room to spare (the bundle and 8 MiB) it is not refused
+    _free(monkeypatch, written + 8 * MIB)
+    res = cli("export", run, "--out", tmp_path / "spare", "--data", data)
+    assert res.exit_code == 0, res.stderr
+
+
+def test_a_feature_cache_that_fills_the_disk_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
+    from cmcgns_cli.downstream import features
+
+    disk = _free(monkeypatch, 10 * MIB)
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        return FullFile(path, 100, disk, 0)
+
+    monkeypatch.setattr(features, "open", fake_open, raising=False)
+    path = tmp_path / ".cache" / "features-x.npy"
+    features._try_save(path, np.ones((50, 64), np.float32))
+    assert "note: cannot cache features" in capsys.readouterr().err
+    assert list((tmp_path / ".cache").iterdir()) == []  # the partial .tmp is gone too
+
+
+def test_the_feature_cache_leaves_the_heads_room(head, cli, tmp_path, monkeypatch) -> None:
+    # a linear probe caches the features of every image beside the data; with room for the
+    # head but not for the cache and the head, it finetunes without the cache
+    src, done = head
+    data = tmp_path / "prep"
+    shutil.copytree(src, data, ignore=shutil.ignore_patterns(".cache"))
+    needed = sum(p.stat().st_size for p in done.iterdir()) + 4 * 64 * KIB
+    _free(monkeypatch, needed)
+    res = cli("finetune", "--task", "chexpert-cls", "--data", data, "--checkpoint", "none",
+              "--arch", "resnet_tiny", "--out", tmp_path / "ft", "--epochs", "1")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    assert "note: not caching features in" in res.stderr
+    assert not (data / ".cache").exists()
+    assert (tmp_path / "ft" / "head.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("n", "dim", "local"), [(1, 128, False), (1000, 128, False), (40, 16, True)]
+)
+def test_embed_parquet_needs_no_more_than_it_asks(tmp_path, monkeypatch, n, dim, local) -> None:
+    # the bytes the refusal asks for bound the file written with room: random float32
+    # vectors (incompressible, all distinct), as embeddings are
+    from cmcgns_cli.embed import write_parquet
+    from cmcgns_cli.outdir import DiskFullError
+
+    rng = np.random.default_rng(0)
+    rows = [
+        {"id": f"s5{i:07d}/img.png", "kind": "image", "error": None,
+         "embedding": rng.random(dim, dtype=np.float32)}
+        for i in range(n)
+    ]  # fmt: skip
+    if local:
+        for r in rows:
+            r.update(local=rng.random((9, dim), dtype=np.float32), sentences=["a b"])
+    path = tmp_path / "vec.parquet"
+    _free(monkeypatch, 0)
+    with pytest.raises(DiskFullError) as info:
+        write_parquet(path, rows, local)
+    needed = int(re.search(r"needs ([\d,]+) bytes", str(info.value)).group(1).replace(",", ""))
+    _free(monkeypatch, 10**12)
+    write_parquet(path, rows, local)
+    assert path.stat().st_size <= needed
+    import pyarrow.parquet as pq
+
+    back = pq.read_table(path).to_pylist()
+    assert np.allclose(back[-1]["embedding"], rows[-1]["embedding"])
+
+
+def test_a_resume_needs_room_for_one_checkpoint_not_a_first_one(
+    trained, cli, tmp_path, monkeypatch
+):
+    # a resumed run already holds best/ and the image encoder; its next checkpoint replaces
+    # model.safetensors and state/ (the old files go once the new are whole): the files it
+    # holds and 4 MiB are room enough, without a second copy of the weights and the encoder
+    import os
+    import signal
+
+    from cmcgns_cli.train import steps
+
+    data, _ = trained
+    run = tmp_path / "run"
+
+    def interrupt(trainer, record):
+        if record["epoch"] == 2:  # after epoch 1 wrote best/ and the image encoder
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(steps, "_after_step", interrupt)
+    res = cli("pretrain", "--data", data, "--out", run, "--preset", "tiny", "--stage1-epochs", "2",
+              "--stage2-epochs", "0", "--set", "data.image_size=64", "--set", "data.crop_size=64",
+              "--set", "train.batch_size=64")  # fmt: skip
+    assert res.exit_code == 130, res.stderr
+    monkeypatch.setattr(steps, "_after_step", lambda t, r: None)
+    assert (run / ckpt.BEST / ckpt.MODEL).is_file() and (run / ckpt.IMAGE_ENCODER).is_file()
+    state = sum(p.stat().st_size for p in (run / ckpt.STATE).iterdir())
+    # the files it replaces, 4 MiB of margin, and 1 MiB for the optimizer moments of the
+    # parameters that have none yet (stage 1 leaves CM-MIR's unused)
+    model = (run / ckpt.MODEL).stat().st_size
+    room = model + state + 5 * MIB
+    # what a first checkpoint needs: a second copy of the weights, and the image encoder
+    assert room < 2 * model + (run / ckpt.IMAGE_ENCODER).stat().st_size + state
+    # short of a new model.safetensors it is refused before a step
+    _free(monkeypatch, room - model)
+    res = cli("pretrain", "--resume", run)
+    assert res.exit_code == 1, res.stderr
+    assert "not enough free space for the checkpoints" in res.stderr.strip().splitlines()[-1]
+    _free(monkeypatch, room)
+    res = cli("pretrain", "--resume", run)
+    assert res.exit_code == 0, res.stderr
+    assert ckpt.weights_meta(run / ckpt.MODEL)["step"] == str(2 * 280 // 64)  # both epochs
