@@ -23,7 +23,7 @@ from cmcgns_cli.data.token_stats import TRUNCATION_WARN_SHARE
 from cmcgns_cli.embedding.inputs import read_reports, scan_images
 from cmcgns_cli.errors import BadInputError, RunFailedError
 from cmcgns_cli.outdir import RERUN, atomic_file, check_space, check_writable, room_for
-from cmcgns_cli.train.checkpoint import SLACK
+from cmcgns_cli.train.sizes import SLACK
 
 FORMATS = ("jsonl", "parquet", "npy")
 

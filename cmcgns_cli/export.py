@@ -73,6 +73,7 @@ def run_export(
     from cmcgns_cli.bundle import is_bundle
     from cmcgns_cli.embedding.runs import open_run
     from cmcgns_cli.train import checkpoint as ckpt
+    from cmcgns_cli.train import sizes
 
     run, out = input_folder(run, RUN_DIR, needs=(ckpt.CONFIG,)), Path(out)
     if is_bundle(run):
@@ -97,11 +98,11 @@ def run_export(
     tok_bytes = sum(p.stat().st_size for p in tok_dir.rglob("*") if p.is_file())
     needed = (
         source.stat().st_size
-        + ckpt.tensor_bytes(enc.state_dict())
-        + ckpt.tensor_bytes(loaded.model.text_encoder.bert.state_dict())
+        + sizes.tensor_bytes(enc.state_dict())
+        + sizes.tensor_bytes(loaded.model.text_encoder.bert.state_dict())
         + ids_bytes
         + tok_bytes
-        + 4 * ckpt.MARGIN
+        + 4 * sizes.MARGIN
     )
     with room_for(out.parent, needed, "the bundle", RERUN):
         _write_bundle(tmp, out, run, loaded, extra, pairs, results, source, license_id)

@@ -21,7 +21,8 @@ from cmcgns_cli.downstream.tasks import get_cls_task
 from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.input_folder import read_json_object
 from cmcgns_cli.outdir import RERUN, check_space
-from cmcgns_cli.train.checkpoint import SLACK, load_weights, safetensors_bytes, save_weights
+from cmcgns_cli.train.checkpoint import load_weights, save_weights
+from cmcgns_cli.train.sizes import SLACK, safetensors_bytes
 
 FINETUNE_FILE = "finetune.json"
 DEFAULTS = {"epochs": 50, "lr": 5e-4, "batch_size": 48}
@@ -206,7 +207,7 @@ def finetune_bytes(
     weights: list[dict[str, torch.Tensor]], prepared: Prepared, chosen: np.ndarray
 ) -> int:
     """Bytes a finetune writes into its folder: each safetensors file of ``weights``
-    (:func:`~cmcgns_cli.train.checkpoint.safetensors_bytes`, slack included), train_ids.txt
+    (:func:`~cmcgns_cli.train.sizes.safetensors_bytes`, slack included), train_ids.txt
     (the ids of the ``chosen`` rows, one a line: exact) and its slack, and finetune.json and
     history.jsonl (a few KB each: their slack)."""
     ids = prepared.manifest["id"].iloc[chosen].astype(str)

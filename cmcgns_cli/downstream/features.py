@@ -18,7 +18,7 @@ from cmcgns_cli.console import err, progress
 from cmcgns_cli.data.prepared import Prepared
 from cmcgns_cli.downstream.encoder import EncoderSource
 from cmcgns_cli.outdir import free_bytes
-from cmcgns_cli.train.checkpoint import SLACK
+from cmcgns_cli.train.sizes import SLACK
 
 
 def to_model_input(

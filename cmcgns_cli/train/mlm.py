@@ -36,6 +36,7 @@ from cmcgns_cli.errors import BadInputError
 from cmcgns_cli.input_folder import input_folder
 from cmcgns_cli.outdir import RERUN, check_space, room_for
 from cmcgns_cli.train import checkpoint as ckpt
+from cmcgns_cli.train import sizes
 from cmcgns_cli.train.mlm_data import MASK_PROB, mask_tokens, pad_batches, read_corpus
 from cmcgns_cli.train.schedule import lr_at
 
@@ -145,9 +146,9 @@ class TextPretrainer:
         state = self.out / ".state.new"
         opt_state = self.optimizer.state_dict()
         needed = (
-            ckpt.tensor_bytes(self.model.state_dict())
-            + ckpt.tensor_bytes(opt_state)
-            + 8 * ckpt.MARGIN
+            sizes.tensor_bytes(self.model.state_dict())
+            + sizes.tensor_bytes(opt_state)
+            + 8 * sizes.MARGIN
         )
         try:
             with room_for(self.out, needed, "the checkpoint", self.advice()):
@@ -316,8 +317,8 @@ def _fit(tr: TextPretrainer, record: dict[str, Any]) -> dict[str, Any]:
     if prog["step"] < total:
         # room for a save before the first step: the weights, Adam's two moments per
         # trainable weight, and margins for the tokenizer and state files
-        trainable = sum(ckpt.tensor_bytes(p) for p in tr.model.parameters() if p.requires_grad)
-        first = ckpt.tensor_bytes(tr.model.state_dict()) + 2 * trainable + 8 * ckpt.MARGIN
+        trainable = sum(sizes.tensor_bytes(p) for p in tr.model.parameters() if p.requires_grad)
+        first = sizes.tensor_bytes(tr.model.state_dict()) + 2 * trainable + 8 * sizes.MARGIN
         check_space(tr.out, first, "the checkpoint", tr.advice())
     metrics = open(tr.out / ckpt.METRICS, "a", encoding="utf-8")  # noqa: SIM115
     t_start, tokens_run = time.perf_counter(), 0

@@ -17,6 +17,7 @@ import torch
 
 from cmcgns_cli import outdir
 from cmcgns_cli.train import checkpoint as ckpt
+from cmcgns_cli.train import sizes
 from tests.diskfull import FullFile
 
 MIB = 2**20
@@ -209,7 +210,7 @@ def test_safetensors_bytes_bounds_the_file_written(tmp_path, state) -> None:
     meta = {"step": 12345, "stage": "2"}
     ckpt.save_weights(tmp_path / "w.safetensors", state, meta)
     real = (tmp_path / "w.safetensors").stat().st_size
-    est = ckpt.safetensors_bytes(state, meta) - ckpt.SLACK
+    est = sizes.safetensors_bytes(state, meta) - sizes.SLACK
     # never below the file safetensors writes, and above it by header bytes only
     assert real <= est <= real + 32 * len(state) + 64
 
