@@ -143,7 +143,9 @@ def test_a_run_without_its_tokenizer_folder_names_the_run_not_text_encoder(train
             "data.crop_size=64",
         )  # fmt: skip
     )
-    assert line == f"error: --init-from {part}: not a whole pretrain run (no tokenizer/ folder)"
+    # named as the run, with the parts that can still start from it
+    assert line.startswith(f"error: --init-from {part}: the run has no tokenizer ("), line
+    assert "--init-parts image,heads" in line and "--text-encoder" not in line
     assert _listing(part) == before
     assert not out.exists()
 
