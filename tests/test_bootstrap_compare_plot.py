@@ -73,15 +73,17 @@ def test_compare_cli(cli, two_heads):
     lo, hi = out["ci95"]
     assert lo <= out["diff"] <= hi
     assert lo > 0 and out["p_value"] < 0.05  # the trained head is clearly better
-    # the written metrics.json of B agrees with compare's B and carries its ci95
+    # compare writes nothing without --out; evaluate of B writes its metrics.json, which
+    # agrees with compare's B and carries its ci95
+    assert not (base / "good" / "metrics.json").exists()
+    res = cli("evaluate", "--task", "chexpert-cls", "--data", data, "--checkpoint", base / "good")
+    assert res.exit_code == 0 and "95% CI" in res.stdout
     written = json.loads((base / "good" / "metrics.json").read_text())
     assert written["value"] == pytest.approx(out["b"])
     wlo, whi = written["ci95"]["macro_auroc"]
     assert wlo <= written["value"] <= whi
     assert written["ci95_method"]["resamples"] == 1000
     # the evaluate table shows the interval beside the mean
-    res = cli("evaluate", "--task", "chexpert-cls", "--data", data, "--checkpoint", base / "good")
-    assert res.exit_code == 0 and "95% CI" in res.stdout
     assert f"{wlo:.4f}" in res.stdout and f"{whi:.4f}" in res.stdout
     # a run against itself: 0 with zero width
     res = cli("compare", base / "good", base / "good", "--task", "chexpert-cls",
